@@ -1,0 +1,723 @@
+/*
+ * server.c - listeners, connections, limits, timeouts and shutdown on the
+ * libevent loop (see server.h).
+ *
+ * A connection reads into one shared buffer and feeds the session directly;
+ * only bytes the session could not take yet (it waits for a commit, or its
+ * output is full) are copied aside, and reading stops until they are used.
+ * So an idle connection holds no buffer at all, and a peer can never make
+ * tern hold more than one read's worth of its input.
+ *
+ * Limits at accept: over max_connections -> 421 4.3.2; over
+ * max_connections_per_ip -> 421 4.7.0; while shutting down -> 421 4.3.2.
+ * These are written straight to the new socket and the socket is closed;
+ * no session is created.
+ */
+#include "net/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "policy/relay.h"
+#include "smtp/session.h"
+#include "util/log.h"
+
+#define IPTAB_SIZE 4096 /* buckets of the per-IP connection count table */
+#define READ_CHUNK 65536
+
+struct ipcount {
+    struct ipcount *next;
+    unsigned char key[17]; /* family byte + 16 address bytes */
+    unsigned count;
+};
+
+struct conn {
+    struct server *srv;
+    struct conn *prev, *next;
+    int fd;
+    struct event *ev_read;
+    struct event *ev_write;
+    struct event *ev_timer;
+    struct smtp_session *sess;
+    struct smtp_peer peer;
+    unsigned char ipkey[17];
+    bool may_relay;
+    bool suspended;   /* waiting for a commit */
+    bool closing;     /* flush the output, then close */
+    bool reading;     /* ev_read is armed */
+    bool writing;     /* ev_write is armed */
+    struct buf pending; /* input the session has not taken yet */
+    struct spool_msg *msg;
+    unsigned long long msgs; /* messages accepted on this connection */
+};
+
+struct server {
+    const struct config *cfg;
+    struct spool *spool;
+    struct event_base *base;
+    struct evconnlistener **listeners;
+    size_t nlisteners;
+    struct event *ev_term, *ev_int, *ev_spool, *ev_shutdown;
+    const struct timeval *tv_command, *tv_data;
+    struct smtp_session_conf sconf;
+    struct smtp_callbacks cb;
+    struct conn *conns;
+    long nconns;
+    struct ipcount *iptab[IPTAB_SIZE];
+    bool shutting_down;
+    uint64_t session_seq;
+    uint64_t start_us;
+};
+
+static char server_rbuf[READ_CHUNK];
+
+static void conn_process(struct conn *c);
+static void conn_free(struct conn *c);
+
+/* ---- per-IP counting -------------------------------------------------------- */
+
+static void
+ip_key(const struct sockaddr *sa, unsigned char key[17])
+{
+    memset(key, 0, 17);
+    if (sa->sa_family == AF_INET) {
+        key[0] = 4;
+        memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            key[0] = 4;
+            memcpy(key + 1, &a->s6_addr[12], 4);
+        } else {
+            key[0] = 6;
+            memcpy(key + 1, a->s6_addr, 16);
+        }
+    }
+}
+
+static unsigned
+ip_hash(const unsigned char key[17])
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    int i;
+
+    for (i = 0; i < 17; i++)
+        h = (h ^ key[i]) * 16777619u;
+    return h % IPTAB_SIZE;
+}
+
+static struct ipcount **
+ip_find(struct server *srv, const unsigned char key[17])
+{
+    struct ipcount **pp = &srv->iptab[ip_hash(key)];
+
+    while (*pp != NULL && memcmp((*pp)->key, key, 17) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static unsigned
+ip_get(struct server *srv, const unsigned char key[17])
+{
+    struct ipcount **pp = ip_find(srv, key);
+
+    return *pp ? (*pp)->count : 0;
+}
+
+static int
+ip_inc(struct server *srv, const unsigned char key[17])
+{
+    struct ipcount **pp = ip_find(srv, key);
+
+    if (*pp == NULL) {
+        if ((*pp = calloc(1, sizeof(**pp))) == NULL)
+            return -1;
+        memcpy((*pp)->key, key, 17);
+    }
+    (*pp)->count++;
+    return 0;
+}
+
+static void
+ip_dec(struct server *srv, const unsigned char key[17])
+{
+    struct ipcount **pp = ip_find(srv, key), *e = *pp;
+
+    if (e == NULL)
+        return;
+    if (--e->count == 0) {
+        *pp = e->next;
+        free(e);
+    }
+}
+
+/* ---- session callbacks (the glue between session and spool) ---------------- */
+
+static enum reply_id
+conn_cb_mail(void *ctx, struct smtp_txn *t)
+{
+    struct conn *c = ctx;
+    char id[SPOOL_ID_LEN + 1];
+
+    spool_new_id(c->srv->spool, id);
+    if ((c->msg = spool_msg_new(c->srv->spool, id)) == NULL) {
+        log_warn(c->peer.id, "event=mail-refused reason=\"out of memory\"");
+        return R_LOCAL_ERROR;
+    }
+    snprintf(t->id, sizeof(t->id), "%s", id);
+    return R_MAIL_OK;
+}
+
+static enum reply_id
+conn_cb_rcpt(void *ctx, const struct smtp_txn *t, const struct smtp_path *rcpt)
+{
+    struct conn *c = ctx;
+    enum reply_id r = relay_check_rcpt(c->srv->cfg, c->may_relay, rcpt);
+
+    if (r != R_RCPT_OK)
+        log_info(t->id, "event=rcpt-refused client=%s to=<%s> reply=%s", c->peer.addr,
+            rcpt->addr, reply_get(r)->name);
+    return r;
+}
+
+static int
+conn_cb_body(void *ctx, const char *p, size_t n)
+{
+    struct conn *c = ctx;
+
+    return c->msg ? spool_msg_write(c->msg, p, n) : -1;
+}
+
+static void
+conn_cb_abort(void *ctx, struct smtp_txn *t)
+{
+    struct conn *c = ctx;
+
+    if (c->msg != NULL) {
+        spool_msg_abort(c->msg);
+        c->msg = NULL;
+    }
+}
+
+static void
+conn_commit_done(void *arg, int err, const char *id)
+{
+    struct conn *c = arg;
+    enum reply_id r;
+    enum smtp_status st;
+
+    c->suspended = false;
+    if (err == 0) {
+        r = R_QUEUED;
+        c->msgs++;
+    } else if (err == ENOSPC || err == EDQUOT) {
+        r = R_SPOOL_FULL;
+    } else {
+        r = R_SPOOL_ERROR;
+    }
+    if (err)
+        log_warn(id, "event=commit-failed client=%s error=\"%s\"", c->peer.addr, strerror(err));
+    st = smtp_session_commit_done(c->sess, r);
+    if (st == SMTP_CLOSE)
+        c->closing = true;
+    conn_process(c);
+}
+
+static void
+conn_cb_commit(void *ctx, struct smtp_txn *t)
+{
+    struct conn *c = ctx;
+    struct spool_msg *m = c->msg;
+    char kv[320];
+    unsigned i;
+
+    c->msg = NULL;
+    if (m == NULL) {
+        log_panic("commit without a message");
+    }
+    spool_msg_set_arrival(m, time(NULL));
+    spool_msg_set_sender(m, t->sender.addr);
+    for (i = 0; i < t->nrcpts; i++)
+        spool_msg_add_rcpt(m, t->rcpts[i].addr);
+    if (t->params.body == BODY_8BITMIME)
+        spool_msg_add_param(m, "BODY=8BITMIME");
+    else if (t->params.body == BODY_7BIT)
+        spool_msg_add_param(m, "BODY=7BIT");
+    if (t->params.smtputf8)
+        spool_msg_add_param(m, "SMTPUTF8");
+    snprintf(kv, sizeof(kv), "client=%s", c->peer.addr);
+    spool_msg_add_param(m, kv);
+    snprintf(kv, sizeof(kv), "helo=%s", smtp_session_helo(c->sess));
+    spool_msg_add_param(m, kv);
+    log_info(t->id, "event=received session=%s client=%s from=<%s> nrcpt=%u size=%zu",
+        c->peer.id, c->peer.addr, t->sender.addr, t->nrcpts, spool_msg_size(m));
+    c->suspended = true;
+    spool_commit(c->srv->spool, m, conn_commit_done, c);
+}
+
+/* ---- connection I/O --------------------------------------------------------- */
+
+static void
+conn_set_reading(struct conn *c, bool on)
+{
+    if (on == c->reading)
+        return;
+    if (on)
+        event_add(c->ev_read, NULL);
+    else
+        event_del(c->ev_read);
+    c->reading = on;
+}
+
+static void
+conn_arm_timer(struct conn *c)
+{
+    event_add(c->ev_timer,
+        smtp_session_in_data(c->sess) ? c->srv->tv_data : c->srv->tv_command);
+}
+
+/* Write what the session has to say; false if the socket is full (write event armed). */
+static bool
+conn_flush(struct conn *c)
+{
+    struct buf *out = smtp_session_output(c->sess);
+    ssize_t n;
+
+    while (out->len > 0) {
+        n = send(c->fd, out->data, out->len, MSG_NOSIGNAL);
+        if (n > 0) {
+            buf_consume(out, (size_t)n);
+            continue;
+        }
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->writing) {
+                event_add(c->ev_write, NULL);
+                c->writing = true;
+            }
+            return false;
+        }
+        /* The peer is gone: nothing more can be said to it. */
+        buf_reset(out);
+        c->closing = true;
+        return true;
+    }
+    if (c->writing) {
+        event_del(c->ev_write);
+        c->writing = false;
+    }
+    return true;
+}
+
+static void
+conn_handle_status(struct conn *c, enum smtp_status st)
+{
+    if (st == SMTP_CLOSE)
+        c->closing = true;
+}
+
+/* Feed kept input, flush output, and decide whether to read more. */
+static void
+conn_process(struct conn *c)
+{
+    enum smtp_status st;
+    size_t used;
+
+    for (;;) {
+        if (c->pending.len > 0 && !c->suspended && !c->closing) {
+            used = smtp_session_input(c->sess, c->pending.data, c->pending.len, time(NULL), &st);
+            buf_consume(&c->pending, used);
+            conn_handle_status(c, st);
+        }
+        if (!conn_flush(c))
+            break; /* resumed from the write event */
+        if (c->closing) {
+            if (!c->suspended) {
+                conn_free(c);
+                return;
+            }
+            break;
+        }
+        if (c->pending.len > 0 && !c->suspended)
+            continue;
+        break;
+    }
+    if (c->pending.len == 0 && c->pending.cap > 0)
+        buf_free(&c->pending); /* idle connections hold no input buffer */
+    conn_set_reading(c, !c->suspended && !c->closing && !c->writing && c->pending.len == 0);
+}
+
+static void
+conn_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    enum smtp_status st;
+    ssize_t n;
+    size_t used;
+
+    n = recv(fd, server_rbuf, sizeof(server_rbuf), 0);
+    if (n == 0 || (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        log_debug(c->peer.id, "event=peer-closed");
+        conn_free(c);
+        return;
+    }
+    if (n < 0)
+        return;
+    used = smtp_session_input(c->sess, server_rbuf, (size_t)n, time(NULL), &st);
+    if (used < (size_t)n && buf_append(&c->pending, server_rbuf + used, (size_t)n - used) == -1) {
+        log_warn(c->peer.id, "event=close reason=\"out of memory\"");
+        conn_free(c);
+        return;
+    }
+    conn_handle_status(c, st);
+    if (!c->closing)
+        conn_arm_timer(c);
+    conn_process(c);
+}
+
+static void
+conn_on_write(evutil_socket_t fd, short what, void *arg)
+{
+    conn_process(arg);
+}
+
+static void
+conn_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    if (c->suspended) {
+        conn_arm_timer(c); /* a commit in flight is the disk's time, not the client's */
+        return;
+    }
+    log_info(c->peer.id, "event=timeout client=%s in_data=%d", c->peer.addr,
+        smtp_session_in_data(c->sess));
+    conn_handle_status(c, smtp_session_timeout(c->sess));
+    conn_process(c);
+}
+
+static void
+conn_free(struct conn *c)
+{
+    struct server *srv = c->srv;
+
+    if (c->suspended)
+        spool_commit_detach(srv->spool, c);
+    log_debug(c->peer.id, "event=disconnect client=%s messages=%llu errors=%u", c->peer.addr,
+        c->msgs, smtp_session_errors(c->sess));
+    smtp_session_free(c->sess); /* aborts an open transaction through conn_cb_abort */
+    if (c->msg != NULL)
+        spool_msg_abort(c->msg);
+    event_free(c->ev_read);
+    event_free(c->ev_write);
+    event_free(c->ev_timer);
+    close(c->fd);
+    buf_free(&c->pending);
+    ip_dec(srv, c->ipkey);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    srv->nconns--;
+    free(c);
+    if (srv->shutting_down && srv->nconns == 0)
+        event_base_loopexit(srv->base, NULL);
+}
+
+/* ---- accepting -------------------------------------------------------------- */
+
+/* Refuse a connection before any session exists: one reply, then close. */
+static void
+server_refuse(struct server *srv, int fd, enum reply_id r, const char *addr)
+{
+    struct buf b;
+
+    buf_init(&b, 1024);
+    if (reply_write(&b, r, srv->sconf.hostname) == 0) {
+        /* A fresh socket's send buffer always has room for one line. */
+        if (send(fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        }
+    }
+    buf_free(&b);
+    log_info(NULL, "event=refused client=%s reply=%s", addr, reply_get(r)->name);
+    close(fd);
+}
+
+static void
+server_session_id(struct server *srv, char *id, size_t len)
+{
+    snprintf(id, len, "%010llX%06llX", (unsigned long long)(srv->start_us & 0xFFFFFFFFFFull),
+        (unsigned long long)(++srv->session_seq & 0xFFFFFF));
+}
+
+static void
+server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+    void *arg)
+{
+    struct server *srv = arg;
+    unsigned char key[17];
+    char addr[64] = "?";
+    struct conn *c;
+    int one = 1;
+
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, addr, sizeof(addr));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof(addr));
+    ip_key(sa, key);
+
+    if (srv->shutting_down) {
+        server_refuse(srv, fd, R_SHUTDOWN, addr);
+        return;
+    }
+    if (srv->nconns >= srv->cfg->max_connections) {
+        server_refuse(srv, fd, R_OVERLOAD_TOTAL, addr);
+        return;
+    }
+    if (ip_get(srv, key) >= (unsigned)srv->cfg->max_connections_per_ip) {
+        server_refuse(srv, fd, R_OVERLOAD_IP, addr);
+        return;
+    }
+    if ((c = calloc(1, sizeof(*c))) == NULL || ip_inc(srv, key) == -1) {
+        free(c);
+        server_refuse(srv, fd, R_LOCAL_ERROR, addr);
+        return;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->srv = srv;
+    c->fd = fd;
+    memcpy(c->ipkey, key, sizeof(key));
+    snprintf(c->peer.addr, sizeof(c->peer.addr), "%s", addr);
+    server_session_id(srv, c->peer.id, sizeof(c->peer.id));
+    c->may_relay = config_cidr_match(srv->cfg->relay_networks, srv->cfg->nrelay_networks, sa);
+    buf_init(&c->pending, READ_CHUNK);
+    c->ev_read = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
+    c->ev_write = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, conn_on_write, c);
+    c->ev_timer = evtimer_new(srv->base, conn_on_timer, c);
+    c->sess = smtp_session_new(&srv->sconf, &srv->cb, c, &c->peer);
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    if (c->ev_read == NULL || c->ev_write == NULL || c->ev_timer == NULL || c->sess == NULL) {
+        log_warn(c->peer.id, "event=close reason=\"out of memory\"");
+        conn_free(c);
+        return;
+    }
+    log_debug(c->peer.id, "event=connect client=%s relay=%d", addr, c->may_relay);
+    smtp_session_greet(c->sess);
+    conn_arm_timer(c);
+    conn_process(c);
+}
+
+static void
+server_on_accept_error(struct evconnlistener *l, void *arg)
+{
+    /* EMFILE/ENFILE/ENOBUFS: logged; libevent keeps the listener. */
+    log_warn(NULL, "event=accept-error error=\"%s\"", strerror(errno));
+}
+
+/* ---- shutdown --------------------------------------------------------------- */
+
+static void
+server_on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    struct conn *c, *next;
+
+    log_warn(NULL, "event=shutdown-timeout sessions=%ld", srv->nconns);
+    for (c = srv->conns; c != NULL; c = next) {
+        next = c->next;
+        conn_free(c);
+    }
+    event_base_loopexit(srv->base, NULL);
+}
+
+static void
+server_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *srv = arg;
+    struct conn *c, *next;
+    struct timeval tv = {srv->cfg->shutdown_timeout, 0};
+
+    if (srv->shutting_down)
+        return;
+    srv->shutting_down = true;
+    log_info(NULL, "event=shutdown signal=%d sessions=%ld", (int)sig, srv->nconns);
+    srv->ev_shutdown = evtimer_new(srv->base, server_on_shutdown_timeout, srv);
+    evtimer_add(srv->ev_shutdown, &tv);
+    for (c = srv->conns; c != NULL; c = next) {
+        next = c->next;
+        conn_handle_status(c, smtp_session_shutdown(c->sess));
+        conn_process(c);
+    }
+    if (srv->nconns == 0)
+        event_base_loopexit(srv->base, NULL);
+}
+
+static void
+server_on_spool(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    spool_reap(srv->spool);
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+
+static int
+server_listen(struct server *srv, const struct config_listen *ls, char *err, size_t errlen)
+{
+    struct evconnlistener *l;
+    int fd, one = 1;
+
+    fd = socket(ls->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        snprintf(err, errlen, "listen %s: socket: %s", ls->text, strerror(errno));
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ls->addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&ls->addr, ls->addrlen) == -1 ||
+        listen(fd, 4096) == -1) {
+        snprintf(err, errlen, "listen %s: %s", ls->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    l = evconnlistener_new(srv->base, server_on_accept, srv,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+    if (l == NULL) {
+        snprintf(err, errlen, "listen %s: cannot create listener", ls->text);
+        close(fd);
+        return -1;
+    }
+    evconnlistener_set_error_cb(l, server_on_accept_error);
+    srv->listeners[srv->nlisteners++] = l;
+    log_info(NULL, "event=listen address=%s", ls->text);
+    return 0;
+}
+
+struct server *
+server_new(const struct config *cfg, struct spool *sp, char *err, size_t errlen)
+{
+    struct server *srv;
+    struct timeval tv;
+    struct timespec ts;
+    size_t i;
+
+    if ((srv = calloc(1, sizeof(*srv))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    srv->cfg = cfg;
+    srv->spool = sp;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    srv->start_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    srv->sconf.hostname = cfg->hostname;
+    srv->sconf.max_line_length = (size_t)cfg->max_line_length;
+    srv->sconf.max_message_size = (unsigned long long)cfg->max_message_size;
+    srv->sconf.max_recipients = (unsigned)cfg->max_recipients;
+    srv->sconf.max_errors = (unsigned)cfg->max_errors;
+    srv->cb.mail = conn_cb_mail;
+    srv->cb.rcpt = conn_cb_rcpt;
+    srv->cb.body = conn_cb_body;
+    srv->cb.commit = conn_cb_commit;
+    srv->cb.abort = conn_cb_abort;
+
+    if ((srv->base = event_base_new()) == NULL) {
+        snprintf(err, errlen, "cannot create the event loop");
+        goto fail;
+    }
+    tv.tv_sec = cfg->timeout_command;
+    tv.tv_usec = 0;
+    srv->tv_command = event_base_init_common_timeout(srv->base, &tv);
+    tv.tv_sec = cfg->timeout_data;
+    srv->tv_data = event_base_init_common_timeout(srv->base, &tv);
+    srv->listeners = calloc(cfg->nlisten ? cfg->nlisten : 1, sizeof(*srv->listeners));
+    if (srv->listeners == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (i = 0; i < cfg->nlisten; i++)
+        if (server_listen(srv, &cfg->listen[i], err, errlen) == -1)
+            goto fail;
+    srv->ev_term = evsignal_new(srv->base, SIGTERM, server_on_signal, srv);
+    srv->ev_int = evsignal_new(srv->base, SIGINT, server_on_signal, srv);
+    srv->ev_spool = event_new(srv->base, spool_event_fd(sp), EV_READ | EV_PERSIST,
+        server_on_spool, srv);
+    if (srv->ev_term == NULL || srv->ev_int == NULL || srv->ev_spool == NULL) {
+        snprintf(err, errlen, "cannot set up events");
+        goto fail;
+    }
+    evsignal_add(srv->ev_term, NULL);
+    evsignal_add(srv->ev_int, NULL);
+    event_add(srv->ev_spool, NULL);
+    return srv;
+fail:
+    server_free(srv);
+    return NULL;
+}
+
+int
+server_run(struct server *srv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (event_base_dispatch(srv->base) == -1)
+        return -1;
+    return 0;
+}
+
+void
+server_free(struct server *srv)
+{
+    struct conn *c, *next;
+    size_t i, j;
+
+    if (srv == NULL)
+        return;
+    srv->shutting_down = false; /* no loopexit from conn_free now */
+    for (c = srv->conns; c != NULL; c = next) {
+        next = c->next;
+        conn_free(c);
+    }
+    for (i = 0; i < srv->nlisteners; i++)
+        evconnlistener_free(srv->listeners[i]);
+    free(srv->listeners);
+    if (srv->ev_term)
+        event_free(srv->ev_term);
+    if (srv->ev_int)
+        event_free(srv->ev_int);
+    if (srv->ev_spool)
+        event_free(srv->ev_spool);
+    if (srv->ev_shutdown)
+        event_free(srv->ev_shutdown);
+    for (j = 0; j < IPTAB_SIZE; j++) {
+        struct ipcount *e, *n;
+        for (e = srv->iptab[j]; e != NULL; e = n) {
+            n = e->next;
+            free(e);
+        }
+    }
+    if (srv->base)
+        event_base_free(srv->base);
+    free(srv);
+}

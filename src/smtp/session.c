@@ -1,0 +1,867 @@
+/*
+ * session.c - the SMTP server state machine (see session.h).
+ *
+ * One command table (smtp_commands[]) drives everything: for each verb, the
+ * argument rule, the reply when an argument is missing, a check that may
+ * only refuse (state, sequence), and a proceed step that changes the
+ * transaction.  Every reply comes from the catalogue via reply_write().
+ *
+ * Framing promises (RFC 5321 §2.3.8, §4.1.1.4; SMTP smuggling):
+ *  - a command line ends only at CRLF; a bare LF or CR inside it makes the
+ *    whole line (up to the next CRLF) one refused line, never two commands;
+ *  - a line longer than max_line_length is refused at its CRLF, and only
+ *    max_line_length octets of it are ever held in memory;
+ *  - message data ends only at CRLF.CRLF (data.c).
+ */
+#include "smtp/session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp/data.h"
+#include "util/log.h"
+
+enum smtp_state {
+    S_CONNECTED, /* greeted, no HELO/EHLO yet */
+    S_READY,     /* HELO/EHLO done, no transaction */
+    S_MAIL,      /* MAIL accepted, collecting recipients */
+    S_DATA,      /* reading DATA */
+    S_BDAT,      /* reading a BDAT chunk */
+    S_COMMIT,    /* waiting for the commit */
+    S_CLOSED,
+};
+
+/* Stop consuming input once this much output is waiting (pipelining batches). */
+#define SESSION_OUT_SOFT 8192
+#define SESSION_OUT_MAX 65536
+#define SESSION_HELO_MAX 255
+
+struct smtp_session {
+    const struct smtp_session_conf *conf;
+    const struct smtp_callbacks *cb;
+    void *ctx;
+    struct smtp_peer peer;
+    enum smtp_state state;
+    bool esmtp;
+    bool txn_open;     /* MAIL accepted; abort callback owed if it ends badly */
+    bool bdat_failed;  /* a BDAT transfer failed: refuse further chunks until RSET/MAIL */
+    bool shutdown;     /* server shutting down: 421 at the next command */
+    bool body_err;     /* the body callback failed */
+    unsigned errors;
+    char helo[SESSION_HELO_MAX + 1];
+    time_t now;
+
+    /* command line assembly across reads */
+    char *line;
+    size_t linelen;
+    bool line_overflow;
+    bool line_bare_lf;
+    bool line_last_cr;
+
+    /* message data */
+    struct smtp_data data;
+    unsigned long long bdat_left;
+    bool bdat_last;
+    bool bdat_discard;
+
+    struct smtp_txn txn;
+    struct buf out;
+};
+
+typedef enum reply_id (*cmd_check_fn)(struct smtp_session *, const struct smtp_cmd *);
+typedef void (*cmd_proceed_fn)(struct smtp_session *, const struct smtp_cmd *);
+
+enum cmd_arg { ARG_NONE, ARG_OPTIONAL, ARG_REQUIRED };
+
+struct smtp_command {
+    enum smtp_verb verb;
+    enum cmd_arg arg;
+    enum reply_id missing; /* reply when a required argument is missing */
+    cmd_check_fn check;    /* may only refuse: returns REPLY__COUNT to go on */
+    cmd_proceed_fn proceed;
+};
+
+/* ---- replies ------------------------------------------------------------ */
+
+static void
+session_close(struct smtp_session *s)
+{
+    s->state = S_CLOSED;
+}
+
+/* Count an error reply; past max_errors, add the 421 and close. */
+static void
+session_error_sent(struct smtp_session *s)
+{
+    s->errors++;
+    if (s->errors > s->conf->max_errors && s->state != S_CLOSED) {
+        reply_write(&s->out, R_TOO_MANY_ERRORS, s->conf->hostname);
+        session_close(s);
+    }
+}
+
+#define REPLY0(s, id) session_reply(s, id, reply_write(&(s)->out, id))
+#define REPLY1(s, id, a) session_reply(s, id, reply_write(&(s)->out, id, a))
+#define REPLY2(s, id, a, b) session_reply(s, id, reply_write(&(s)->out, id, a, b))
+
+static void
+session_reply(struct smtp_session *s, enum reply_id id, int written)
+{
+    (void)written; /* the output buffer is far larger than SESSION_OUT_SOFT */
+    if (reply_get(id)->code >= 400 && reply_get(id)->code != 421)
+        session_error_sent(s);
+}
+
+/* ---- transactions --------------------------------------------------------- */
+
+static void
+txn_reset(struct smtp_session *s, bool aborted)
+{
+    if (s->txn_open && aborted && s->cb->abort != NULL)
+        s->cb->abort(s->ctx, &s->txn);
+    s->txn_open = false;
+    s->txn.id[0] = '\0';
+    s->txn.nrcpts = 0;
+    s->txn.bdat = false;
+    memset(&s->txn.params, 0, sizeof(s->txn.params));
+    s->txn.sender.addr[0] = '\0';
+    s->txn.sender.len = 0;
+    s->body_err = false;
+    if (s->state != S_CLOSED)
+        s->state = s->helo[0] ? S_READY : S_CONNECTED;
+}
+
+static int
+session_body(void *arg, const char *p, size_t n)
+{
+    struct smtp_session *s = arg;
+
+    if (s->body_err)
+        return -1;
+    if (s->cb->body(s->ctx, p, n) == -1) {
+        s->body_err = true;
+        return -1;
+    }
+    return 0;
+}
+
+/* RFC 5321 §4.4 trace field, first thing in the stored message. */
+static void
+session_received(struct smtp_session *s)
+{
+    char date[64], hdr[1024];
+    const char *proto;
+    struct tm tm;
+    int n;
+
+    gmtime_r(&s->now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    if (s->txn.params.smtputf8)
+        proto = s->peer.tls ? "UTF8SMTPS" : "UTF8SMTP";
+    else if (s->esmtp)
+        proto = s->peer.tls ? "ESMTPS" : "ESMTP";
+    else
+        proto = s->peer.tls ? "SMTPS" : "SMTP";
+    if (s->txn.nrcpts == 1)
+        n = snprintf(hdr, sizeof(hdr),
+            "Received: from %s ([%s])\r\n\tby %s (tern) with %s id %s\r\n\tfor <%s>; %s\r\n",
+            s->helo, s->peer.addr, s->conf->hostname, proto, s->txn.id, s->txn.rcpts[0].addr,
+            date);
+    else
+        n = snprintf(hdr, sizeof(hdr),
+            "Received: from %s ([%s])\r\n\tby %s (tern) with %s id %s;\r\n\t%s\r\n", s->helo,
+            s->peer.addr, s->conf->hostname, proto, s->txn.id, date);
+    if (n > 0)
+        session_body(s, hdr, (size_t)n < sizeof(hdr) ? (size_t)n : sizeof(hdr) - 1);
+}
+
+static void
+session_begin_body(struct smtp_session *s)
+{
+    smtp_data_init(&s->data, s->conf->max_message_size);
+    session_received(s);
+}
+
+/* The message is complete: refuse it, or hand it over for commit. */
+static void
+session_end_body(struct smtp_session *s)
+{
+    char num[32];
+
+    if (s->data.flags & (DATA_BARE_LF | DATA_BARE_CR)) {
+        snprintf(num, sizeof(num), "%lu", s->data.first_bad_line);
+        if (s->data.flags & DATA_BARE_LF)
+            REPLY1(s, R_BARE_LF_DATA, num);
+        else
+            REPLY1(s, R_BARE_CR_DATA, num);
+    } else if (s->data.flags & DATA_TOO_BIG) {
+        snprintf(num, sizeof(num), "%llu", s->conf->max_message_size);
+        REPLY1(s, R_SIZE_DATA, num);
+    } else if (s->body_err) {
+        REPLY0(s, R_SPOOL_ERROR);
+    } else {
+        s->state = S_COMMIT;
+        s->cb->commit(s->ctx, &s->txn);
+        return;
+    }
+    txn_reset(s, true);
+}
+
+/* ---- checks --------------------------------------------------------------- */
+
+static enum reply_id
+check_mail(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    if (s->state == S_CONNECTED)
+        return R_NEED_HELO;
+    if (s->txn_open)
+        return R_NESTED_MAIL;
+    return REPLY__COUNT;
+}
+
+static enum reply_id
+check_in_txn(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    if (s->state == S_CONNECTED)
+        return R_NEED_HELO;
+    if (!s->txn_open)
+        return R_NEED_MAIL;
+    return REPLY__COUNT;
+}
+
+static enum reply_id
+check_data(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    enum reply_id r = check_in_txn(s, c);
+
+    if (r != REPLY__COUNT)
+        return r;
+    if (s->txn.bdat)
+        return R_BDAT_THEN_DATA;
+    if (s->txn.nrcpts == 0)
+        return R_NEED_RCPT;
+    return REPLY__COUNT;
+}
+
+/* ---- commands ------------------------------------------------------------- */
+
+static const char *
+session_ehlo_size(const struct smtp_session *s)
+{
+    static _Thread_local char size[40];
+
+    snprintf(size, sizeof(size), "SIZE %llu", s->conf->max_message_size);
+    return size;
+}
+
+static void
+cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    size_t n = 0;
+
+    /* The first word is the client's name; real clients sometimes add more after it. */
+    while (n < c->arglen && c->arg[n] != ' ')
+        n++;
+    if (n == 0 || n > SESSION_HELO_MAX || !smtp_addr_domain_valid(c->arg, n, true)) {
+        REPLY1(s, R_HELO_SYNTAX, smtp_verb_name(c->verb));
+        return;
+    }
+    txn_reset(s, true);
+    memcpy(s->helo, c->arg, n);
+    s->helo[n] = '\0';
+    s->state = S_READY;
+    s->esmtp = c->verb == VERB_EHLO;
+    if (c->verb == VERB_HELO) {
+        REPLY1(s, R_HELO, s->conf->hostname);
+    } else {
+        const char *ext[] = {"PIPELINING", session_ehlo_size(s), "8BITMIME", "SMTPUTF8",
+            "ENHANCEDSTATUSCODES", "CHUNKING"};
+        reply_write_lines(&s->out, R_EHLO, s->conf->hostname, ext, sizeof(ext) / sizeof(*ext));
+    }
+}
+
+static bool
+session_prefix(struct smtp_session *s, const struct smtp_cmd *c, const char *kw, enum reply_id r,
+    size_t *off)
+{
+    switch (smtp_parse_prefix(c->arg, c->arglen, kw, off)) {
+    case PREFIX_OK:
+        return true;
+    case PREFIX_MISSING:
+        REPLY1(s, r, c->verb == VERB_MAIL ? "missing FROM:" : "missing TO:");
+        break;
+    case PREFIX_NO_COLON:
+        REPLY1(s, r, "missing colon");
+        break;
+    case PREFIX_SPACE_BEFORE_COLON:
+        REPLY1(s, r, "space before the colon");
+        break;
+    }
+    return false;
+}
+
+/* Refuse a bad ESMTP parameter with the keyword named in the reply. */
+static void
+session_param_error(struct smtp_session *s, enum param_err e, const char *bad, size_t badlen)
+{
+    char kw[64];
+
+    if (bad == NULL || badlen == 0) {
+        bad = "";
+        badlen = 0;
+    }
+    if (badlen >= sizeof(kw))
+        badlen = sizeof(kw) - 1;
+    memcpy(kw, bad, badlen);
+    kw[badlen] = '\0';
+    if (e == PARAM_ERR_UNKNOWN)
+        REPLY1(s, R_PARAM_UNKNOWN, kw);
+    else
+        REPLY2(s, R_PARAM_SYNTAX, kw, smtp_param_strerror(e));
+}
+
+static void
+cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    struct smtp_mail_params params;
+    const char *bad = NULL;
+    size_t off, used, badlen = 0;
+    enum addr_err ae;
+    enum param_err pe;
+    enum reply_id r;
+    char num[32];
+
+    if (!session_prefix(s, c, "FROM:", R_MAIL_SYNTAX, &off))
+        return;
+    ae = smtp_addr_parse(c->arg + off, c->arglen - off, ADDR_UTF8 | ADDR_NULL_OK,
+        &s->txn.sender, &used);
+    if (ae != ADDR_OK) {
+        REPLY1(s, R_BAD_SENDER, smtp_addr_strerror(ae));
+        return;
+    }
+    memset(&params, 0, sizeof(params));
+    pe = smtp_parse_mail_params(c->arg + off + used, c->arglen - off - used, &params, &bad,
+        &badlen);
+    if (pe != PARAM_OK) {
+        session_param_error(s, pe, bad, badlen);
+        return;
+    }
+    if (s->txn.sender.utf8 && !params.smtputf8) {
+        REPLY0(s, R_UTF8_SENDER);
+        return;
+    }
+    if (params.has_size && params.size > s->conf->max_message_size) {
+        snprintf(num, sizeof(num), "%llu", s->conf->max_message_size);
+        REPLY1(s, R_SIZE_MAIL, num);
+        return;
+    }
+    s->txn.params = params;
+    s->txn.nrcpts = 0;
+    s->txn.bdat = false;
+    s->bdat_failed = false;
+    s->body_err = false;
+    s->txn.id[0] = '\0';
+    r = s->cb->mail(s->ctx, &s->txn);
+    if (r != R_MAIL_OK) {
+        REPLY0(s, r);
+        return;
+    }
+    s->txn_open = true;
+    s->state = S_MAIL;
+    REPLY1(s, R_MAIL_OK, s->txn.sender.addr);
+}
+
+static void
+cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    struct smtp_path path;
+    const char *bad = NULL;
+    size_t off, used, badlen = 0;
+    enum addr_err ae;
+    enum param_err pe;
+    enum reply_id r;
+    char num[32];
+
+    if (!session_prefix(s, c, "TO:", R_RCPT_SYNTAX, &off))
+        return;
+    ae = smtp_addr_parse(c->arg + off, c->arglen - off, ADDR_UTF8 | ADDR_NO_DOMAIN_OK, &path,
+        &used);
+    if (ae != ADDR_OK) {
+        REPLY1(s, R_BAD_RCPT, smtp_addr_strerror(ae));
+        return;
+    }
+    pe = smtp_parse_rcpt_params(c->arg + off + used, c->arglen - off - used, &bad, &badlen);
+    if (pe != PARAM_OK) {
+        session_param_error(s, pe, bad, badlen);
+        return;
+    }
+    if (path.utf8 && !s->txn.params.smtputf8) {
+        REPLY0(s, R_UTF8_RCPT);
+        return;
+    }
+    if (s->txn.nrcpts >= s->conf->max_recipients) {
+        snprintf(num, sizeof(num), "%u", s->conf->max_recipients);
+        REPLY1(s, R_TOO_MANY_RCPTS, num);
+        return;
+    }
+    r = s->cb->rcpt(s->ctx, &s->txn, &path);
+    if (r != R_RCPT_OK) {
+        if (reply_get(r)->nargs == 1)
+            REPLY1(s, r, path.addr);
+        else
+            REPLY0(s, r);
+        return;
+    }
+    if (s->txn.nrcpts == s->txn.rcpts_cap) {
+        unsigned cap = s->txn.rcpts_cap ? s->txn.rcpts_cap * 2 : 4;
+        struct smtp_path *p;
+        if (cap > s->conf->max_recipients)
+            cap = s->conf->max_recipients;
+        p = realloc(s->txn.rcpts, cap * sizeof(*p));
+        if (p == NULL) {
+            REPLY0(s, R_LOCAL_ERROR);
+            return;
+        }
+        s->txn.rcpts = p;
+        s->txn.rcpts_cap = cap;
+    }
+    s->txn.rcpts[s->txn.nrcpts++] = path;
+    REPLY1(s, R_RCPT_OK, path.addr);
+}
+
+static void
+cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    REPLY0(s, R_DATA_GO);
+    s->state = S_DATA;
+    session_begin_body(s);
+}
+
+/* A BDAT chunk has been read (or discarded): answer it. */
+static void
+session_bdat_chunk_end(struct smtp_session *s)
+{
+    char num[32];
+
+    s->state = s->txn_open ? S_MAIL : (s->helo[0] ? S_READY : S_CONNECTED);
+    if (s->bdat_discard) {
+        s->bdat_discard = false;
+        return; /* the refusal was sent when the BDAT command was read */
+    }
+    if (s->data.flags & DATA_TOO_BIG) {
+        snprintf(num, sizeof(num), "%llu", s->conf->max_message_size);
+        REPLY1(s, R_SIZE_DATA, num);
+        txn_reset(s, true);
+        s->bdat_failed = true;
+        return;
+    }
+    if (!s->bdat_last) {
+        snprintf(num, sizeof(num), "%llu", s->data.size);
+        REPLY1(s, R_BDAT_OK, num);
+        return;
+    }
+    smtp_data_bdat_end(&s->data);
+    session_end_body(s);
+    if (s->state != S_COMMIT && s->state != S_CLOSED)
+        s->bdat_failed = false; /* refused at LAST: the transaction is over */
+}
+
+static void
+cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    unsigned long long size;
+    enum reply_id r;
+    bool last;
+
+    if (smtp_parse_bdat(c->arg, c->arglen, &size, &last) == -1) {
+        REPLY0(s, R_BDAT_SYNTAX);
+        return;
+    }
+    /* RFC 3030 §3: a refused chunk is still read, so its bytes never become commands. */
+    s->bdat_left = size;
+    s->bdat_last = last;
+    s->bdat_discard = false;
+    if (s->bdat_failed)
+        r = R_BDAT_AFTER_FAIL;
+    else if ((r = check_in_txn(s, c)) == REPLY__COUNT && s->txn.nrcpts == 0)
+        r = R_NEED_RCPT;
+    if (r != REPLY__COUNT) {
+        if (reply_get(r)->nargs == 1)
+            REPLY1(s, r, "BDAT");
+        else
+            REPLY0(s, r);
+        if (s->state == S_CLOSED)
+            return;
+        s->bdat_discard = true;
+    } else if (!s->txn.bdat) {
+        s->txn.bdat = true;
+        session_begin_body(s);
+    }
+    s->state = S_BDAT;
+    if (size == 0)
+        session_bdat_chunk_end(s);
+}
+
+static void
+cmd_rset(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    txn_reset(s, true);
+    s->bdat_failed = false;
+    REPLY0(s, R_COMMAND_OK);
+}
+
+static void
+cmd_noop(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    REPLY0(s, R_COMMAND_OK);
+}
+
+static void
+cmd_help(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    REPLY0(s, R_HELP);
+}
+
+static void
+cmd_vrfy(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    REPLY0(s, R_VRFY);
+}
+
+static void
+cmd_quit(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    REPLY1(s, R_BYE, s->conf->hostname);
+    txn_reset(s, true);
+    session_close(s);
+}
+
+static void
+cmd_not_implemented(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    REPLY1(s, R_NOT_IMPLEMENTED, smtp_verb_name(c->verb));
+}
+
+static void
+cmd_http(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    REPLY1(s, R_HTTP, s->conf->hostname);
+    txn_reset(s, true);
+    session_close(s);
+}
+
+static const struct smtp_command smtp_commands[] = {
+    {VERB_HELO, ARG_REQUIRED, R_HELO_SYNTAX, NULL, cmd_helo},
+    {VERB_EHLO, ARG_REQUIRED, R_HELO_SYNTAX, NULL, cmd_helo},
+    {VERB_MAIL, ARG_REQUIRED, R_MAIL_SYNTAX, check_mail, cmd_mail},
+    {VERB_RCPT, ARG_REQUIRED, R_RCPT_SYNTAX, check_in_txn, cmd_rcpt},
+    {VERB_DATA, ARG_NONE, REPLY__COUNT, check_data, cmd_data},
+    {VERB_BDAT, ARG_REQUIRED, R_BDAT_SYNTAX, NULL, cmd_bdat}, /* checks after parsing size */
+    {VERB_RSET, ARG_NONE, REPLY__COUNT, NULL, cmd_rset},
+    {VERB_NOOP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_noop},
+    {VERB_QUIT, ARG_NONE, REPLY__COUNT, NULL, cmd_quit},
+    {VERB_VRFY, ARG_REQUIRED, R_ARG_MISSING, NULL, cmd_vrfy},
+    {VERB_HELP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_help},
+    {VERB_EXPN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
+    {VERB_TURN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
+    {VERB_ETRN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
+    {VERB_STARTTLS, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
+    {VERB_AUTH, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
+    {VERB_HTTP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_http},
+};
+
+static const struct smtp_command *
+session_command(enum smtp_verb v)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(smtp_commands) / sizeof(*smtp_commands); i++)
+        if (smtp_commands[i].verb == v)
+            return &smtp_commands[i];
+    return NULL;
+}
+
+/* One complete command line, without CRLF, free of bare CR/LF and not over-long. */
+static void
+session_command_line(struct smtp_session *s, const char *line, size_t len)
+{
+    const struct smtp_command *cmd;
+    struct smtp_cmd c;
+    enum reply_id r;
+
+    smtp_parse_command(line, len, &c);
+    if (s->shutdown && c.verb != VERB_QUIT) {
+        reply_write(&s->out, R_SHUTDOWN, s->conf->hostname);
+        txn_reset(s, true);
+        session_close(s);
+        return;
+    }
+    if ((cmd = session_command(c.verb)) == NULL) {
+        REPLY0(s, R_UNKNOWN_CMD);
+        return;
+    }
+    /* NUL is never valid in a command; MAIL/RCPT name the part it broke (5.1.7 / 5.1.3). */
+    if (c.verb != VERB_MAIL && c.verb != VERB_RCPT && c.verb != VERB_HTTP &&
+        memchr(line, '\0', len) != NULL) {
+        REPLY0(s, R_NUL_IN_CMD);
+        return;
+    }
+    if (cmd->arg == ARG_NONE && c.arg != NULL) {
+        REPLY1(s, R_ARG_NOT_ALLOWED, smtp_verb_name(c.verb));
+        return;
+    }
+    if (cmd->arg == ARG_REQUIRED && (c.arg == NULL || c.arglen == 0)) {
+        const struct reply_def *d = reply_get(cmd->missing);
+        if (d->nargs == 1)
+            REPLY1(s, cmd->missing,
+                cmd->missing == R_MAIL_SYNTAX || cmd->missing == R_RCPT_SYNTAX
+                    ? "missing argument"
+                    : smtp_verb_name(c.verb));
+        else
+            REPLY0(s, cmd->missing);
+        return;
+    }
+    if (cmd->check != NULL && (r = cmd->check(s, &c)) != REPLY__COUNT) {
+        if (reply_get(r)->nargs == 1)
+            REPLY1(s, r, smtp_verb_name(c.verb));
+        else
+            REPLY0(s, r);
+        return;
+    }
+    cmd->proceed(s, &c);
+}
+
+/* A line ended at CRLF: refuse it whole, or run it. */
+static void
+session_line_done(struct smtp_session *s, const char *line, size_t len)
+{
+    char num[32];
+
+    if (s->line_overflow) {
+        snprintf(num, sizeof(num), "%zu", s->conf->max_line_length);
+        REPLY1(s, R_LINE_TOO_LONG, num);
+    } else if (s->line_bare_lf) {
+        REPLY0(s, R_BARE_LF_CMD);
+    } else if (memchr(line, '\r', len) != NULL) {
+        REPLY0(s, R_BARE_CR_CMD);
+    } else {
+        session_command_line(s, line, len);
+    }
+    s->linelen = 0;
+    s->line_overflow = s->line_bare_lf = s->line_last_cr = false;
+}
+
+/* Keep part of a line that continues in a later read (bounded by max_line_length). */
+static void
+session_line_append(struct smtp_session *s, const char *p, size_t n)
+{
+    size_t room = s->conf->max_line_length; /* content + CR held until LF decides */
+
+    if (n == 0)
+        return;
+    s->line_last_cr = p[n - 1] == '\r';
+    if (s->line_overflow)
+        return;
+    if (s->linelen + n > room) {
+        s->line_overflow = true;
+        return;
+    }
+    if (s->line == NULL && (s->line = malloc(room)) == NULL) {
+        s->line_overflow = true; /* refused as too long: the safe side */
+        return;
+    }
+    memcpy(s->line + s->linelen, p, n);
+    s->linelen += n;
+}
+
+/* Command mode: consume up to one line; returns bytes consumed. */
+static size_t
+session_input_line(struct smtp_session *s, const char *p, size_t n)
+{
+    const char *lf = memchr(p, '\n', n);
+    size_t seg, content_max = s->conf->max_line_length - 2;
+    bool cr;
+
+    if (lf == NULL) {
+        session_line_append(s, p, n);
+        return n;
+    }
+    seg = (size_t)(lf - p);
+    cr = seg > 0 ? p[seg - 1] == '\r' : s->line_last_cr;
+    if (!cr) {
+        /* A bare LF does not end a command line; it poisons it up to the next CRLF. */
+        s->line_bare_lf = true;
+        session_line_append(s, p, seg + 1);
+        return seg + 1;
+    }
+    if (s->linelen == 0 && !s->line_overflow && !s->line_bare_lf) {
+        /* Fast path: the whole line is in this read. */
+        if (seg - 1 > content_max)
+            s->line_overflow = true;
+        session_line_done(s, p, seg - 1);
+        return seg + 1;
+    }
+    session_line_append(s, p, seg);
+    if (!s->line_overflow) {
+        s->linelen--; /* drop the CR */
+        if (s->linelen > content_max)
+            s->line_overflow = true;
+    }
+    session_line_done(s, s->line, s->linelen);
+    return seg + 1;
+}
+
+size_t
+smtp_session_input(struct smtp_session *s, const char *p, size_t n, time_t now,
+    enum smtp_status *st)
+{
+    size_t used = 0, k;
+    int err = 0;
+
+    s->now = now;
+    while (used < n) {
+        if (s->state == S_CLOSED || s->state == S_COMMIT)
+            break;
+        if (s->out.len >= SESSION_OUT_SOFT)
+            break;
+        switch (s->state) {
+        case S_DATA:
+            used += smtp_data_feed(&s->data, p + used, n - used, session_body, s, &err);
+            if (s->data.done)
+                session_end_body(s);
+            break;
+        case S_BDAT:
+            k = n - used < s->bdat_left ? n - used : (size_t)s->bdat_left;
+            if (!s->bdat_discard)
+                smtp_data_bdat(&s->data, p + used, k, session_body, s, &err);
+            used += k;
+            s->bdat_left -= k;
+            if (s->bdat_left == 0)
+                session_bdat_chunk_end(s);
+            break;
+        default:
+            used += session_input_line(s, p + used, n - used);
+            break;
+        }
+    }
+    if (s->state == S_CLOSED)
+        *st = SMTP_CLOSE;
+    else if (s->state == S_COMMIT)
+        *st = SMTP_SUSPEND;
+    else
+        *st = SMTP_OK;
+    return used;
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+struct smtp_session *
+smtp_session_new(const struct smtp_session_conf *conf, const struct smtp_callbacks *cb,
+    void *ctx, const struct smtp_peer *peer)
+{
+    struct smtp_session *s;
+
+    if ((s = calloc(1, sizeof(*s))) == NULL)
+        return NULL;
+    s->conf = conf;
+    s->cb = cb;
+    s->ctx = ctx;
+    s->peer = *peer;
+    s->state = S_CONNECTED;
+    buf_init(&s->out, SESSION_OUT_MAX);
+    return s;
+}
+
+void
+smtp_session_free(struct smtp_session *s)
+{
+    if (s == NULL)
+        return;
+    if (s->state != S_COMMIT)
+        txn_reset(s, true);
+    free(s->line);
+    free(s->txn.rcpts);
+    buf_free(&s->out);
+    free(s);
+}
+
+enum smtp_status
+smtp_session_greet(struct smtp_session *s)
+{
+    reply_write(&s->out, R_GREETING, s->conf->hostname);
+    return SMTP_OK;
+}
+
+enum smtp_status
+smtp_session_commit_done(struct smtp_session *s, enum reply_id reply)
+{
+    if (reply == R_QUEUED)
+        REPLY1(s, R_QUEUED, s->txn.id);
+    else
+        REPLY0(s, reply);
+    s->state = S_MAIL; /* so that txn_reset picks READY/CONNECTED */
+    s->txn_open = false;
+    txn_reset(s, false);
+    if (s->shutdown) {
+        reply_write(&s->out, R_SHUTDOWN, s->conf->hostname);
+        session_close(s);
+    }
+    return s->state == S_CLOSED ? SMTP_CLOSE : SMTP_OK;
+}
+
+enum smtp_status
+smtp_session_timeout(struct smtp_session *s)
+{
+    bool data = smtp_session_in_data(s);
+
+    reply_write(&s->out, data ? R_TIMEOUT_DATA : R_TIMEOUT, s->conf->hostname);
+    if (s->state != S_COMMIT)
+        txn_reset(s, true);
+    session_close(s);
+    return SMTP_CLOSE;
+}
+
+enum smtp_status
+smtp_session_shutdown(struct smtp_session *s)
+{
+    s->shutdown = true;
+    if (s->state == S_DATA || s->state == S_BDAT || s->state == S_COMMIT)
+        return SMTP_OK;
+    if (s->state == S_CLOSED)
+        return SMTP_CLOSE;
+    reply_write(&s->out, R_SHUTDOWN, s->conf->hostname);
+    txn_reset(s, true);
+    session_close(s);
+    return SMTP_CLOSE;
+}
+
+struct buf *
+smtp_session_output(struct smtp_session *s)
+{
+    return &s->out;
+}
+
+bool
+smtp_session_in_data(const struct smtp_session *s)
+{
+    return s->state == S_DATA || s->state == S_BDAT;
+}
+
+bool
+smtp_session_closed(const struct smtp_session *s)
+{
+    return s->state == S_CLOSED;
+}
+
+const char *
+smtp_session_helo(const struct smtp_session *s)
+{
+    return s->helo;
+}
+
+unsigned
+smtp_session_errors(const struct smtp_session *s)
+{
+    return s->errors;
+}

@@ -1,0 +1,117 @@
+/*
+ * session.h - the SMTP server state machine (RFC 5321, 1870, 2920, 3030,
+ * 6152, 6531, 2034).
+ *
+ * Pure: bytes in, replies out, and requests to the caller through callbacks
+ * (start a transaction, judge a recipient, take body bytes, commit).  No
+ * sockets, no clock (the caller passes the time), no disk.  One command table
+ * (session.c) says for each verb where it is allowed, what may refuse it and
+ * what it changes.
+ *
+ * Flow: the caller feeds whatever it read with smtp_session_input(), then
+ * writes out whatever is in smtp_session_output().  Input stops being
+ * consumed when the session must wait (commit in flight: SMTP_SUSPEND), when
+ * the output buffer is full (SMTP_OK with bytes left: flush, then call again
+ * with the rest), or when the session is over (SMTP_CLOSE: flush, close).
+ * Pipelined commands (RFC 2920) are thus answered in order and in batches.
+ */
+#ifndef TERN_SMTP_SESSION_H
+#define TERN_SMTP_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "smtp/addr.h"
+#include "smtp/parse.h"
+#include "smtp/reply.h"
+#include "util/buf.h"
+
+struct smtp_session;
+
+struct smtp_session_conf {
+    const char *hostname;               /* ours: greeting, Received */
+    size_t max_line_length;             /* command line octets including CRLF */
+    unsigned long long max_message_size; /* octets; SIZE advertised and enforced */
+    unsigned max_recipients;
+    unsigned max_errors;                /* more than this: 421 4.7.0 and close */
+};
+
+struct smtp_txn {
+    char id[24];                        /* queue ID, set by the mail callback */
+    struct smtp_path sender;
+    struct smtp_mail_params params;
+    struct smtp_path *rcpts;            /* accepted recipients */
+    unsigned nrcpts;
+    unsigned rcpts_cap;
+    bool bdat;                          /* BDAT used in this transaction */
+};
+
+struct smtp_callbacks {
+    /*
+     * MAIL was accepted by syntax: open a transaction, put a queue ID in
+     * t->id.  Return R_MAIL_OK to go on, or a refusal (R_LOCAL_ERROR, ...).
+     */
+    enum reply_id (*mail)(void *ctx, struct smtp_txn *t);
+    /* Judge one recipient: R_RCPT_OK, or the refusal to send (relay, unknown user...). */
+    enum reply_id (*rcpt)(void *ctx, const struct smtp_txn *t, const struct smtp_path *rcpt);
+    /* Body octets as they arrive (unstuffed, CRLF kept); -1 on a write failure. */
+    int (*body)(void *ctx, const char *p, size_t n);
+    /*
+     * The message is complete and clean: make it durable, then call
+     * smtp_session_commit_done().  Until then the session is suspended.
+     */
+    void (*commit)(void *ctx, struct smtp_txn *t);
+    /* The transaction ended without a commit (RSET, error, close). */
+    void (*abort)(void *ctx, struct smtp_txn *t);
+};
+
+struct smtp_peer {
+    char addr[64];                      /* "192.0.2.1" or "2001:db8::1" */
+    char id[24];                        /* session ID for logs */
+    bool tls;                           /* for the Received protocol name */
+};
+
+enum smtp_status {
+    SMTP_OK,       /* go on; if input is left, flush output and call again */
+    SMTP_SUSPEND,  /* waiting for smtp_session_commit_done(); keep the rest of the input */
+    SMTP_CLOSE,    /* flush the output, then close the connection */
+};
+
+struct smtp_session *smtp_session_new(const struct smtp_session_conf *conf,
+    const struct smtp_callbacks *cb, void *ctx, const struct smtp_peer *peer);
+void smtp_session_free(struct smtp_session *s);
+
+/* Queue the greeting (220), or a 421 when refuse is a reply id (overload). */
+enum smtp_status smtp_session_greet(struct smtp_session *s);
+
+size_t smtp_session_input(struct smtp_session *s, const char *p, size_t n, time_t now,
+    enum smtp_status *st);
+
+/*
+ * The commit finished: reply is R_QUEUED (with the queue ID) or a 4xx
+ * (R_SPOOL_ERROR, R_SPOOL_FULL).  Returns SMTP_OK (go on with any input
+ * kept), or SMTP_CLOSE if the session was asked to shut down meanwhile.
+ */
+enum smtp_status smtp_session_commit_done(struct smtp_session *s, enum reply_id reply);
+
+/* The idle timer fired: 421 4.4.2 queued; always SMTP_CLOSE. */
+enum smtp_status smtp_session_timeout(struct smtp_session *s);
+
+/*
+ * The server is shutting down.  An idle session gets 421 4.3.2 now
+ * (SMTP_CLOSE); one in the middle of DATA/BDAT or a commit may finish its
+ * message (SMTP_OK) and gets 421 4.3.2 at its next command.
+ */
+enum smtp_status smtp_session_shutdown(struct smtp_session *s);
+
+/* The output waiting to be written; the caller consumes what it wrote. */
+struct buf *smtp_session_output(struct smtp_session *s);
+
+/* True while message data is being received (the data timeout applies). */
+bool smtp_session_in_data(const struct smtp_session *s);
+bool smtp_session_closed(const struct smtp_session *s);
+const char *smtp_session_helo(const struct smtp_session *s);
+unsigned smtp_session_errors(const struct smtp_session *s);
+
+#endif

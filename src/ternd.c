@@ -1,0 +1,170 @@
+/*
+ * ternd.c - the daemon's main: options, configuration, spool, server.
+ * Thin on purpose: everything else links into the tests.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "net/server.h"
+#include "queue/spool.h"
+#include "util/config.h"
+#include "util/log.h"
+
+#define MAX_OVERRIDES 64
+#define SPILL_THRESHOLD (256 * 1024)
+
+static void
+usage(void)
+{
+    fprintf(stderr, "usage: ternd [-f] [-n] [-v] [-c FILE] [-o key=value]...\n"
+                    "  -f  stay in the foreground\n"
+                    "  -n  check the configuration and exit (0 good, 1 bad)\n"
+                    "  -v  with -n: print every key and its value\n"
+                    "  -c  configuration file (default: the embedded demo configuration)\n"
+                    "  -o  override one configuration key (repeatable)\n");
+    exit(64);
+}
+
+/* mkdir -p */
+static int
+make_dirs(const char *path)
+{
+    char tmp[4096], *p;
+
+    if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+        return -1;
+    for (p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) == -1 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) == -1 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* 10,000 idle sessions need 10,000 descriptors: take what the hard limit allows. */
+static void
+raise_fd_limit(long want)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if ((long)rl.rlim_cur < want + 64)
+        log_warn(NULL, "event=fd-limit limit=%ld max_connections=%ld", (long)rl.rlim_cur, want);
+}
+
+static enum log_level
+level_of(const char *s)
+{
+    if (s == NULL || strcmp(s, "info") == 0)
+        return LOG_LEVEL_INFO;
+    if (strcmp(s, "debug") == 0)
+        return LOG_LEVEL_DEBUG;
+    if (strcmp(s, "warn") == 0)
+        return LOG_LEVEL_WARN;
+    return LOG_LEVEL_ERROR;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *file = NULL, *overrides[MAX_OVERRIDES];
+    int i, ch, noverrides = 0;
+    int foreground = 0, check = 0, verbose = 0;
+    struct config cfg;
+    struct spool *sp;
+    struct server *srv;
+    char err[1024];
+
+    while ((ch = getopt(argc, argv, "fnvc:o:h")) != -1) {
+        switch (ch) {
+        case 'f':
+            foreground = 1;
+            break;
+        case 'n':
+            check = 1;
+            break;
+        case 'v':
+            verbose = 1;
+            break;
+        case 'c':
+            file = optarg;
+            break;
+        case 'o':
+            if (noverrides == MAX_OVERRIDES) {
+                fprintf(stderr, "ternd: too many -o options (max %d)\n", MAX_OVERRIDES);
+                return 1;
+            }
+            overrides[noverrides++] = optarg;
+            break;
+        default:
+            usage();
+        }
+    }
+    if (optind != argc)
+        usage();
+
+    log_init("ternd", LOG_LEVEL_INFO);
+    config_defaults(&cfg);
+    if (file != NULL ? config_load_file(&cfg, file, err, sizeof(err))
+                     : config_load_string(&cfg, "(embedded)", config_default_text, err,
+                           sizeof(err))) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    for (i = 0; i < noverrides; i++)
+        if (config_override(&cfg, overrides[i], i + 1, err, sizeof(err)) == -1) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+    if (config_finish(&cfg, file ? file : "(embedded)", err, sizeof(err)) == -1) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (check) {
+        if (verbose)
+            config_dump(&cfg, stdout);
+        config_free(&cfg);
+        return 0;
+    }
+    log_set_level(level_of(cfg.log_level));
+    if (cfg.user != NULL)
+        log_warn(NULL, "event=config key=user reason=\"dropping privileges is not implemented "
+                       "yet; running as the invoking user\"");
+    if (cfg.greylist)
+        log_warn(NULL, "event=config key=greylist reason=\"greylisting is not implemented "
+                       "yet; it has no effect\"");
+    raise_fd_limit(cfg.max_connections);
+
+    /* Before any thread exists: the committer thread would not survive fork(). */
+    if (!foreground && daemon(1, 1) == -1)
+        log_fatal("event=start error=\"daemon: %s\"", strerror(errno));
+    if (make_dirs(cfg.spool_dir) == -1)
+        log_fatal("event=start spool_dir=%s error=\"%s\"", cfg.spool_dir, strerror(errno));
+    if ((sp = spool_open(cfg.spool_dir, SPILL_THRESHOLD, err, sizeof(err))) == NULL)
+        log_fatal("event=start spool_dir=%s error=\"%s\"", cfg.spool_dir, err);
+    if ((srv = server_new(&cfg, sp, err, sizeof(err))) == NULL)
+        log_fatal("event=start error=\"%s\"", err);
+    log_info(NULL, "event=started hostname=%s spool_dir=%s", cfg.hostname, cfg.spool_dir);
+    if (server_run(srv) == -1)
+        log_fatal("event=loop-failed");
+    server_free(srv);
+    spool_close(sp);
+    log_info(NULL, "event=stopped");
+    config_free(&cfg);
+    return 0;
+}

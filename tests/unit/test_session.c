@@ -1,0 +1,588 @@
+/*
+ * test_session.c - the session state machine without sockets: transcripts
+ * in, exact replies out (codes and enhanced codes), fed whole and byte by
+ * byte (the session must not care how the stream is split).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "smtp/session.h"
+
+struct harness {
+    struct smtp_session_conf conf;
+    struct smtp_callbacks cb;
+    struct smtp_peer peer;
+    struct smtp_session *s;
+    char body[65536];
+    size_t bodylen;
+    int commits, aborts, mails;
+    bool fail_body;
+    bool auto_commit;   /* answer commits at once with R_QUEUED */
+    enum reply_id commit_reply;
+    bool relay_denied_for_remote;
+};
+
+static enum reply_id
+h_mail(void *ctx, struct smtp_txn *t)
+{
+    struct harness *h = ctx;
+
+    h->mails++;
+    h->bodylen = 0;
+    snprintf(t->id, sizeof(t->id), "QID%d", h->mails);
+    return R_MAIL_OK;
+}
+
+static enum reply_id
+h_rcpt(void *ctx, const struct smtp_txn *t, const struct smtp_path *r)
+{
+    struct harness *h = ctx;
+
+    if (h->relay_denied_for_remote && strstr(r->addr, "@remote.example") != NULL)
+        return R_RELAY_DENIED;
+    return R_RCPT_OK;
+}
+
+static int
+h_body(void *ctx, const char *p, size_t n)
+{
+    struct harness *h = ctx;
+
+    if (h->fail_body)
+        return -1;
+    if (h->bodylen + n < sizeof(h->body)) {
+        memcpy(h->body + h->bodylen, p, n);
+        h->bodylen += n;
+    }
+    return 0;
+}
+
+static void
+h_commit(void *ctx, struct smtp_txn *t)
+{
+    struct harness *h = ctx;
+
+    h->commits++;
+}
+
+static void
+h_abort(void *ctx, struct smtp_txn *t)
+{
+    struct harness *h = ctx;
+
+    h->aborts++;
+}
+
+static void
+h_init(struct harness *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->conf.hostname = "mx.test";
+    h->conf.max_line_length = 512;
+    h->conf.max_message_size = 4096;
+    h->conf.max_recipients = 3;
+    h->conf.max_errors = 5;
+    h->cb.mail = h_mail;
+    h->cb.rcpt = h_rcpt;
+    h->cb.body = h_body;
+    h->cb.commit = h_commit;
+    h->cb.abort = h_abort;
+    snprintf(h->peer.addr, sizeof(h->peer.addr), "192.0.2.1");
+    snprintf(h->peer.id, sizeof(h->peer.id), "S1");
+    h->auto_commit = true;
+    h->commit_reply = R_QUEUED;
+}
+
+/*
+ * Feed input in pieces of `step` bytes (0 = all at once), answering commits
+ * at once; collect all output.  Returns the final status.
+ */
+static enum smtp_status
+h_run(struct harness *h, const char *in, size_t len, size_t step, char *out, size_t outcap)
+{
+    enum smtp_status st = SMTP_OK;
+    size_t off = 0, outlen = 0;
+    struct buf *b;
+
+    h->s = smtp_session_new(&h->conf, &h->cb, h, &h->peer);
+    assert_non_null(h->s);
+    smtp_session_greet(h->s);
+    while (off < len && st != SMTP_CLOSE) {
+        size_t n = step ? (len - off < step ? len - off : step) : len - off;
+        size_t used = smtp_session_input(h->s, in + off, n, 1700000000, &st);
+        off += used;
+        if (st == SMTP_SUSPEND) {
+            assert_true(h->auto_commit);
+            st = smtp_session_commit_done(h->s, h->commit_reply);
+        }
+        b = smtp_session_output(h->s);
+        assert_true(outlen + b->len < outcap);
+        memcpy(out + outlen, b->data, b->len);
+        outlen += b->len;
+        buf_reset(b);
+        if (used == 0 && st == SMTP_OK && n > 0 && b->len == 0 && off < len)
+            continue;
+    }
+    b = smtp_session_output(h->s);
+    memcpy(out + outlen, b->data, b->len);
+    outlen += b->len;
+    buf_reset(b);
+    out[outlen] = '\0';
+    return st;
+}
+
+/*
+ * Reduce output to its final reply lines' "CODE ESC" (or "CODE" when no
+ * enhanced code), '|'-separated, so expectations read like a transcript.
+ */
+static void
+h_codes(const char *out, char *codes, size_t cap)
+{
+    const char *p = out;
+    size_t n = 0;
+
+    codes[0] = '\0';
+    while (*p) {
+        const char *eol = strstr(p, "\r\n");
+        assert_non_null(eol);
+        if (eol - p >= 4 && p[3] == ' ') {
+            char one[32];
+            int k;
+            if (eol - p >= 9 && p[4] >= '2' && p[4] <= '5' && p[5] == '.')
+                k = snprintf(one, sizeof(one), "%.3s %.*s", p,
+                    (int)(strcspn(p + 4, " \r")), p + 4);
+            else
+                k = snprintf(one, sizeof(one), "%.3s", p);
+            n += (size_t)snprintf(codes + n, cap - n, "%s%.*s", n ? "|" : "", k, one);
+        }
+        p = eol + 2;
+    }
+}
+
+/* Run a transcript whole and byte by byte; both must give `expect`. */
+static void
+expect_codes(struct harness *h0, const char *in, size_t len, const char *expect)
+{
+    static char out[262144], codes[4096], out1[262144];
+    struct harness h;
+
+    h = *h0;
+    h_run(&h, in, len, 0, out, sizeof(out));
+    h_codes(out, codes, sizeof(codes));
+    if (strcmp(codes, expect) != 0)
+        fail_msg("whole: got %s\nexpected %s\noutput:\n%s", codes, expect, out);
+    smtp_session_free(h.s);
+
+    h = *h0;
+    h_run(&h, in, len, 1, out1, sizeof(out1));
+    if (strcmp(out, out1) != 0)
+        fail_msg("byte by byte differs:\n%s\n---\n%s", out, out1);
+    smtp_session_free(h.s);
+}
+
+#define T(h, in, expect) expect_codes(h, in, sizeof(in) - 1, expect)
+
+static void
+test_basic_flow(void **state)
+{
+    struct harness h;
+    static char out[8192];
+
+    h_init(&h);
+    T(&h, "EHLO client.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\n"
+          "DATA\r\nSubject: x\r\n\r\nhello\r\n..dot\r\n.\r\nQUIT\r\n",
+        "220|250|250 2.1.0|250 2.1.5|354|250 2.0.0|221 2.0.0");
+    h_run(&h, "HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<u@example.org>\r\nDATA\r\nhi\r\n..x\r\n.\r\n",
+        75, 0, out, sizeof(out));
+    assert_int_equal(h.commits, 1);
+    assert_non_null(strstr(out, "250 2.0.0 Ok: queued as QID1\r\n"));
+    assert_non_null(strstr(h.body, "Received: from c ([192.0.2.1])\r\n\tby mx.test (tern) with SMTP id QID1\r\n\tfor <u@example.org>;"));
+    assert_non_null(strstr(h.body, "\r\nhi\r\n.x\r\n"));
+    assert_null(strstr(h.body, "..x"));
+    smtp_session_free(h.s);
+}
+
+static void
+test_greeting_and_ehlo(void **state)
+{
+    struct harness h;
+    static char out[8192];
+
+    h_init(&h);
+    h_run(&h, "EHLO c.example\r\n", 16, 0, out, sizeof(out));
+    assert_string_equal(out, "220 mx.test ESMTP tern\r\n"
+                             "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 4096\r\n250-8BITMIME\r\n"
+                             "250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n");
+    smtp_session_free(h.s);
+}
+
+static void
+test_sequence_errors(void **state)
+{
+    struct harness h;
+
+    h_init(&h);
+    T(&h, "MAIL FROM:<a@b.example>\r\n", "220|503 5.5.1");
+    T(&h, "HELO c\r\nRCPT TO:<u@example.org>\r\n", "220|250|503 5.5.1");
+    T(&h, "HELO c\r\nMAIL FROM:<a@b.example>\r\nMAIL FROM:<a@b.example>\r\n",
+        "220|250|250 2.1.0|503 5.5.1");
+    T(&h, "HELO c\r\nMAIL FROM:<a@b.example>\r\nDATA\r\n", "220|250|250 2.1.0|503 5.5.1");
+    T(&h, "HELO c\r\nDATA\r\n", "220|250|503 5.5.1");
+    T(&h, "DATA\r\n", "220|503 5.5.1");
+}
+
+static void
+test_command_errors(void **state)
+{
+    struct harness h;
+
+    h_init(&h);
+    T(&h, "FOO\r\n", "220|500 5.5.2");
+    T(&h, "DATAX\r\n", "220|500 5.5.2");
+    T(&h, "EXPN list\r\n", "220|502 5.5.1");
+    T(&h, "HELO c\r\nDATA x\r\n", "220|250|501 5.5.4");
+    T(&h, "RSET x\r\n", "220|501 5.5.4");
+    T(&h, "QUIT x\r\n", "220|501 5.5.4");
+    T(&h, "HELO\r\n", "220|501 5.5.4");
+    T(&h, "EHLO\r\n", "220|501 5.5.4");
+    T(&h, "EHLO bad..name\r\n", "220|501 5.5.4");
+    T(&h, "NOOP\r\nNOOP hello\r\nRSET\r\nVRFY x\r\nVRFY\r\nHELP\r\n",
+        "220|250 2.0.0|250 2.0.0|250 2.0.0|252 2.5.0|501 5.5.4|214 2.0.0");
+    T(&h, "NO\0OP\r\n", "220|500 5.5.2");
+    T(&h, "NOOP a\0b\r\n", "220|501 5.5.4");
+}
+
+static void
+test_501_family(void **state)
+{
+    struct harness h;
+
+    h_init(&h);
+#define M(cmd, code) T(&h, "EHLO c\r\n" cmd "\r\n", "220|250|" code)
+    M("MAIL FROM:user@example.org", "501 5.1.7");
+    M("MAIL FROM:<user@example.org", "501 5.1.7");
+    M("MAIL FROM:<us er@example.org>", "501 5.1.7");
+    M("MAIL FROM:<a..b@example.org>", "501 5.1.7");
+    M("MAIL FROM:<a@b..org>", "501 5.1.7");
+    M("MAIL FROM:<a\0@b.org>", "501 5.1.7");
+    M("MAIL FROM <a@b.org>", "501 5.5.4");
+    M("MAIL FROM :<a@b.org>", "501 5.5.4");
+    M("MAIL <a@b.org>", "501 5.5.4");
+    M("MAIL", "501 5.5.4");
+    M("MAIL FROM:<a@b.org> SIZE=abc", "501 5.5.4");
+    M("MAIL FROM:<a@b.org> BODY=9BIT", "501 5.5.4");
+    M("MAIL FROM:<a@b.org> FOO=bar", "555 5.5.4");
+    M("MAIL FROM:<a@b.org> SIZE=4097", "552 5.3.4");
+    M("MAIL FROM:<a@b.org> SIZE=4096", "250 2.1.0");
+    M("MAIL FROM:<j\xc3\xb6rg@example.org>", "553 5.6.7");
+    M("MAIL FROM:<j\xc3\xb6rg@example.org> SMTPUTF8", "250 2.1.0");
+    M("MAIL FROM: <a@b.org>", "250 2.1.0");
+    M("MAIL FROM:<>", "250 2.1.0");
+    M("mail from:<a@[192.0.2.1]> body=8bitmime", "250 2.1.0");
+#undef M
+#define R(cmd, code) T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\n" cmd "\r\n", "220|250|250 2.1.0|" code)
+    R("RCPT TO:<bad address@example.org>", "501 5.1.3");
+    R("RCPT TO:<>", "501 5.1.3");
+    R("RCPT TO:u@example.org", "501 5.1.3");
+    R("RCPT TO <u@example.org>", "501 5.5.4");
+    R("RCPT TO:<u@example.org> NOTIFY=NEVER", "555 5.5.4");
+    R("RCPT TO:<j\xc3\xb6rg@example.org>", "553 5.6.7");
+    R("RCPT TO:<postmaster>", "250 2.1.5");
+    R("RCPT TO:<@x.org,@y.org:u@example.org>", "250 2.1.5");
+    R("RCPT TO:<\"john doe\"@example.org>", "250 2.1.5");
+#undef R
+}
+
+static void
+test_recipient_limit_and_relay(void **state)
+{
+    struct harness h;
+
+    h_init(&h);
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n"
+          "RCPT TO:<c@example.org>\r\nRCPT TO:<d@example.org>\r\n",
+        "220|250|250 2.1.0|250 2.1.5|250 2.1.5|250 2.1.5|452 4.5.3");
+    h.relay_denied_for_remote = true;
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<a@remote.example>\r\nDATA\r\n",
+        "220|250|250 2.1.0|550 5.7.1|503 5.5.1");
+}
+
+static void
+test_framing_commands(void **state)
+{
+    struct harness h;
+    char big[700];
+
+    h_init(&h);
+    /* A bare LF never splits a command: one refusal for the whole thing. */
+    T(&h, "NOOP\nNOOP\r\n", "220|500 5.5.2");
+    T(&h, "NOOP\rNOOP\r\n", "220|500 5.5.2");
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\nRCPT TO:<u@example.org>\r\nNOOP\r\n",
+        "220|250|500 5.5.2|250 2.0.0");
+    /* Over-long line: refused at its CRLF, then the session resynchronises. */
+    memset(big, 'A', sizeof(big));
+    memcpy(big, "NOOP ", 5);
+    memcpy(big + sizeof(big) - 8, "\r\nNOOP\r\n", 8);
+    expect_codes(&h, big, sizeof(big), "220|500 5.5.2|250 2.0.0");
+    /* Exactly max_line_length (512) octets including CRLF is fine; 513 is not. */
+    {
+        char l[600];
+        memset(l, 'x', sizeof(l));
+        memcpy(l, "NOOP ", 5);
+        memcpy(l + 510, "\r\n", 2);
+        expect_codes(&h, l, 512, "220|250 2.0.0");
+        memset(l, 'x', sizeof(l));
+        memcpy(l, "NOOP ", 5);
+        memcpy(l + 511, "\r\n", 2);
+        expect_codes(&h, l, 513, "220|500 5.5.2");
+    }
+}
+
+static void
+test_http(void **state)
+{
+    struct harness h;
+
+    h_init(&h);
+    T(&h, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "220|421 4.7.0");
+    T(&h, "EHLO c\r\nPOST /x HTTP/1.0\r\nNOOP\r\n", "220|250|421 4.7.0");
+}
+
+static void
+test_smuggling(void **state)
+{
+    static const char *seqs[] = {"\n.\n", "\n.\r\n", "\r\n.\n", "\r.\r", "\r\n.\r", "\r.\r\n",
+        "\n.\r", "\r\r\n.\r\r\n", "\r\n.\r\r\n"};
+    struct harness h;
+    size_t i;
+
+    for (i = 0; i < sizeof(seqs) / sizeof(*seqs); i++) {
+        char in[1024];
+        int n = snprintf(in, sizeof(in),
+            "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n"
+            "Subject: s\r\n\r\nbody%sMAIL FROM:<evil@x.org>\r\nRCPT TO:<u@example.org>\r\n"
+            "DATA\r\nsmuggled\r\n.\r\nQUIT\r\n",
+            seqs[i]);
+        h_init(&h);
+        expect_codes(&h, in, (size_t)n, "220|250|250 2.1.0|250 2.1.5|354|554 5.6.0|221 2.0.0");
+        assert_int_equal(h.commits, 0);
+    }
+    /* NUL around the dot: not an end either; one message, accepted whole. */
+    h_init(&h);
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\nDATA\r\nx\r\n\0.\r\n"
+          "MAIL FROM:<e@x.org>\r\n.\r\nQUIT\r\n",
+        "220|250|250 2.1.0|250 2.1.5|354|250 2.0.0|221 2.0.0");
+}
+
+static void
+test_message_size(void **state)
+{
+    static char in[12000];
+    struct harness h;
+    size_t n;
+
+    h_init(&h);
+    n = (size_t)snprintf(in, sizeof(in), "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n");
+    while (n < 9000) {
+        memcpy(in + n, "0123456789012345678901234567890123456789\r\n", 42);
+        n += 42;
+    }
+    memcpy(in + n, ".\r\nNOOP\r\n", 9);
+    n += 9;
+    expect_codes(&h, in, n, "220|250|250 2.1.0|250 2.1.5|354|552 5.3.4|250 2.0.0");
+    assert_int_equal(h.commits, 0);
+}
+
+static void
+test_bdat(void **state)
+{
+    struct harness h;
+
+    h_init(&h);
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\nBDAT 10\r\n0123456789"
+          "BDAT 4 LAST\r\nab\r\nQUIT\r\n",
+        "220|250|250 2.1.0|250 2.1.5|250 2.0.0|250 2.0.0|221 2.0.0");
+    T(&h, "EHLO c\r\nBDAT abc\r\n", "220|250|501 5.5.4");
+    /* Refused chunks are still read: their bytes never become commands. */
+    T(&h, "EHLO c\r\nBDAT 6\r\nQUIT\r\nNOOP\r\n", "220|250|503 5.5.1|250 2.0.0");
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nBDAT 6\r\nQUIT\r\nNOOP\r\n",
+        "220|250|250 2.1.0|503 5.5.1|250 2.0.0");
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\nBDAT 4\r\nab\r\nDATA\r\n",
+        "220|250|250 2.1.0|250 2.1.5|250 2.0.0|503 5.5.1");
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\nBDAT 4 LAST\r\na\nb\r\n",
+        "220|250|250 2.1.0|250 2.1.5|554 5.6.0");
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\nBDAT 0 LAST\r\n",
+        "220|250|250 2.1.0|250 2.1.5|250 2.0.0");
+}
+
+static void
+test_bdat_too_big(void **state)
+{
+    static char in[12000];
+    struct harness h;
+    size_t n;
+
+    h_init(&h);
+    n = (size_t)snprintf(in, sizeof(in),
+        "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\nBDAT 5000\r\n");
+    memset(in + n, 'x', 5000);
+    n += 5000;
+    n += (size_t)snprintf(in + n, sizeof(in) - n, "BDAT 3 LAST\r\nabcNOOP\r\n");
+    expect_codes(&h, in, n, "220|250|250 2.1.0|250 2.1.5|552 5.3.4|503 5.5.1|250 2.0.0");
+}
+
+static void
+test_too_many_errors(void **state)
+{
+    struct harness h;
+
+    h_init(&h);
+    T(&h, "A\r\nB\r\nC\r\nD\r\nE\r\nF\r\nNOOP\r\n",
+        "220|500 5.5.2|500 5.5.2|500 5.5.2|500 5.5.2|500 5.5.2|500 5.5.2|421 4.7.0");
+}
+
+static void
+test_commit_failure(void **state)
+{
+    struct harness h;
+
+    h_init(&h);
+    h.commit_reply = R_SPOOL_ERROR;
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\nDATA\r\nx\r\n.\r\n"
+          "MAIL FROM:<a@b.org>\r\n",
+        "220|250|250 2.1.0|250 2.1.5|354|451 4.3.0|250 2.1.0");
+    h_init(&h);
+    h.fail_body = true;
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\nDATA\r\nx\r\n.\r\n",
+        "220|250|250 2.1.0|250 2.1.5|354|451 4.3.0");
+}
+
+static void
+test_pipelining_suspend(void **state)
+{
+    struct harness h;
+    static const char in[] = "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\n"
+                             "DATA\r\nx\r\n.\r\nQUIT\r\n";
+    enum smtp_status st;
+    size_t used;
+    struct buf *b;
+
+    h_init(&h);
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    smtp_session_greet(h.s);
+    used = smtp_session_input(h.s, in, sizeof(in) - 1, 0, &st);
+    assert_int_equal(st, SMTP_SUSPEND);
+    assert_int_equal(sizeof(in) - 1 - used, 6); /* QUIT kept by the caller */
+    assert_int_equal(smtp_session_commit_done(h.s, R_QUEUED), SMTP_OK);
+    used = smtp_session_input(h.s, in + used, 6, 0, &st);
+    assert_int_equal(st, SMTP_CLOSE);
+    b = smtp_session_output(h.s);
+    assert_non_null(strstr(b->data, "250 2.0.0 Ok: queued as QID1\r\n221 2.0.0"));
+    smtp_session_free(h.s);
+}
+
+static void
+test_shutdown_and_timeout(void **state)
+{
+    struct harness h;
+    enum smtp_status st;
+    struct buf *b;
+
+    h_init(&h);
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    smtp_session_greet(h.s);
+    assert_int_equal(smtp_session_shutdown(h.s), SMTP_CLOSE);
+    b = smtp_session_output(h.s);
+    assert_non_null(strstr(b->data, "\r\n421 4.3.2 mx.test"));
+    smtp_session_free(h.s);
+
+    /* In DATA: the message may finish, then 250 and 421. */
+    h_init(&h);
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    smtp_session_input(h.s, "HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<u@example.org>\r\nDATA\r\nab", 55,
+        0, &st);
+    assert_true(smtp_session_in_data(h.s));
+    assert_int_equal(smtp_session_shutdown(h.s), SMTP_OK);
+    smtp_session_input(h.s, "\r\n.\r\n", 5, 0, &st);
+    assert_int_equal(st, SMTP_SUSPEND);
+    assert_int_equal(smtp_session_commit_done(h.s, R_QUEUED), SMTP_CLOSE);
+    b = smtp_session_output(h.s);
+    assert_non_null(strstr(b->data, "250 2.0.0 Ok: queued as QID1\r\n421 4.3.2 "));
+    smtp_session_free(h.s);
+
+    h_init(&h);
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    assert_int_equal(smtp_session_timeout(h.s), SMTP_CLOSE);
+    assert_non_null(strstr(smtp_session_output(h.s)->data, "421 4.4.2 "));
+    smtp_session_free(h.s);
+
+    h_init(&h);
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    smtp_session_input(h.s, "HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<u@example.org>\r\nDATA\r\nab", 55,
+        0, &st);
+    assert_int_equal(smtp_session_timeout(h.s), SMTP_CLOSE);
+    assert_non_null(strstr(smtp_session_output(h.s)->data, "421 4.4.2 mx.test Timeout: no message data"));
+    assert_int_equal(h.aborts, 1);
+    smtp_session_free(h.s);
+}
+
+static void
+test_output_backpressure(void **state)
+{
+    /* 10,000 pipelined NOOPs: the session stops taking input while output waits. */
+    static char in[60000];
+    struct harness h;
+    enum smtp_status st;
+    size_t off = 0, used, replies = 0, i;
+    struct buf *b;
+
+    for (i = 0; i < 10000; i++)
+        memcpy(in + i * 6, "NOOP\r\n", 6);
+    h_init(&h);
+    h.conf.max_errors = 100000;
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    while (off < sizeof(in)) {
+        used = smtp_session_input(h.s, in + off, sizeof(in) - off, 0, &st);
+        b = smtp_session_output(h.s);
+        assert_true(b->len <= 9000);
+        for (i = 0; i + 3 < b->len; i++)
+            if (memcmp(b->data + i, "250 ", 4) == 0)
+                replies++;
+        buf_reset(b);
+        off += used;
+    }
+    assert_int_equal(replies, 10000);
+    smtp_session_free(h.s);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_basic_flow),
+        cmocka_unit_test(test_greeting_and_ehlo),
+        cmocka_unit_test(test_sequence_errors),
+        cmocka_unit_test(test_command_errors),
+        cmocka_unit_test(test_501_family),
+        cmocka_unit_test(test_recipient_limit_and_relay),
+        cmocka_unit_test(test_framing_commands),
+        cmocka_unit_test(test_http),
+        cmocka_unit_test(test_smuggling),
+        cmocka_unit_test(test_message_size),
+        cmocka_unit_test(test_bdat),
+        cmocka_unit_test(test_bdat_too_big),
+        cmocka_unit_test(test_too_many_errors),
+        cmocka_unit_test(test_commit_failure),
+        cmocka_unit_test(test_pipelining_suspend),
+        cmocka_unit_test(test_shutdown_and_timeout),
+        cmocka_unit_test(test_output_backpressure),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
