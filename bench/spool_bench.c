@@ -130,10 +130,18 @@ main(int argc, char **argv)
 
     while ((opt = getopt(argc, argv, "d:t:s:x:")) != -1) {
         switch (opt) {
-        case 'd': dir = optarg; break;
-        case 't': secs = atof(optarg); break;
-        case 's': size = (size_t)atol(optarg); break;
-        case 'x': spill = (size_t)atol(optarg); break;
+        case 'd':
+            dir = optarg;
+            break;
+        case 't':
+            secs = atof(optarg);
+            break;
+        case 's':
+            size = (size_t)atol(optarg);
+            break;
+        case 'x':
+            spill = (size_t)atol(optarg);
+            break;
         default:
             fprintf(stderr, "usage: %s [-d DIR] [-t SECS] [-s SIZE] [-x SPILL] [K...]\n", argv[0]);
             return 2;

@@ -63,6 +63,9 @@ struct conn {
     struct buf pending; /* input the session has not taken yet */
     struct spool_msg *msg;
     unsigned long long msgs; /* messages accepted on this connection */
+    char *commit_from;       /* for the log line once the commit is done */
+    unsigned commit_nrcpt;
+    size_t commit_size;
 };
 
 struct server {
@@ -230,7 +233,15 @@ conn_commit_done(void *arg, int err, const char *id)
         r = R_SPOOL_ERROR;
     }
     if (err)
-        log_warn(id, "event=commit-failed client=%s error=\"%s\"", c->peer.addr, strerror(err));
+        log_warn(id, "event=commit-failed session=%s client=%s from=<%s> error=\"%s\" reply=%s",
+            c->peer.id, c->peer.addr, c->commit_from ? c->commit_from : "", strerror(err),
+            reply_get(r)->name);
+    else
+        log_info(id, "event=queued session=%s client=%s from=<%s> nrcpt=%u size=%zu",
+            c->peer.id, c->peer.addr, c->commit_from ? c->commit_from : "", c->commit_nrcpt,
+            c->commit_size);
+    free(c->commit_from);
+    c->commit_from = NULL;
     st = smtp_session_commit_done(c->sess, r);
     if (st == SMTP_CLOSE)
         c->closing = true;
@@ -263,8 +274,9 @@ conn_cb_commit(void *ctx, struct smtp_txn *t)
     spool_msg_add_param(m, kv);
     snprintf(kv, sizeof(kv), "helo=%s", smtp_session_helo(c->sess));
     spool_msg_add_param(m, kv);
-    log_info(t->id, "event=received session=%s client=%s from=<%s> nrcpt=%u size=%zu",
-        c->peer.id, c->peer.addr, t->sender.addr, t->nrcpts, spool_msg_size(m));
+    c->commit_from = strdup(t->sender.addr);
+    c->commit_nrcpt = t->nrcpts;
+    c->commit_size = spool_msg_size(m);
     c->suspended = true;
     spool_commit(c->srv->spool, m, conn_commit_done, c);
 }
@@ -428,6 +440,7 @@ conn_free(struct conn *c)
     event_free(c->ev_timer);
     close(c->fd);
     buf_free(&c->pending);
+    free(c->commit_from);
     ip_dec(srv, c->ipkey);
     if (c->prev)
         c->prev->next = c->next;

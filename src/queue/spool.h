@@ -106,7 +106,8 @@ void spool_test_fail_next(struct spool *sp, int err);
  * and where its body lies (body_len bytes at body_off in the file segpath).
  * Each record is checked (magic, lengths, crc32); the first invalid or
  * truncated one ends that segment (the unacknowledged tail of a crash) and is
- * logged.  Needs no open spool.  Returns 0 when all was walked, cb's nonzero
+ * logged.  Needs no open spool (on a spool in use, a batch being written at
+ * that moment looks torn and is skipped).  Returns 0 when all was walked, cb's nonzero
  * return value when cb stopped the walk, or -1 with errno on an I/O error.
  */
 int spool_scan(const char *dir, int (*cb)(void *arg, const char *id, const char *envelope,

@@ -418,8 +418,7 @@ addr_local(const char *p, size_t end, size_t *i)
 }
 
 enum addr_err
-smtp_addr_parse(const char *p, size_t len, unsigned flags, struct smtp_path *out,
-    size_t *consumed)
+smtp_addr_parse(const char *p, size_t len, unsigned flags, struct smtp_path *out, size_t *consumed)
 {
     size_t end, i, mbox, at, n;
     enum addr_err e;
@@ -455,14 +454,13 @@ smtp_addr_parse(const char *p, size_t len, unsigned flags, struct smtp_path *out
             return e;
         if (i == end) {
             /* RFC 5321 §4.5.1: "<Postmaster>" needs no domain. */
-            if (!(flags & ADDR_NO_DOMAIN_OK) || end - mbox != 10
-                || !ascii_caseeq(p + mbox, "postmaster", 10))
+            if (!(flags & ADDR_NO_DOMAIN_OK) || end - mbox != 10 ||
+                !ascii_caseeq(p + mbox, "postmaster", 10))
                 return ADDR_ERR_NO_AT;
             at = 0;
         } else {
             at = i - mbox;
-            e = addr_domain(p + i + 1, end - i - 1, (flags & ADDR_UTF8) ? DOM_UTF8 : 0,
-                &literal);
+            e = addr_domain(p + i + 1, end - i - 1, (flags & ADDR_UTF8) ? DOM_UTF8 : 0, &literal);
             if (e != ADDR_OK)
                 return e;
         }

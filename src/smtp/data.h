@@ -38,7 +38,7 @@ struct smtp_data {
     bool done;
 };
 
-/* mode: DATA (dot-stuffed, ends at CRLF.CRLF) or BDAT (raw chunk bytes, no end marker). */
+/* Start a message: the same state serves DATA (smtp_data_feed) or BDAT (smtp_data_bdat). */
 void smtp_data_init(struct smtp_data *d, unsigned long long max_size);
 
 /*

@@ -20,28 +20,28 @@ struct name {
     size_t len;
 };
 
-#define NAME(s) { s, sizeof(s) - 1 }
+#define NAME(s) (s), sizeof(s) - 1
 
 /* The verb table: the only place a verb is spelled, for matching and for logs. */
 static const struct name verbs[VERB__COUNT] = {
-    [VERB_UNKNOWN] = NAME("UNKNOWN"),
-    [VERB_HELO] = NAME("HELO"),
-    [VERB_EHLO] = NAME("EHLO"),
-    [VERB_MAIL] = NAME("MAIL"),
-    [VERB_RCPT] = NAME("RCPT"),
-    [VERB_DATA] = NAME("DATA"),
-    [VERB_BDAT] = NAME("BDAT"),
-    [VERB_RSET] = NAME("RSET"),
-    [VERB_NOOP] = NAME("NOOP"),
-    [VERB_QUIT] = NAME("QUIT"),
-    [VERB_VRFY] = NAME("VRFY"),
-    [VERB_HELP] = NAME("HELP"),
-    [VERB_EXPN] = NAME("EXPN"),
-    [VERB_TURN] = NAME("TURN"),
-    [VERB_ETRN] = NAME("ETRN"),
-    [VERB_STARTTLS] = NAME("STARTTLS"),
-    [VERB_AUTH] = NAME("AUTH"),
-    [VERB_HTTP] = NAME("HTTP"),
+    [VERB_UNKNOWN] = {NAME("UNKNOWN")},
+    [VERB_HELO] = {NAME("HELO")},
+    [VERB_EHLO] = {NAME("EHLO")},
+    [VERB_MAIL] = {NAME("MAIL")},
+    [VERB_RCPT] = {NAME("RCPT")},
+    [VERB_DATA] = {NAME("DATA")},
+    [VERB_BDAT] = {NAME("BDAT")},
+    [VERB_RSET] = {NAME("RSET")},
+    [VERB_NOOP] = {NAME("NOOP")},
+    [VERB_QUIT] = {NAME("QUIT")},
+    [VERB_VRFY] = {NAME("VRFY")},
+    [VERB_HELP] = {NAME("HELP")},
+    [VERB_EXPN] = {NAME("EXPN")},
+    [VERB_TURN] = {NAME("TURN")},
+    [VERB_ETRN] = {NAME("ETRN")},
+    [VERB_STARTTLS] = {NAME("STARTTLS")},
+    [VERB_AUTH] = {NAME("AUTH")},
+    [VERB_HTTP] = {NAME("HTTP")},
 };
 
 /*
@@ -50,14 +50,14 @@ static const struct name verbs[VERB__COUNT] = {
  * rather than answered line by line.
  */
 static const struct name http_starts[] = {
-    NAME("GET "),
-    NAME("POST "),
-    NAME("HEAD "),
-    NAME("PUT "),
-    NAME("CONNECT "),
-    NAME("OPTIONS "),
-    NAME("Host:"),
-    NAME("User-Agent:"),
+    {NAME("GET ")},
+    {NAME("POST ")},
+    {NAME("HEAD ")},
+    {NAME("PUT ")},
+    {NAME("CONNECT ")},
+    {NAME("OPTIONS ")},
+    {NAME("Host:")},
+    {NAME("User-Agent:")},
 };
 
 static const char *const param_errors[PARAM_ERR__COUNT] = {
@@ -90,9 +90,9 @@ static const struct {
     struct name name;
     enum param_err (*parse)(const struct param *, struct smtp_mail_params *);
 } mail_params[] = {
-    { NAME("SIZE"), param_size },
-    { NAME("BODY"), param_body },
-    { NAME("SMTPUTF8"), param_smtputf8 },
+    {{NAME("SIZE")}, param_size},
+    {{NAME("BODY")}, param_body},
+    {{NAME("SMTPUTF8")}, param_smtputf8},
 };
 
 static inline unsigned char
@@ -314,8 +314,8 @@ param_size(const struct param *pm, struct smtp_mail_params *out)
 {
     size_t used;
 
-    if (pm->val == NULL || parse_number(pm->val, pm->vallen, &used, &out->size) == -1
-        || used != pm->vallen)
+    if (pm->val == NULL || parse_number(pm->val, pm->vallen, &used, &out->size) == -1 ||
+        used != pm->vallen)
         return PARAM_ERR_SIZE_VALUE;
     out->has_size = true;
     return PARAM_OK;
@@ -324,7 +324,7 @@ param_size(const struct param *pm, struct smtp_mail_params *out)
 static enum param_err
 param_body(const struct param *pm, struct smtp_mail_params *out)
 {
-    static const struct name b7 = NAME("7BIT"), b8 = NAME("8BITMIME");
+    static const struct name b7 = {NAME("7BIT")}, b8 = {NAME("8BITMIME")};
 
     if (pm->val != NULL && name_eq(pm->val, pm->vallen, &b7))
         out->body = BODY_7BIT;
@@ -345,8 +345,8 @@ param_smtputf8(const struct param *pm, struct smtp_mail_params *out)
 }
 
 enum param_err
-smtp_parse_mail_params(const char *p, size_t len, struct smtp_mail_params *out,
-    const char **bad, size_t *badlen)
+smtp_parse_mail_params(
+    const char *p, size_t len, struct smtp_mail_params *out, const char **bad, size_t *badlen)
 {
     struct param pm;
     enum param_err e;
@@ -406,7 +406,7 @@ smtp_param_strerror(enum param_err e)
 int
 smtp_parse_bdat(const char *arg, size_t len, unsigned long long *size, bool *last)
 {
-    static const struct name last_kw = NAME("LAST");
+    static const struct name last_kw = {NAME("LAST")};
     unsigned long long n;
     size_t used;
 

@@ -224,8 +224,7 @@ test_source_route(void **state)
     size_t consumed;
 
     (void)state;
-    assert_int_equal(parse("<@a.example,@b.example:user@c.example>", 0, &out, &consumed),
-        ADDR_OK);
+    assert_int_equal(parse("<@a.example,@b.example:user@c.example>", 0, &out, &consumed), ADDR_OK);
     assert_string_equal(out.addr, "user@c.example");
     assert_int_equal(out.at, 4);
     assert_int_equal(consumed, 38);
@@ -255,7 +254,7 @@ test_utf8(void **state)
 
     (void)state;
     expect_err("<pel\xc3\xa9@example.com>", 0, ADDR_ERR_UTF8);
-    expect_err("<a@b\xc3\xbc" "cher.example>", 0, ADDR_ERR_UTF8);
+    expect_err("<a@m\xc3\xbcnchen.example>", 0, ADDR_ERR_UTF8);
     expect_err("<\"\xc3\xa9\"@c>", 0, ADDR_ERR_UTF8);
 
     assert_int_equal(parse("<pel\xc3\xa9@example.com>", ADDR_UTF8, &out, &consumed), ADDR_OK);
@@ -266,7 +265,7 @@ test_utf8(void **state)
     assert_int_equal(parse("<plain@example.com>", ADDR_UTF8, &out, &consumed), ADDR_OK);
     assert_false(out.utf8);
 
-    expect_ok("<a@b\xc3\xbc" "cher.example>", ADDR_UTF8, "a@b\xc3\xbc" "cher.example");
+    expect_ok("<a@m\xc3\xbcnchen.example>", ADDR_UTF8, "a@m\xc3\xbcnchen.example");
     expect_ok("<\"\xe4\xbd\xa0 \xe5\xa5\xbd\"@c>", ADDR_UTF8, "\"\xe4\xbd\xa0 \xe5\xa5\xbd\"@c");
     expect_ok("<\xf0\x9f\x98\x80@x>", ADDR_UTF8, "\xf0\x9f\x98\x80@x");
     expect_ok("<\xf4\x8f\xbf\xbf@x>", ADDR_UTF8, "\xf4\x8f\xbf\xbf@x");
@@ -277,9 +276,9 @@ test_utf8(void **state)
     expect_err("<\xed\xa0\x80@x>", ADDR_UTF8, ADDR_ERR_BAD_UTF8);     /* surrogate U+D800 */
     expect_err("<\xf4\x90\x80\x80@x>", ADDR_UTF8, ADDR_ERR_BAD_UTF8); /* U+110000 */
     expect_err("<\xf5\x80\x80\x80@x>", ADDR_UTF8, ADDR_ERR_BAD_UTF8);
-    expect_err("<a@x\xc3>", ADDR_UTF8, ADDR_ERR_BAD_UTF8);            /* truncated */
-    expect_err("<a\xe4\xbd@x>", ADDR_UTF8, ADDR_ERR_BAD_UTF8);        /* truncated */
-    expect_err("<\x80@x>", ADDR_UTF8, ADDR_ERR_BAD_UTF8);             /* lone continuation */
+    expect_err("<a@x\xc3>", ADDR_UTF8, ADDR_ERR_BAD_UTF8);     /* truncated */
+    expect_err("<a\xe4\xbd@x>", ADDR_UTF8, ADDR_ERR_BAD_UTF8); /* truncated */
+    expect_err("<\x80@x>", ADDR_UTF8, ADDR_ERR_BAD_UTF8);      /* lone continuation */
     expect_err("<\xff@x>", ADDR_UTF8, ADDR_ERR_BAD_UTF8);
 }
 
@@ -613,10 +612,10 @@ test_strerror(void **state)
     assert_string_equal(smtp_addr_strerror(ADDR_ERR_NO_CLOSE_BRACKET), "missing closing '>'");
     assert_string_equal(smtp_addr_strerror(ADDR_ERR_SPACE), "space inside the address");
     assert_string_equal(smtp_addr_strerror(ADDR_ERR_NUL), "NUL character in the address");
-    assert_string_equal(smtp_addr_strerror(ADDR_ERR_LOCAL_TOO_LONG),
-        "local part longer than 64 octets");
+    assert_string_equal(
+        smtp_addr_strerror(ADDR_ERR_LOCAL_TOO_LONG), "local part longer than 64 octets");
     assert_non_null(smtp_addr_strerror(ADDR_ERR__COUNT));
-    assert_non_null(smtp_addr_strerror((enum addr_err)-1));
+    assert_non_null(smtp_addr_strerror((enum addr_err)(-1)));
 }
 
 static void
@@ -631,7 +630,7 @@ test_domain_valid(void **state)
     assert_true(domain_ok("[192.0.2.1]", false));
     assert_true(domain_ok("[IPv6:2001:db8::1]", false));
     assert_true(domain_ok("[tag:x]", false));
-    assert_true(domain_ok("b\xc3\xbc" "cher.example", true));
+    assert_true(domain_ok("m\xc3\xbcnchen.example", true));
 
     assert_false(domain_ok("", false));
     assert_false(smtp_addr_domain_valid(NULL, 0, false));
@@ -651,8 +650,8 @@ test_domain_valid(void **state)
     assert_false(domain_ok("<a>", false));
     assert_false(domain_ok("[300.0.0.1]", false));
     assert_false(domain_ok("[IPv6:::g]", false));
-    assert_false(domain_ok("b\xc3\xbc" "cher.example", false));
-    assert_false(domain_ok("b\xc3" "cher.example", true));
+    assert_false(domain_ok("m\xc3\xbcnchen.example", false));
+    assert_false(domain_ok("b\xc3.example", true));
     assert_false(domain_ok("\xed\xa0\x80", true));
 }
 

@@ -78,12 +78,22 @@ test_verbs(void **state)
         const char *s;
         enum smtp_verb v;
     } t[] = {
-        { "HELO", VERB_HELO }, { "EHLO", VERB_EHLO }, { "MAIL", VERB_MAIL },
-        { "RCPT", VERB_RCPT }, { "DATA", VERB_DATA }, { "BDAT", VERB_BDAT },
-        { "RSET", VERB_RSET }, { "NOOP", VERB_NOOP }, { "QUIT", VERB_QUIT },
-        { "VRFY", VERB_VRFY }, { "HELP", VERB_HELP }, { "EXPN", VERB_EXPN },
-        { "TURN", VERB_TURN }, { "ETRN", VERB_ETRN }, { "STARTTLS", VERB_STARTTLS },
-        { "AUTH", VERB_AUTH },
+        {"HELO", VERB_HELO},
+        {"EHLO", VERB_EHLO},
+        {"MAIL", VERB_MAIL},
+        {"RCPT", VERB_RCPT},
+        {"DATA", VERB_DATA},
+        {"BDAT", VERB_BDAT},
+        {"RSET", VERB_RSET},
+        {"NOOP", VERB_NOOP},
+        {"QUIT", VERB_QUIT},
+        {"VRFY", VERB_VRFY},
+        {"HELP", VERB_HELP},
+        {"EXPN", VERB_EXPN},
+        {"TURN", VERB_TURN},
+        {"ETRN", VERB_ETRN},
+        {"STARTTLS", VERB_STARTTLS},
+        {"AUTH", VERB_AUTH},
     };
     struct smtp_cmd c;
     char lower[16];
@@ -200,7 +210,7 @@ test_verb_name(void **state)
     assert_string_equal(smtp_verb_name(VERB_HTTP), "HTTP");
     assert_string_equal(smtp_verb_name(VERB_UNKNOWN), "UNKNOWN");
     assert_string_equal(smtp_verb_name(VERB__COUNT), "UNKNOWN");
-    assert_string_equal(smtp_verb_name((enum smtp_verb)-1), "UNKNOWN");
+    assert_string_equal(smtp_verb_name((enum smtp_verb)(-1)), "UNKNOWN");
 }
 
 static enum smtp_prefix_err
@@ -405,10 +415,24 @@ static void
 test_mail_params_syntax(void **state)
 {
     static const char *const bad[] = {
-        " ",          "  SIZE=1",  " SIZE=1 ",  " SIZE=1  BODY=7BIT", "SIZE=1",
-        " =x",        " -A",       " A_B",      " SIZE=",             " X=a=b",
-        " X=\x80",    " X=a\tb",   " \tX",      " X=\x7f",            "\tSIZE=1",
-        " SIZE=1\t",  " \xc3\xa9", " A.B=1",
+        " ",
+        "  SIZE=1",
+        " SIZE=1 ",
+        " SIZE=1  BODY=7BIT",
+        "SIZE=1",
+        " =x",
+        " -A",
+        " A_B",
+        " SIZE=",
+        " X=a=b",
+        " X=\x80",
+        " X=a\tb",
+        " \tX",
+        " X=\x7f",
+        "\tSIZE=1",
+        " SIZE=1\t",
+        " \xc3\xa9",
+        " A.B=1",
     };
     struct pres r;
     size_t i;
@@ -524,8 +548,21 @@ static void
 test_bdat(void **state)
 {
     static const char *const bad[] = {
-        "", " 100", "100 ", "100  LAST", "100 LAST ", "100 LASTX", "100 LAS", "abc", "-1",
-        "+1", "1e3", "100\tLAST", "LAST", "100 LAST LAST", "000000000000000000001",
+        "",
+        " 100",
+        "100 ",
+        "100  LAST",
+        "100 LAST ",
+        "100 LASTX",
+        "100 LAS",
+        "abc",
+        "-1",
+        "+1",
+        "1e3",
+        "100\tLAST",
+        "LAST",
+        "100 LAST LAST",
+        "000000000000000000001",
         "18446744073709551616",
     };
     unsigned long long size;
