@@ -3,6 +3,7 @@
  * Thin on purpose: everything else links into the tests.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,43 @@ raise_fd_limit(long want)
     }
     if ((long)rl.rlim_cur < want + 64)
         log_warn(NULL, "event=fd-limit limit=%ld max_connections=%ld", (long)rl.rlim_cur, want);
+}
+
+/*
+ * Keys of the contract whose features arrive with later work: accepted so a
+ * configuration written today keeps working, and named at start so nobody
+ * believes they are in force.  A TLS listener is refused outright: serving
+ * plaintext where a client expects TLS would be worse than not starting.
+ */
+static void
+warn_unimplemented(const struct config *c)
+{
+    const struct {
+        const char *key;
+        bool set;
+    } keys[] = {
+        {"user", c->user != NULL},
+        {"control_socket", c->control_socket != NULL},
+        {"metrics_listen", c->metrics_listen != NULL},
+        {"local_recipients", c->local_recipients != NULL && strcmp(c->local_recipients, "any")},
+        {"relay_host", c->relay_host != NULL},
+        {"dns_config", c->dns_config != NULL},
+        {"greylist", c->greylist},
+        {"state_store", c->state_store != NULL},
+        {"tls_cert", c->tls_cert != NULL},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(keys) / sizeof(*keys); i++)
+        if (keys[i].set)
+            log_warn(NULL, "event=config key=%s reason=\"not implemented yet; the setting has no "
+                           "effect\"",
+                keys[i].key);
+    for (i = 0; i < c->nlisten; i++)
+        if (c->listen[i].flags & (CONFIG_LISTEN_TLS | CONFIG_LISTEN_SUBMISSION))
+            log_fatal("event=start listen=\"%s\" error=\"the tls and submission listener "
+                      "options are not implemented yet\"",
+                c->listen[i].text);
 }
 
 static enum log_level
@@ -142,12 +180,7 @@ main(int argc, char **argv)
         return 0;
     }
     log_set_level(level_of(cfg.log_level));
-    if (cfg.user != NULL)
-        log_warn(NULL, "event=config key=user reason=\"dropping privileges is not implemented "
-                       "yet; running as the invoking user\"");
-    if (cfg.greylist)
-        log_warn(NULL, "event=config key=greylist reason=\"greylisting is not implemented "
-                       "yet; it has no effect\"");
+    warn_unimplemented(&cfg);
     raise_fd_limit(cfg.max_connections);
 
     /* Before any thread exists: the committer thread would not survive fork(). */

@@ -184,7 +184,7 @@ def test_pipelining(t):
 
 # ---- simple commands --------------------------------------------------------------------------
 
-def test_noop(t):  # covers: R_OK
+def test_noop(t):  # covers: R_COMMAND_OK
     session(t.start(), [('NOOP', 250, '2.0.0')])
 
 
@@ -203,6 +203,10 @@ def test_rset(t):
 
 def test_vrfy(t):  # covers: R_VRFY
     session(t.start(), [('VRFY x', 252, '2.5.0')])
+
+
+def test_vrfy_without_argument(t):  # covers: R_ARG_MISSING
+    session(t.start(), [('VRFY', 501, '5.5.4', 'VRFY')])
 
 
 def test_help(t):  # covers: R_HELP

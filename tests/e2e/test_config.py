@@ -29,7 +29,8 @@ def _run(t, *args, timeout=20):
 
 
 def test_config_check_good(t):
-    path, _ = _conf(t, ['# a comment', '', 'max_recipients = 50', 'local_domains = a.example,b.example , c.example'])
+    path, _ = _conf(t, ['# a comment', '', 'max_recipients = 50',
+                        'max_errors = 7'])
     rc, out = _run(t, '-n', '-c', path)
     if rc != 0:
         fail(f'ternd -n on a good config exited {rc}: {out}')

@@ -6,7 +6,7 @@ A transcript (tests/e2e/transcripts/NAME.txt) is replayed on a fresh connection 
 ternd, one test each (test_transcript_NAME).  Lines:
 
     # config: KEY = VALUE   a config override for this transcript (several allowed)
-    # covers: R_X, R_Y      the catalogue replies it exercises (see test_reply_catalogue_covered)
+    # covers: <ids>         the catalogue replies it exercises, comma-separated (R_NAME, ...)
     # anything else         a comment; blank lines are ignored
     C: text                 send text + CRLF (escapes \\r \\n \\t \\\\ \\xHH; UTF-8 as is)
     R: text                 send text raw, no CRLF added (same escapes; {N*c} = N times c)

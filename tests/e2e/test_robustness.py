@@ -1,0 +1,235 @@
+"""
+test_robustness.py - the input arrives in odd pieces, clients vanish, the daemon restarts:
+resumable framing, no leaked connection slots or spill files, bounded memory for a huge
+body, and acknowledged messages surviving SIGKILL.
+"""
+
+import os
+import signal
+import socket
+import struct
+import time
+
+from harness import check_reply, fail, marker, spool_count, start_txn
+
+
+def _bytewise(c, data, pause=0.0):
+    for i in range(len(data)):
+        c.send(data[i:i + 1])
+        if pause:
+            time.sleep(pause)
+
+
+def test_commands_byte_by_byte(t):
+    d = t.start()
+    with d.connect() as c:
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _bytewise(c, b'EHLO client.test\r\n', 0.002)
+        c.expect(250, None)
+        _bytewise(c, b'NOOP\r', 0.002)
+        time.sleep(0.1)
+        c.send(b'\n')  # CR and LF in different reads are still one CRLF
+        c.expect(250, '2.0.0')
+
+
+def test_data_byte_by_byte(t):
+    d = t.start()
+    mk = marker('bytes')
+    body = f'Subject: b\r\n\r\n..dot {mk}\r\nline\r\n\r\n.x\r\n'.encode()
+    with d.connect() as c:
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start_txn(c)
+        c.cmd('DATA', 354, None)
+        _bytewise(c, body + b'.\r\n', 0.001)
+        c.expect(250, '2.0.0', 'queued as')
+    want = f'\r\n.dot {mk}\r\nline\r\n\r\nx\r\n'.encode()
+    if spool_count(d.spool_dir, want) != 1:
+        fail(f'a body sent byte by byte is not stored as {want!r}')
+
+
+def test_end_of_data_split_across_writes(t):
+    d = t.start()
+    mk = marker('split')
+    with d.connect() as c:
+        start_txn(c)
+        c.cmd('DATA', 354, None)
+        for piece in (f'Subject: s\r\n\r\n{mk}\r'.encode(), b'\n', b'.', b'\r', b'\n'):
+            c.send(piece)
+            time.sleep(0.05)
+        c.expect(250, '2.0.0', 'queued as')
+    if spool_count(d.spool_dir, f'{mk}\r\n') != 1:
+        fail('the message is not in the spool')
+
+
+def _rst_close(c):
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    c.close()
+
+
+def test_no_connection_slot_leak(t):
+    d = t.start({'max_connections': '2', 'max_connections_per_ip': '2'})
+    for i in range(15):
+        a = d.connect()
+        b = d.connect(greet=False)
+        if i % 3 == 0:
+            start_txn(a)
+            a.cmd('DATA', 354, None)
+            a.send(b'Subject: cut\r\n\r\npartial')
+        _rst_close(a)
+        if i % 2:
+            b.close()
+        else:
+            _rst_close(b)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            a = d.connect()
+            b = d.connect()
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    a.cmd('NOOP', 250, '2.0.0')
+    b.cmd('NOOP', 250, '2.0.0')
+    a.close()
+    b.close()
+
+
+def test_disconnect_mid_data_stores_nothing(t):
+    d = t.start()
+    mk = marker('cut')
+    with d.connect() as c:
+        start_txn(c)
+        c.cmd('DATA', 354, None)
+        c.send(f'Subject: cut\r\n\r\n{mk}\r\n'.encode() + b'y' * 300000)  # spills to tmp/
+        time.sleep(0.2)
+    time.sleep(0.3)
+    with d.connect() as c:  # still serving
+        c.cmd('EHLO client.test', 250, None)
+    if spool_count(d.spool_dir, mk) != 0:
+        fail('an unfinished message is in the spool')
+    tmp = os.path.join(d.spool_dir, 'tmp')
+    left = os.listdir(tmp) if os.path.isdir(tmp) else []
+    if left:
+        fail(f'spill files left behind after the client vanished: {left}')
+
+
+def test_disconnect_right_after_final_dot(t):
+    d = t.start()
+    mk = marker('gone')
+    with d.connect() as c:
+        start_txn(c)
+        c.cmd('DATA', 354, None)
+        c.send(f'Subject: gone\r\n\r\n{mk}\r\n.\r\n'.encode())
+        _rst_close(c)
+    time.sleep(0.5)
+    with d.connect() as c:
+        c.cmd('EHLO client.test', 250, None)
+        c.cmd('QUIT', 221, '2.0.0')
+    if spool_count(d.spool_dir, mk) > 1:
+        fail('the message is in the spool twice')
+
+
+def test_large_message_spilled_and_cleaned(t):
+    d = t.start({'max_message_size': '2000000'})
+    mk = marker('large')
+    line = b'L' * 998 + b'\r\n'
+    with d.connect() as c:
+        start_txn(c)
+        c.cmd('DATA', 354, None)
+        c.send(f'Subject: large {mk}\r\n\r\n'.encode() + line * 600 + f'end {mk}\r\n.\r\n'.encode())
+        c.expect(250, '2.0.0', 'queued as', timeout=15)
+    if spool_count(d.spool_dir, line * 600 + f'end {mk}\r\n'.encode()) != 1:
+        fail('the 600 KB body is not in the spool exactly once')
+    tmp = os.path.join(d.spool_dir, 'tmp')
+    left = os.listdir(tmp) if os.path.isdir(tmp) else []
+    if left:
+        fail(f'spill files left in tmp/ after the commit: {left}')
+
+
+def test_huge_body_bounded_memory(t):
+    d = t.start({'max_message_size': '1048576'},
+                env={'ASAN_OPTIONS': os.environ.get('ASAN_OPTIONS', '') +
+                     ':quarantine_size_mb=1'} if 'ASAN_OPTIONS' in os.environ else None)
+    mk = marker('huge')
+    with d.connect(timeout=30) as c:
+        start_txn(c)
+        c.cmd('DATA', 354, None)
+        rss0 = d.status_field('VmRSS')
+        c.send(f'Subject: {mk}\r\n\r\n'.encode())
+        chunk = (b'H' * 1022 + b'\r\n') * 256
+        for _ in range(80):  # 20 MB
+            c.send(chunk)
+        c.send(b'.\r\n')
+        c.expect(552, '5.3.4', timeout=30)
+        hwm = d.status_field('VmHWM')
+        t.note(f'VmRSS before {rss0} kB, VmHWM {hwm} kB')
+        if hwm - rss0 > 16 * 1024:
+            fail(f'ternd memory peaked {hwm - rss0} kB above its start for a 20 MB body '
+                 f'with max_message_size = 1 MB')
+        c.cmd('NOOP', 250, '2.0.0')
+    if spool_count(d.spool_dir, mk) != 0:
+        fail('the oversized message is in the spool')
+
+
+def test_restart_keeps_messages(t):
+    d = t.start()
+    mk = [marker('r1'), marker('r2')]
+    with d.connect() as c:
+        start_txn(c)
+        c.cmd('DATA', 354, None)
+        c.send(f'Subject: r\r\n\r\n{mk[0]}\r\n.\r\n')
+        c.expect(250, '2.0.0', 'queued as')
+    os.kill(d.pid, signal.SIGKILL)  # no chance to tidy up
+    if d.wait_exit(5) is None:
+        fail('ternd survived SIGKILL?')
+    d.stopped = True
+    d2 = t.start({'spool_dir': d.spool_dir})
+    if spool_count(d.spool_dir, mk[0]) != 1:
+        fail('a message acknowledged before SIGKILL is gone after the restart')
+    with d2.connect() as c:
+        start_txn(c)
+        c.cmd('DATA', 354, None)
+        c.send(f'Subject: r\r\n\r\n{mk[1]}\r\n.\r\n')
+        c.expect(250, '2.0.0', 'queued as')
+    for m in mk:
+        if spool_count(d.spool_dir, m) != 1:
+            fail(f'{m} is not in the spool exactly once after restart + new message')
+
+
+def test_recipient_limit_is_per_transaction(t):
+    d = t.start({'max_recipients': '3'})
+    with d.connect() as c:
+        start_txn(c, rcpts=('a@example.org', 'b@example.org', 'c@example.org'))
+        c.cmd('RSET', 250, '2.0.0')
+        start_txn(c, ehlo=False, rcpts=('d@example.org', 'e@example.org', 'f@example.org'))
+        c.cmd('RCPT TO:<g@example.org>', 452, '4.5.3')
+
+
+def test_bdat_size_overflow(t):
+    """A 20-digit BDAT size past 2^64 must not wrap around to a small number."""
+    d = t.start({'max_message_size': '2048'})
+    with d.connect() as c:
+        start_txn(c)
+        c.send(b'BDAT 18446744073709551617 LAST\r\nabc')
+        r = c.reply()
+        if r.code == 250:
+            fail(f'BDAT 2^64+1 accepted: {r!r}')
+        if r.code == 501:
+            check_reply(r, 501, '5.5.4')
+        else:
+            check_reply(r, 552, '5.3.4')
+
+
+def test_mail_size_overflow(t):
+    d = t.start()
+    with d.connect() as c:
+        c.cmd('EHLO client.test', 250, None)
+        r = c.cmd('MAIL FROM:<a@b.example> SIZE=18446744073709551617')
+        if r.code == 250:
+            fail(f'SIZE=2^64+1 accepted (wrapped around?): {r!r}')
+        if r.code == 501:
+            check_reply(r, 501, '5.5.4')
+        else:
+            check_reply(r, 552, '5.3.4')
