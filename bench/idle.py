@@ -85,7 +85,10 @@ def main():
     ap.add_argument('-n', '--count', type=int, default=10000)
     ap.add_argument('--label', default='server')
     ap.add_argument('--timeout', type=float, default=60.0, help='bound on the whole open phase (s)')
-    ap.add_argument('--window', type=int, default=500, help='max connections awaiting a banner')
+    ap.add_argument('--window', type=int, default=100,
+                    help='max connections awaiting a banner (keep below the listen backlog: an '
+                         'overflowed accept queue with SYN cookies leaves the client "connected" '
+                         'to nothing)')
     ap.add_argument('--settle', type=float, default=1.0, help='wait before the "after" sample (s)')
     ap.add_argument('--target-kib', type=float, default=0.0, help='report PASS/FAIL against this (0: none)')
     a = ap.parse_args()

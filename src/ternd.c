@@ -162,15 +162,18 @@ main(int argc, char **argv)
                      : config_load_string(&cfg, "(embedded)", config_default_text, err,
                            sizeof(err))) {
         fprintf(stderr, "%s\n", err);
+        config_free(&cfg);
         return 1;
     }
     for (i = 0; i < noverrides; i++)
         if (config_override(&cfg, overrides[i], i + 1, err, sizeof(err)) == -1) {
             fprintf(stderr, "%s\n", err);
+            config_free(&cfg);
             return 1;
         }
     if (config_finish(&cfg, file ? file : "(embedded)", err, sizeof(err)) == -1) {
         fprintf(stderr, "%s\n", err);
+        config_free(&cfg);
         return 1;
     }
     if (check) {

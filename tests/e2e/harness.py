@@ -274,10 +274,12 @@ class Closed(Exception):
 
 
 class Conn:
-    def __init__(self, port, host='127.0.0.1', timeout=IO_TIMEOUT, greet=True):
+    def __init__(self, port, host='127.0.0.1', timeout=IO_TIMEOUT, greet=True, rcvbuf=None):
         assert host in ('127.0.0.1', '::1'), host
         family = socket.AF_INET6 if ':' in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
+        if rcvbuf:  # before connect, so the window stays small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
         self.timeout = timeout

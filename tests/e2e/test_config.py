@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 
-from harness import base_config, fail, free_port, port_listening, write_config
+from harness import SAN_PATTERNS, base_config, fail, free_port, port_listening, write_config
 
 
 def _conf(t, extra_lines=(), name='tern.conf'):
@@ -23,9 +23,16 @@ def _conf(t, extra_lines=(), name='tern.conf'):
 
 
 def _run(t, *args, timeout=20):
+    """Run ternd to completion; (exit status, output).  A sanitizer finding fails the test."""
     p = subprocess.run([t.ternd_path] + list(args), capture_output=True, timeout=timeout,
                        stdin=subprocess.DEVNULL)
-    return p.returncode, (p.stdout + p.stderr).decode('utf-8', 'replace')
+    out = (p.stdout + p.stderr).decode('utf-8', 'replace')
+    for pat in SAN_PATTERNS:
+        i = out.find(pat.decode())
+        if i >= 0:
+            fail(f'ternd {" ".join(args)} (exit {p.returncode}): sanitizer finding:\n'
+                 f'{out[:i].strip()[:300]}\n{out[i:i + 900]}')
+    return p.returncode, out
 
 
 def test_config_check_good(t):

@@ -255,3 +255,16 @@ def test_http_post_after_ehlo(t):
         c.send(b'POST /form HTTP/1.0\r\n')
         c.expect(421, '4.7.0')
         c.expect_close()
+
+
+def test_timeout_data_in_bdat_chunk(t):
+    """A BDAT chunk that stops arriving is message data gone silent: timeout_data."""
+    d = t.start({'timeout_command': '30', 'timeout_data': '2'})
+    with d.connect() as c:
+        start_txn(c)
+        c.send(b'BDAT 100 LAST\r\n' + b'x' * 10)
+        t0 = time.monotonic()
+        c.expect(421, '4.4.2', timeout=10)
+        if time.monotonic() - t0 < 1.5:
+            fail('timed out before timeout_data = 2')
+        c.expect_close()

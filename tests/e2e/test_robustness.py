@@ -66,11 +66,25 @@ def _rst_close(c):
     c.close()
 
 
+def _connect_when_free(d, deadline=5.0):
+    """Connect and read the 220, retrying while the server still counts closed sessions."""
+    end = time.monotonic() + deadline
+    while True:
+        c = d.connect(greet=False)
+        r = c.reply()
+        if r.code == 220:
+            return c
+        c.close()
+        if time.monotonic() > end:
+            fail(f'no free connection slot within {deadline:.0f} s: {r!r}')
+        time.sleep(0.05)
+
+
 def test_no_connection_slot_leak(t):
     d = t.start({'max_connections': '2', 'max_connections_per_ip': '2'})
     for i in range(15):
-        a = d.connect()
-        b = d.connect(greet=False)
+        a = _connect_when_free(d)
+        b = _connect_when_free(d)
         if i % 3 == 0:
             start_txn(a)
             a.cmd('DATA', 354, None)
@@ -80,16 +94,8 @@ def test_no_connection_slot_leak(t):
             b.close()
         else:
             _rst_close(b)
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            a = d.connect()
-            b = d.connect()
-            break
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    a = _connect_when_free(d)
+    b = _connect_when_free(d)
     a.cmd('NOOP', 250, '2.0.0')
     b.cmd('NOOP', 250, '2.0.0')
     a.close()
@@ -233,3 +239,55 @@ def test_mail_size_overflow(t):
             check_reply(r, 501, '5.5.4')
         else:
             check_reply(r, 552, '5.3.4')
+
+
+def test_pipelined_flood_bounded_memory(t):
+    """2M pipelined NOOPs from a client that does not read: ternd must stop reading
+    (backpressure) instead of queueing 28 MB of replies, and then answer every one."""
+    import threading
+    n = 2_000_000
+    d = t.start(env={'ASAN_OPTIONS': os.environ.get('ASAN_OPTIONS', '') +
+                     ':quarantine_size_mb=1'} if 'ASAN_OPTIONS' in os.environ else None)
+    c = d.connect(timeout=60, rcvbuf=65536)
+    c.cmd('EHLO client.test', 250, None)
+    rss0 = d.status_field('VmRSS')
+    err = []
+
+    def sender():
+        try:
+            c.sock.sendall(b'NOOP\r\n' * n)
+        except OSError as e:
+            err.append(e)
+
+    th = threading.Thread(target=sender, daemon=True)
+    th.start()
+    time.sleep(2.0)
+    hwm = d.status_field('VmHWM')
+    t.note(f'VmRSS before {rss0} kB, VmHWM while the client did not read {hwm} kB')
+    if hwm - rss0 > 10 * 1024:
+        fail(f'ternd grew by {hwm - rss0} kB buffering replies for a client that does not read')
+    want = b'250 2.0.0 Ok\r\n'
+    got = 0
+    tail = b''
+    rest = b''
+    deadline = time.monotonic() + 90
+    c.sock.settimeout(10)
+    while got < n * len(want) and time.monotonic() < deadline:
+        data = c.sock.recv(1 << 20)
+        if not data:
+            break
+        got += len(data)
+        tail = (tail + data)[-64:]
+        rest += data
+        k = len(rest) // len(want)
+        if rest[:k * len(want)] != want * k:
+            fail(f'a reply in the flood is not {want!r}: near {rest[:200]!r}')
+        rest = rest[k * len(want):]
+    th.join(30)
+    if err:
+        fail(f'sending failed: {err[0]!r}')
+    if got != n * len(want):
+        fail(f'got {got} octets of replies, want {n * len(want)} ({n} x {want!r}); '
+             f'last {tail!r}')
+    c.cmd('QUIT', 221, '2.0.0')
+    c.close()

@@ -199,8 +199,11 @@ test_basic_flow(void **state)
     T(&h, "EHLO client.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\n"
           "DATA\r\nSubject: x\r\n\r\nhello\r\n..dot\r\n.\r\nQUIT\r\n",
         "220|250|250 2.1.0|250 2.1.5|354|250 2.0.0|221 2.0.0");
-    h_run(&h, "HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<u@example.org>\r\nDATA\r\nhi\r\n..x\r\n.\r\n",
-        75, 0, out, sizeof(out));
+    {
+        static const char in[] = "HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n"
+                                 "hi\r\n..x\r\n.\r\n";
+        h_run(&h, in, sizeof(in) - 1, 0, out, sizeof(out));
+    }
     assert_int_equal(h.commits, 1);
     assert_non_null(strstr(out, "250 2.0.0 Ok: queued as QID1\r\n"));
     assert_non_null(strstr(h.body, "Received: from c ([192.0.2.1])\r\n\tby mx.test (tern) with SMTP id QID1\r\n\tfor <u@example.org>;"));
