@@ -38,6 +38,7 @@
 
 #define IPTAB_SIZE 4096 /* buckets of the per-IP connection count table */
 #define READ_CHUNK 65536
+#define LINGER_SECONDS 2 /* after the last reply: wait this long for the client's EOF */
 
 struct ipcount {
     struct ipcount *next;
@@ -60,6 +61,7 @@ struct conn {
     bool closing;     /* flush the output, then close */
     bool reading;     /* ev_read is armed */
     bool writing;     /* ev_write is armed */
+    bool lingering;   /* last reply sent, write side shut: draining input until EOF */
     struct buf pending; /* input the session has not taken yet */
     struct spool_msg *msg;
     unsigned long long msgs; /* messages accepted on this connection */
@@ -343,6 +345,30 @@ conn_handle_status(struct conn *c, enum smtp_status st)
         c->closing = true;
 }
 
+/*
+ * The session is over and its last reply is written.  Closing a socket that
+ * still has unread input makes the kernel send RST, which can destroy that
+ * last reply (a 421) before the client reads it.  So shut the write side,
+ * read and discard until the client closes, and only then close; bounded
+ * by LINGER_SECONDS.
+ */
+static void
+conn_linger(struct conn *c)
+{
+    struct timeval tv = {LINGER_SECONDS, 0};
+
+    if (c->lingering)
+        return;
+    c->lingering = true;
+    if (shutdown(c->fd, SHUT_WR) == -1) {
+        conn_free(c);
+        return;
+    }
+    buf_free(&c->pending);
+    event_add(c->ev_timer, &tv);
+    conn_set_reading(c, true);
+}
+
 /* Feed kept input, flush output, and decide whether to read more. */
 static void
 conn_process(struct conn *c)
@@ -360,7 +386,7 @@ conn_process(struct conn *c)
             break; /* resumed from the write event */
         if (c->closing) {
             if (!c->suspended) {
-                conn_free(c);
+                conn_linger(c);
                 return;
             }
             break;
@@ -383,6 +409,11 @@ conn_on_read(evutil_socket_t fd, short what, void *arg)
     size_t used;
 
     n = recv(fd, server_rbuf, sizeof(server_rbuf), 0);
+    if (c->lingering) {
+        if (n == 0 || (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            conn_free(c);
+        return; /* input after the last reply is discarded */
+    }
     if (n == 0 || (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
         log_debug(c->peer.id, "event=peer-closed");
         conn_free(c);
@@ -413,6 +444,10 @@ conn_on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
 
+    if (c->lingering) {
+        conn_free(c);
+        return;
+    }
     if (c->suspended) {
         conn_arm_timer(c); /* a commit in flight is the disk's time, not the client's */
         return;

@@ -5,10 +5,9 @@ error count, idle timeouts, total and per-IP connections; HTTP on the SMTP port.
 
 import os
 import select
-import socket
 import time
 
-from harness import Closed, fail, marker, spool_count, start_txn, check_reply
+from harness import check_reply, fail, marker, spool_count, start_txn
 
 
 def test_max_recipients(t):  # covers: R_TOO_MANY_RCPTS

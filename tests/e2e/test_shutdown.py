@@ -5,7 +5,6 @@ only once committed, else 4xx); ternd exits 0 within shutdown_timeout.
 """
 
 import signal
-import socket
 import time
 
 from harness import Closed, check_reply, fail, marker, spool_count, start_txn

@@ -13,7 +13,7 @@ import resource
 import shutil
 import signal
 
-from harness import Closed, Skip, check_reply, fail, start_txn
+from harness import Skip, check_reply, fail, start_txn
 
 BODY_KB = 100  # under ternd's spill threshold (256 KB): the failure is the segment's
 
