@@ -281,24 +281,41 @@ cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
     }
 }
 
+/*
+ * The common head of MAIL and RCPT: "FROM:" or "TO:", then the path.  On
+ * success rest and restlen give what follows the path (the parameters); on
+ * failure the refusal has been sent, naming the part that is wrong.
+ */
 static bool
-session_prefix(struct smtp_session *s, const struct smtp_cmd *c, const char *kw, enum reply_id r,
-    size_t *off)
+session_path(struct smtp_session *s, const struct smtp_cmd *c, unsigned flags,
+    struct smtp_path *path, const char **rest, size_t *restlen)
 {
-    switch (smtp_parse_prefix(c->arg, c->arglen, kw, off)) {
+    bool mail = c->verb == VERB_MAIL;
+    enum reply_id syntax = mail ? R_MAIL_SYNTAX : R_RCPT_SYNTAX;
+    enum addr_err ae;
+    size_t off, used;
+
+    switch (smtp_parse_prefix(c->arg, c->arglen, mail ? "FROM:" : "TO:", &off)) {
     case PREFIX_OK:
-        return true;
+        break;
     case PREFIX_MISSING:
-        REPLY1(s, r, c->verb == VERB_MAIL ? "missing FROM:" : "missing TO:");
-        break;
+        REPLY1(s, syntax, mail ? "missing FROM:" : "missing TO:");
+        return false;
     case PREFIX_NO_COLON:
-        REPLY1(s, r, "missing colon");
-        break;
+        REPLY1(s, syntax, "missing colon");
+        return false;
     case PREFIX_SPACE_BEFORE_COLON:
-        REPLY1(s, r, "space before the colon");
-        break;
+        REPLY1(s, syntax, "space before the colon");
+        return false;
     }
-    return false;
+    ae = smtp_addr_parse(c->arg + off, c->arglen - off, flags, path, &used);
+    if (ae != ADDR_OK) {
+        REPLY1(s, mail ? R_BAD_SENDER : R_BAD_RCPT, smtp_addr_strerror(ae));
+        return false;
+    }
+    *rest = c->arg + off + used;
+    *restlen = c->arglen - off - used;
+    return true;
 }
 
 /* Refuse a bad ESMTP parameter with the keyword named in the reply. */
@@ -325,24 +342,16 @@ static void
 cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 {
     struct smtp_mail_params params;
-    const char *bad = NULL;
-    size_t off, used, badlen = 0;
-    enum addr_err ae;
+    const char *bad = NULL, *rest;
+    size_t restlen, badlen = 0;
     enum param_err pe;
     enum reply_id r;
     char num[32];
 
-    if (!session_prefix(s, c, "FROM:", R_MAIL_SYNTAX, &off))
+    if (!session_path(s, c, ADDR_UTF8 | ADDR_NULL_OK, &s->txn.sender, &rest, &restlen))
         return;
-    ae = smtp_addr_parse(c->arg + off, c->arglen - off, ADDR_UTF8 | ADDR_NULL_OK,
-        &s->txn.sender, &used);
-    if (ae != ADDR_OK) {
-        REPLY1(s, R_BAD_SENDER, smtp_addr_strerror(ae));
-        return;
-    }
     memset(&params, 0, sizeof(params));
-    pe = smtp_parse_mail_params(c->arg + off + used, c->arglen - off - used, &params, &bad,
-        &badlen);
+    pe = smtp_parse_mail_params(rest, restlen, &params, &bad, &badlen);
     if (pe != PARAM_OK) {
         session_param_error(s, pe, bad, badlen);
         return;
@@ -376,22 +385,15 @@ static void
 cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 {
     struct smtp_path path;
-    const char *bad = NULL;
-    size_t off, used, badlen = 0;
-    enum addr_err ae;
+    const char *bad = NULL, *rest;
+    size_t restlen, badlen = 0;
     enum param_err pe;
     enum reply_id r;
     char num[32];
 
-    if (!session_prefix(s, c, "TO:", R_RCPT_SYNTAX, &off))
+    if (!session_path(s, c, ADDR_UTF8 | ADDR_NO_DOMAIN_OK, &path, &rest, &restlen))
         return;
-    ae = smtp_addr_parse(c->arg + off, c->arglen - off, ADDR_UTF8 | ADDR_NO_DOMAIN_OK, &path,
-        &used);
-    if (ae != ADDR_OK) {
-        REPLY1(s, R_BAD_RCPT, smtp_addr_strerror(ae));
-        return;
-    }
-    pe = smtp_parse_rcpt_params(c->arg + off + used, c->arglen - off - used, &bad, &badlen);
+    pe = smtp_parse_rcpt_params(rest, restlen, &bad, &badlen);
     if (pe != PARAM_OK) {
         session_param_error(s, pe, bad, badlen);
         return;
