@@ -11,7 +11,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "deliver/local.h"
+#include "deliver/scheduler.h"
+#include "net/control.h"
 #include "net/server.h"
+#include "queue/queue.h"
 #include "queue/spool.h"
 #include "util/config.h"
 #include "util/log.h"
@@ -82,9 +86,7 @@ warn_unimplemented(const struct config *c)
         bool set;
     } keys[] = {
         {"user", c->user != NULL},
-        {"control_socket", c->control_socket != NULL},
         {"metrics_listen", c->metrics_listen != NULL},
-        {"local_recipients", c->local_recipients != NULL && strcmp(c->local_recipients, "any")},
         {"relay_host", c->relay_host != NULL},
         {"dns_config", c->dns_config != NULL},
         {"greylist", c->greylist},
@@ -103,6 +105,40 @@ warn_unimplemented(const struct config *c)
             log_fatal("event=start listen=\"%s\" error=\"the tls and submission listener "
                       "options are not implemented yet\"",
                 c->listen[i].text);
+}
+
+/* The daemon's parts, for the hooks that connect them. */
+struct daemon {
+    struct queue *queue;
+    struct scheduler *sched;
+    struct local *local;
+};
+
+static enum reply_id
+daemon_local_rcpt(void *arg, const char *addr)
+{
+    struct daemon *d = arg;
+
+    return local_check_rcpt(d->local, addr);
+}
+
+static void
+daemon_committed(void *arg, const struct spool_record *rec)
+{
+    struct daemon *d = arg;
+
+    if (queue_add(d->queue, rec) == NULL)
+        log_error(rec->id, "event=queue-add-failed reason=\"out of memory\"; the message "
+                           "is safe on disk and is delivered after a restart");
+    scheduler_kick(d->sched);
+}
+
+static void
+daemon_flush(void *arg)
+{
+    struct daemon *d = arg;
+
+    scheduler_kick(d->sched);
 }
 
 static enum log_level
@@ -126,6 +162,9 @@ main(int argc, char **argv)
     struct config cfg;
     struct spool *sp;
     struct server *srv;
+    struct daemon d = {0};
+    struct server_hooks hooks = {daemon_local_rcpt, daemon_committed, &d};
+    struct control *ctl = NULL;
     char err[1024];
 
     while ((ch = getopt(argc, argv, "fnvc:o:h")) != -1) {
@@ -193,13 +232,29 @@ main(int argc, char **argv)
         log_fatal("event=start spool_dir=%s error=\"%s\"", cfg.spool_dir, strerror(errno));
     if ((sp = spool_open(cfg.spool_dir, SPILL_THRESHOLD, err, sizeof(err))) == NULL)
         log_fatal("event=start spool_dir=%s error=\"%s\"", cfg.spool_dir, err);
-    if ((srv = server_new(&cfg, sp, err, sizeof(err))) == NULL)
+    if ((d.local = local_new(&cfg, err, sizeof(err))) == NULL)
         log_fatal("event=start error=\"%s\"", err);
+    if ((srv = server_new(&cfg, sp, &hooks, err, sizeof(err))) == NULL)
+        log_fatal("event=start error=\"%s\"", err);
+    if ((d.queue = queue_open(sp, err, sizeof(err))) == NULL)
+        log_fatal("event=start spool_dir=%s error=\"%s\"", cfg.spool_dir, err);
+    if ((d.sched = scheduler_new(server_base(srv), &cfg, d.queue, sp, d.local, err,
+             sizeof(err))) == NULL)
+        log_fatal("event=start error=\"%s\"", err);
+    if (cfg.control_socket != NULL &&
+        (ctl = control_open(server_base(srv), cfg.control_socket, d.queue, daemon_flush, &d,
+             err, sizeof(err))) == NULL)
+        log_fatal("event=start control_socket=%s error=\"%s\"", cfg.control_socket, err);
+    log_info(NULL, "event=recovered messages=%zu", queue_count(d.queue));
     log_info(NULL, "event=started hostname=%s spool_dir=%s", cfg.hostname, cfg.spool_dir);
     if (server_run(srv) == -1)
         log_fatal("event=loop-failed");
+    scheduler_free(d.sched);
+    control_close(ctl);
+    queue_close(d.queue);
     server_free(srv);
     spool_close(sp);
+    local_free(d.local);
     log_info(NULL, "event=stopped");
     config_free(&cfg);
     return 0;

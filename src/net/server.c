@@ -46,6 +46,16 @@ struct ipcount {
     unsigned count;
 };
 
+/*
+ * A commit in flight.  The spool's callback always comes back here, so a
+ * message whose client went away is still handed to the queue; conn is
+ * cleared when the connection goes first.
+ */
+struct commit_ticket {
+    struct server *srv;
+    struct conn *conn;
+};
+
 struct conn {
     struct server *srv;
     struct conn *prev, *next;
@@ -64,6 +74,7 @@ struct conn {
     bool lingering;   /* last reply sent, write side shut: draining input until EOF */
     struct buf pending; /* input the session has not taken yet */
     struct spool_msg *msg;
+    struct commit_ticket *ticket; /* while suspended */
     unsigned long long msgs; /* messages accepted on this connection */
     char *commit_from;       /* for the log line once the commit is done */
     unsigned commit_nrcpt;
@@ -80,10 +91,12 @@ struct server {
     const struct timeval *tv_command, *tv_data;
     struct smtp_session_conf sconf;
     struct smtp_callbacks cb;
+    struct server_hooks hooks;
     struct conn *conns;
     long nconns;
     struct ipcount *iptab[IPTAB_SIZE];
     bool shutting_down;
+    bool test_early_ack;  /* TERN_TEST_EARLY_ACK: deliberately wrong, for the crash tests */
     uint64_t session_seq;
     uint64_t start_us;
 };
@@ -193,6 +206,9 @@ conn_cb_rcpt(void *ctx, const struct smtp_txn *t, const struct smtp_path *rcpt)
     struct conn *c = ctx;
     enum reply_id r = relay_check_rcpt(c->srv->cfg, c->may_relay, rcpt);
 
+    if (r == R_RCPT_OK && c->srv->hooks.local_rcpt != NULL &&
+        relay_domain_is_local(c->srv->cfg, rcpt))
+        r = c->srv->hooks.local_rcpt(c->srv->hooks.arg, rcpt->addr);
     if (r != R_RCPT_OK)
         log_info(t->id, "event=rcpt-refused client=%s to=<%s> reply=%s", c->peer.addr,
             rcpt->addr, reply_get(r)->name);
@@ -219,13 +235,13 @@ conn_cb_abort(void *ctx, struct smtp_txn *t)
 }
 
 static void
-conn_commit_done(void *arg, int err, const char *id)
+conn_commit_done(struct conn *c, int err, const char *id)
 {
-    struct conn *c = arg;
     enum reply_id r;
     enum smtp_status st;
 
     c->suspended = false;
+    c->ticket = NULL;
     if (err == 0) {
         r = R_QUEUED;
         c->msgs++;
@@ -248,6 +264,23 @@ conn_commit_done(void *arg, int err, const char *id)
     if (st == SMTP_CLOSE)
         c->closing = true;
     conn_process(c);
+}
+
+static void
+server_on_committed(void *arg, int err, const struct spool_record *rec)
+{
+    struct commit_ticket *t = arg;
+    struct server *srv = t->srv;
+    struct conn *c = t->conn;
+    char id[SPOOL_ID_LEN + 1] = "";
+
+    if (rec != NULL)
+        snprintf(id, sizeof(id), "%s", rec->id);
+    free(t);
+    if (err == 0 && rec != NULL && srv->hooks.committed != NULL)
+        srv->hooks.committed(srv->hooks.arg, rec);
+    if (c != NULL)
+        conn_commit_done(c, err, id);
 }
 
 static void
@@ -279,8 +312,24 @@ conn_cb_commit(void *ctx, struct smtp_txn *t)
     c->commit_from = strdup(t->sender.addr);
     c->commit_nrcpt = t->nrcpts;
     c->commit_size = spool_msg_size(m);
+    if ((c->ticket = malloc(sizeof(*c->ticket))) == NULL) {
+        free(c->commit_from);
+        c->commit_from = NULL;
+        spool_msg_abort(m);
+        smtp_session_commit_done(c->sess, R_LOCAL_ERROR);
+        return; /* the caller's conn_process() sends the reply */
+    }
+    c->ticket->srv = c->srv;
+    c->ticket->conn = c;
     c->suspended = true;
-    spool_commit(c->srv->spool, m, conn_commit_done, c);
+    spool_commit_rec(c->srv->spool, m, server_on_committed, c->ticket);
+    if (c->srv->test_early_ack) {
+        /* The negative control of the crash tests: acknowledge before the disk has it. */
+        c->ticket->conn = NULL;
+        c->ticket = NULL;
+        c->suspended = false;
+        smtp_session_commit_done(c->sess, R_QUEUED);
+    }
 }
 
 /* ---- connection I/O --------------------------------------------------------- */
@@ -463,8 +512,8 @@ conn_free(struct conn *c)
 {
     struct server *srv = c->srv;
 
-    if (c->suspended)
-        spool_commit_detach(srv->spool, c);
+    if (c->ticket != NULL)
+        c->ticket->conn = NULL; /* the commit goes on; its outcome reaches the queue only */
     log_debug(c->peer.id, "event=disconnect client=%s messages=%llu errors=%u", c->peer.addr,
         c->msgs, smtp_session_errors(c->sess));
     smtp_session_free(c->sess); /* aborts an open transaction through conn_cb_abort */
@@ -664,8 +713,15 @@ server_listen(struct server *srv, const struct config_listen *ls, char *err, siz
     return 0;
 }
 
+struct event_base *
+server_base(struct server *srv)
+{
+    return srv->base;
+}
+
 struct server *
-server_new(const struct config *cfg, struct spool *sp, char *err, size_t errlen)
+server_new(const struct config *cfg, struct spool *sp, const struct server_hooks *hooks,
+    char *err, size_t errlen)
 {
     struct server *srv;
     struct timeval tv;
@@ -678,6 +734,13 @@ server_new(const struct config *cfg, struct spool *sp, char *err, size_t errlen)
     }
     srv->cfg = cfg;
     srv->spool = sp;
+    if (hooks != NULL)
+        srv->hooks = *hooks;
+    if (getenv("TERN_TEST_EARLY_ACK") != NULL && strcmp(getenv("TERN_TEST_EARLY_ACK"), "1") == 0) {
+        srv->test_early_ack = true;
+        log_warn(NULL, "event=test-hook TERN_TEST_EARLY_ACK=1 reason=\"250 is sent BEFORE the "
+                       "message is on disk: acknowledged mail CAN BE LOST; tests only\"");
+    }
     clock_gettime(CLOCK_REALTIME, &ts);
     srv->start_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     srv->sconf.hostname = cfg->hostname;

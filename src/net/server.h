@@ -14,10 +14,27 @@
 #include "queue/spool.h"
 #include "util/config.h"
 
+#include <event2/event.h>
+
+#include "smtp/reply.h"
+
 struct server;
 
+/* What the server asks of the rest of the daemon (all on the loop thread). */
+struct server_hooks {
+    /* RCPT TO an address in local_domains: R_RCPT_OK or the refusal (unknown, full). */
+    enum reply_id (*local_rcpt)(void *arg, const char *addr);
+    /* A message is durable (called even if its client has gone): index and schedule it. */
+    void (*committed)(void *arg, const struct spool_record *rec);
+    void *arg;
+};
+
 /* Bind every listener; NULL with a reason in err (e.g. address in use). */
-struct server *server_new(const struct config *cfg, struct spool *sp, char *err, size_t errlen);
+struct server *server_new(const struct config *cfg, struct spool *sp,
+    const struct server_hooks *hooks, char *err, size_t errlen);
+
+/* The event loop, for the other components of the daemon. */
+struct event_base *server_base(struct server *srv);
 
 /* Run until SIGTERM/SIGINT and a clean shutdown; 0 on a clean exit. */
 int server_run(struct server *srv);

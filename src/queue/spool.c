@@ -16,11 +16,21 @@
  *  - every spool_commit() gets exactly one done callback (unless detached),
  *    always from spool_reap() on the loop thread, spool_close() included;
  *  - spool_open() cuts a torn tail off the newest segment, removes stale
- *    spill files, and never appends to a segment written before it.
+ *    spill files, and never appends to a segment written before it;
+ *  - state records (spool_commit_state) and copies (spool_copy_forward) are
+ *    jobs in the same FIFO as messages: they are group committed with them,
+ *    and a record handed over before another is never durable after it;
+ *  - spool_segment_remove() unlinks a segment on the committer, after every
+ *    record handed over before the call is durable (so a message's final
+ *    state record always reaches the disk before its segment goes), and
+ *    fsyncs seg/ before anything of that batch is reported; it refuses the
+ *    active segment and any segment holding records whose done callbacks
+ *    have not run yet (the queue cannot know about those).
  *
  * Threads: the loop thread calls every public function; one committer thread
  * does all segment I/O and every sync.  They share only the pending, in-flight
- * and done lists, the stats and the fault-injection knob, all under sp->mu.
+ * and done lists, the segment list, the active segment number, the stats and
+ * the test knobs, all under sp->mu.
  *
  * On-disk format, commit protocol and the measurements behind them:
  * docs/queue.md.
@@ -49,8 +59,9 @@
 
 #define SPOOL_SEG_MAX ((uint64_t)64 << 20) /* rotate the active segment past this size */
 #define SPOOL_REC_HDR 40                   /* fixed record header, see docs/queue.md */
-#define SPOOL_REC_MSG 1                    /* record type: a message */
+#define SPOOL_REC_MSG SPOOL_REC_MESSAGE    /* record type: a message */
 #define SPOOL_REC_VERSION 1
+#define SPOOL_FLAG_COPY 0x0001 /* header flags: a message record copied forward by compaction */
 #define SPOOL_ENV_MAX ((uint32_t)16 << 20) /* larger envelope lengths are corruption */
 #define SPOOL_COPY_CHUNK (256 * 1024)
 #define SPOOL_ID_TS_LEN 10 /* base-36 microseconds: good until the year 2085 */
@@ -59,9 +70,21 @@
 
 static const char spool_magic[4] = {'T', 'R', 'N', '1'};
 
+/*
+ * What the committer is asked to do.  Every job is a struct spool_msg in the
+ * one FIFO, so all kinds are ordered with respect to each other.
+ */
+enum spool_job {
+    JOB_MSG,    /* append a message record (spool_commit, spool_commit_rec) */
+    JOB_STATE,  /* append a state record (spool_commit_state) */
+    JOB_COPY,   /* re-append a message record + a state record (spool_copy_forward) */
+    JOB_REMOVE, /* unlink a segment (spool_segment_remove); never has a callback */
+};
+
 struct spool_msg {
     struct spool *sp;
     struct spool_msg *next;
+    enum spool_job kind;
     char id[SPOOL_ID_LEN + 1];
     char *sender;
     struct buf rcpts;  /* "R <rcpt>\n" lines */
@@ -72,14 +95,28 @@ struct spool_msg {
     uint64_t body_len;
     uint32_t body_crc; /* crc32 of the body, kept up as bytes arrive */
     int werr;          /* sticky error of spool_msg_write */
-    struct buf rec;    /* header + envelope, built by spool_commit */
+    struct buf rec;    /* header + envelope (or state text), NUL after rec.len */
     spool_done_fn done;
+    spool_done_rec_fn done_rec; /* instead of done: the caller wants the record */
     void *arg;
     bool detached; /* under sp->mu; never read by the committer */
     int err;       /* result; set before the committer sees it if the commit is hopeless */
+
+    /* JOB_COPY: the source segment (seg) and record offset; JOB_REMOVE: the segment (seg) */
+    uint64_t seg;
+    uint64_t src_off;
+    uint64_t src_body_off; /* set by the committer */
+    int srcfd;             /* committer only */
+    struct buf text;       /* the state text, until the committer knows the ID */
+    struct buf srec;       /* the state record that follows the copy */
+
+    /* where the committer wrote the record (valid when err == 0) */
+    uint64_t rec_seg;
+    uint64_t rec_off;
 };
 
 struct spool {
+    char dir[SPOOL_DIR_MAX];
     char segdir[SPOOL_DIR_MAX];
     char tmpdir[SPOOL_DIR_MAX];
     int segdirfd;
@@ -103,7 +140,11 @@ struct spool {
     struct spool_msg **done_tail;
     bool stopping;
     int fail_next;
+    uint64_t seg_max; /* rotate past this size (a test may lower it) */
     struct spool_stats stats;
+    uint64_t *segs;   /* every segment present, ascending, minus those being removed */
+    size_t nsegs, capsegs;
+    uint64_t active;  /* the segment batches go to now; 0 if none is open */
 
     struct spool_msg *reaping; /* loop thread only: the list spool_reap works through */
 
@@ -282,22 +323,81 @@ seg_path(char *path, size_t len, const char *segdir, uint64_t seq)
     snprintf(path, len, "%s/%016" PRIx64 ".seg", segdir, seq);
 }
 
-typedef int (*spool_scan_cb)(void *arg, const char *id, const char *envelope, size_t envlen,
-    uint64_t body_off, uint64_t body_len, const char *segpath);
+static uint16_t
+get_le16(const unsigned char *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
 
 /*
- * Walk the records of one segment, calling cb for each valid message record.
- * Stops at the first record that is not valid (bad magic, impossible lengths,
- * short, crc mismatch): that is the torn tail of a batch that was never
- * acknowledged.  We never search past it for the next magic: a body may
- * contain bytes that look like a whole valid record, and resynchronising would
- * let a sender forge a queued message.  *valid_end is the offset just past the
- * last valid record, *torn whether bytes follow it.  Returns 0, cb's nonzero
- * value, or -1 with errno on an I/O error.
+ * Check a record header against what is left of the file.  NULL if it is
+ * plausible (lengths in *envlen, *bodylen), else the reason it is not.
+ */
+static const char *
+rec_check_header(const unsigned char *hdr, uint64_t left, uint32_t *envlen, uint64_t *bodylen)
+{
+    if (memcmp(hdr, spool_magic, 4) != 0)
+        return "bad magic";
+    *envlen = get_le32(hdr + 8);
+    *bodylen = get_le64(hdr + 12);
+    if (*envlen > SPOOL_ENV_MAX || *envlen > left - SPOOL_REC_HDR
+        || *bodylen > left - SPOOL_REC_HDR - *envlen)
+        return "length past end of segment";
+    if (!spool_id_valid((const char *)hdr + 24, SPOOL_ID_LEN))
+        return "bad queue id";
+    return NULL;
+}
+
+/* The crc of a header as it is stored: computed with its crc field as zero. */
+static uint32_t
+rec_header_crc(const unsigned char *hdr)
+{
+    unsigned char h0[SPOOL_REC_HDR];
+
+    memcpy(h0, hdr, sizeof(h0));
+    put_le32(h0 + 20, 0);
+    return spool_crc(0, h0, sizeof(h0));
+}
+
+/*
+ * crc32 of len bytes of fd at off, read through chunk.  -1 with errno on an
+ * I/O error, 1 if the file is shorter, else 0.
  */
 static int
-seg_scan(const char *path, spool_scan_cb cb, void *arg, uint64_t *valid_end, bool *torn,
-    char last_id[SPOOL_ID_LEN + 1])
+file_crc(int fd, uint64_t off, uint64_t len, unsigned char *chunk, uint32_t *crc)
+{
+    uint64_t done = 0;
+
+    while (done < len) {
+        size_t k = len - done > SPOOL_COPY_CHUNK ? SPOOL_COPY_CHUNK : (size_t)(len - done);
+        ssize_t r = pread_all(fd, chunk, k, off + done);
+        if (r < 0)
+            return -1;
+        if ((size_t)r < k)
+            return 1;
+        *crc = spool_crc(*crc, chunk, k);
+        done += k;
+    }
+    return 0;
+}
+
+typedef int (*seg_rec_cb)(void *arg, const struct spool_record *r, const char *segpath);
+
+/*
+ * Walk the records of segment seq (file path), calling cb for each valid
+ * record of version 1 (every type: the callers filter).  Stops at the first
+ * record that is not valid (bad magic, impossible lengths, short, crc
+ * mismatch): that is the torn tail of a batch that was never acknowledged.
+ * We never search past it for the next magic: a body may contain bytes that
+ * look like a whole valid record, and resynchronising would let a sender
+ * forge a queued message.  *valid_end is the offset just past the last valid
+ * record, *torn whether bytes follow it; max_id (if not NULL) gets the
+ * greatest ID of a message record that is not a compaction copy (copies carry
+ * old IDs).  Returns 0, cb's nonzero value, or -1 with errno on an I/O error.
+ */
+static int
+seg_scan(const char *path, uint64_t seq, seg_rec_cb cb, void *arg, uint64_t *valid_end,
+    bool *torn, char max_id[SPOOL_ID_LEN + 1])
 {
     unsigned char hdr[SPOOL_REC_HDR];
     unsigned char *chunk = NULL;
@@ -317,6 +417,8 @@ seg_scan(const char *path, spool_scan_cb cb, void *arg, uint64_t *valid_end, boo
     }
     while (off < (uint64_t)st.st_size) {
         uint64_t left = (uint64_t)st.st_size - off;
+        uint32_t envlen;
+        uint64_t bodylen;
         ssize_t r;
 
         if (left < SPOOL_REC_HDR) {
@@ -331,22 +433,8 @@ seg_scan(const char *path, spool_scan_cb cb, void *arg, uint64_t *valid_end, boo
             why = "short header";
             break;
         }
-        if (memcmp(hdr, spool_magic, 4) != 0) {
-            why = "bad magic";
+        if ((why = rec_check_header(hdr, left, &envlen, &bodylen)) != NULL)
             break;
-        }
-        uint32_t envlen = get_le32(hdr + 8);
-        uint64_t bodylen = get_le64(hdr + 12);
-        uint32_t crc_want = get_le32(hdr + 20);
-        if (envlen > SPOOL_ENV_MAX || envlen > left - SPOOL_REC_HDR
-            || bodylen > left - SPOOL_REC_HDR - envlen) {
-            why = "length past end of segment";
-            break;
-        }
-        if (!spool_id_valid((const char *)hdr + 24, SPOOL_ID_LEN)) {
-            why = "bad queue id";
-            break;
-        }
         free(env);
         if ((env = malloc((size_t)envlen + 1)) == NULL) {
             ret = -1;
@@ -363,28 +451,18 @@ seg_scan(const char *path, spool_scan_cb cb, void *arg, uint64_t *valid_end, boo
         env[envlen] = '\0';
 
         /* The crc covers the header (crc field as zero), the envelope and the body. */
-        unsigned char h0[SPOOL_REC_HDR];
-        memcpy(h0, hdr, sizeof(h0));
-        put_le32(h0 + 20, 0);
-        uint32_t crc = spool_crc(0, h0, sizeof(h0));
-        crc = spool_crc(crc, env, envlen);
-        uint64_t boff = off + SPOOL_REC_HDR + envlen, done = 0;
-        while (done < bodylen) {
-            size_t k = bodylen - done > SPOOL_COPY_CHUNK ? SPOOL_COPY_CHUNK : bodylen - done;
-            if ((r = pread_all(fd, chunk, k, boff + done)) < 0) {
-                ret = -1;
-                goto out;
-            }
-            if ((size_t)r < k)
-                break;
-            crc = spool_crc(crc, chunk, k);
-            done += k;
+        uint32_t crc = spool_crc(rec_header_crc(hdr), env, envlen);
+        uint64_t boff = off + SPOOL_REC_HDR + envlen;
+        int fr = file_crc(fd, boff, bodylen, chunk, &crc);
+        if (fr < 0) {
+            ret = -1;
+            goto out;
         }
-        if (done < bodylen) {
+        if (fr > 0) {
             why = "short body";
             break;
         }
-        if (crc != crc_want) {
+        if (crc != get_le32(hdr + 20)) {
             why = "crc mismatch";
             break;
         }
@@ -392,13 +470,25 @@ seg_scan(const char *path, spool_scan_cb cb, void *arg, uint64_t *valid_end, boo
         char id[SPOOL_ID_LEN + 1];
         memcpy(id, hdr + 24, SPOOL_ID_LEN);
         id[SPOOL_ID_LEN] = '\0';
+        uint64_t recoff = off;
         off = boff + bodylen;
         *valid_end = off;
-        if (last_id != NULL)
-            memcpy(last_id, id, sizeof(id));
-        /* Other record types (per-recipient state, later) are skipped, not errors. */
-        if (hdr[4] == SPOOL_REC_MSG && hdr[5] == SPOOL_REC_VERSION && cb != NULL) {
-            if ((ret = cb(arg, id, env, envlen, boff, bodylen, path)) != 0)
+        if (max_id != NULL && hdr[4] == SPOOL_REC_MSG && !(get_le16(hdr + 6) & SPOOL_FLAG_COPY)
+            && strcmp(id, max_id) > 0)
+            memcpy(max_id, id, sizeof(id));
+        /* Unknown versions and types are the callers' to skip, never errors. */
+        if (hdr[5] == SPOOL_REC_VERSION && cb != NULL) {
+            struct spool_record rec = {
+                .type = hdr[4],
+                .id = id,
+                .data = env,
+                .datalen = envlen,
+                .seg = seq,
+                .off = recoff,
+                .body_off = boff,
+                .body_len = bodylen,
+            };
+            if ((ret = cb(arg, &rec, path)) != 0)
                 goto out;
         }
     }
@@ -422,9 +512,9 @@ out:
     return ret;
 }
 
-int
-spool_scan(const char *dir, int (*cb)(void *arg, const char *id, const char *envelope,
-    size_t envlen, uint64_t body_off, uint64_t body_len, const char *segpath), void *arg)
+/* Walk every segment under dir/seg in number order. */
+static int
+spool_walk(const char *dir, seg_rec_cb cb, void *arg)
 {
     char segdir[SPOOL_DIR_MAX], path[PATH_MAX];
     uint64_t *segs, end;
@@ -440,10 +530,62 @@ spool_scan(const char *dir, int (*cb)(void *arg, const char *id, const char *env
         return -1;
     for (size_t i = 0; i < n && ret == 0; i++) {
         seg_path(path, sizeof(path), segdir, segs[i]);
-        ret = seg_scan(path, cb, arg, &end, &torn, NULL);
+        /* Removed by the spool's owner since we listed it: nothing of it is live. */
+        if ((ret = seg_scan(path, segs[i], cb, arg, &end, &torn, NULL)) < 0 && errno == ENOENT)
+            ret = 0;
     }
     free(segs);
     return ret;
+}
+
+struct scan_msgs {
+    int (*cb)(void *arg, const char *id, const char *envelope, size_t envlen,
+        uint64_t body_off, uint64_t body_len, const char *segpath);
+    void *arg;
+};
+
+static int
+scan_msgs_cb(void *arg, const struct spool_record *r, const char *segpath)
+{
+    struct scan_msgs *s = arg;
+
+    if (r->type != SPOOL_REC_MSG)
+        return 0; /* state records and later kinds are not for this reader */
+    return s->cb(s->arg, r->id, r->data, r->datalen, r->body_off, r->body_len, segpath);
+}
+
+int
+spool_scan(const char *dir, int (*cb)(void *arg, const char *id, const char *envelope,
+    size_t envlen, uint64_t body_off, uint64_t body_len, const char *segpath), void *arg)
+{
+    struct scan_msgs s = {cb, arg};
+
+    return spool_walk(dir, scan_msgs_cb, &s);
+}
+
+struct scan_recs {
+    int (*cb)(void *arg, const struct spool_record *r);
+    void *arg;
+};
+
+static int
+scan_recs_cb(void *arg, const struct spool_record *r, const char *segpath)
+{
+    struct scan_recs *s = arg;
+
+    (void)segpath;
+    if (r->type != SPOOL_REC_MESSAGE && r->type != SPOOL_REC_STATE)
+        return 0;
+    return s->cb(s->arg, r);
+}
+
+int
+spool_scan_records(const char *dir, int (*cb)(void *arg, const struct spool_record *r),
+    void *arg)
+{
+    struct scan_recs s = {cb, arg};
+
+    return spool_walk(dir, scan_recs_cb, &s);
 }
 
 /* ---- queue IDs -------------------------------------------------------------------------- */
@@ -508,6 +650,26 @@ spool_line_ok(const char *s)
     return strpbrk(s, "\r\n") == NULL;
 }
 
+static struct spool_msg *
+spool_job_new(struct spool *sp, enum spool_job kind)
+{
+    struct spool_msg *m;
+
+    if ((m = calloc(1, sizeof(*m))) == NULL)
+        return NULL;
+    m->sp = sp;
+    m->kind = kind;
+    buf_init(&m->rcpts, 0);
+    buf_init(&m->params, 0);
+    buf_init(&m->body, sp->spill);
+    buf_init(&m->rec, 0);
+    buf_init(&m->text, 0);
+    buf_init(&m->srec, 0);
+    m->tmpfd = -1;
+    m->srcfd = -1;
+    return m;
+}
+
 struct spool_msg *
 spool_msg_new(struct spool *sp, const char *id)
 {
@@ -517,15 +679,9 @@ spool_msg_new(struct spool *sp, const char *id)
         errno = EINVAL; /* the ID names a file under tmp/: never let it be a path */
         return NULL;
     }
-    if ((m = calloc(1, sizeof(*m))) == NULL)
+    if ((m = spool_job_new(sp, JOB_MSG)) == NULL)
         return NULL;
-    m->sp = sp;
     memcpy(m->id, id, SPOOL_ID_LEN + 1);
-    buf_init(&m->rcpts, 0);
-    buf_init(&m->params, 0);
-    buf_init(&m->body, sp->spill);
-    buf_init(&m->rec, 0);
-    m->tmpfd = -1;
     m->arrival = time(NULL);
     return m;
 }
@@ -659,10 +815,20 @@ spool_msg_id(const struct spool_msg *m)
     return m->id;
 }
 
-/* Release the body (memory and spill file).  Either thread; only one owns m at a time. */
+/*
+ * Release the body (memory and spill file) and whatever else only the
+ * committer needs.  The record header and envelope (rec) stay for the done
+ * callback.  Either thread; only one owns m at a time.
+ */
 static void
 spool_msg_release_body(struct spool_msg *m)
 {
+    if (m->srcfd >= 0) {
+        close(m->srcfd);
+        m->srcfd = -1;
+    }
+    buf_free(&m->text);
+    buf_free(&m->srec);
     if (m->tmpfd >= 0) {
         char path[PATH_MAX];
         close(m->tmpfd);
@@ -673,7 +839,6 @@ spool_msg_release_body(struct spool_msg *m)
                 strerror(errno));
     }
     buf_free(&m->body);
-    buf_free(&m->rec);
     buf_free(&m->rcpts);
     buf_free(&m->params);
     free(m->sender);
@@ -684,6 +849,7 @@ static void
 spool_msg_free(struct spool_msg *m)
 {
     spool_msg_release_body(m);
+    buf_free(&m->rec);
     free(m);
 }
 
@@ -694,14 +860,68 @@ spool_msg_abort(struct spool_msg *m)
         spool_msg_free(m);
 }
 
+/*
+ * r holds room for a header, then the record's data (envelope or state text):
+ * fill in the header and its crc (over header, data, and a body of body_len
+ * bytes whose own crc is body_crc), and put a NUL after the data for readers.
+ * -1 with errno.
+ */
+static int
+rec_seal(struct buf *r, unsigned type, uint16_t flags, const char *id, uint64_t body_len,
+    uint32_t body_crc)
+{
+    unsigned char *hdr = (unsigned char *)r->data;
+    size_t datalen = r->len - SPOOL_REC_HDR;
+    uint32_t crc;
+
+    if (datalen > SPOOL_ENV_MAX) {
+        errno = E2BIG;
+        return -1;
+    }
+    if (buf_append(r, "", 1) < 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    r->len--;
+    hdr = (unsigned char *)r->data;
+    memcpy(hdr, spool_magic, 4);
+    hdr[4] = (unsigned char)type;
+    hdr[5] = SPOOL_REC_VERSION;
+    put_le16(hdr + 6, flags);
+    put_le32(hdr + 8, (uint32_t)datalen);
+    put_le64(hdr + 12, body_len);
+    put_le32(hdr + 20, 0);
+    memcpy(hdr + 24, id, SPOOL_ID_LEN);
+    crc = spool_crc(0, hdr, SPOOL_REC_HDR);
+    crc = spool_crc(crc, r->data + SPOOL_REC_HDR, datalen);
+    crc = (uint32_t)crc32_combine(crc, body_crc, (z_off_t)body_len);
+    put_le32(hdr + 20, crc);
+    return 0;
+}
+
+/* A whole state record for id into r.  -1 with errno. */
+static int
+rec_build_state(struct buf *r, const char *id, const void *text, size_t len)
+{
+    unsigned char hdr[SPOOL_REC_HDR] = {0};
+
+    if (len > SPOOL_ENV_MAX) {
+        errno = E2BIG;
+        return -1;
+    }
+    if (buf_append(r, hdr, sizeof(hdr)) < 0 || buf_append(r, text, len) < 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return rec_seal(r, SPOOL_REC_STATE, 0, id, 0, 0);
+}
+
 /* Header + envelope into m->rec, and the record crc into the header.  -1 with errno. */
 static int
 spool_msg_build(struct spool_msg *m)
 {
     unsigned char hdr[SPOOL_REC_HDR];
     struct buf *r = &m->rec;
-    uint32_t crc;
-    size_t envlen;
 
     if (m->werr != 0) {
         errno = m->werr;
@@ -716,24 +936,8 @@ spool_msg_build(struct spool_msg *m)
         errno = ENOMEM;
         return -1;
     }
-    envlen = r->len - SPOOL_REC_HDR;
-    if (envlen > SPOOL_ENV_MAX) {
-        errno = E2BIG;
+    if (rec_seal(r, SPOOL_REC_MSG, 0, m->id, m->body_len, m->body_crc) < 0)
         return -1;
-    }
-    memcpy(hdr, spool_magic, 4);
-    hdr[4] = SPOOL_REC_MSG;
-    hdr[5] = SPOOL_REC_VERSION;
-    put_le16(hdr + 6, 0);
-    put_le32(hdr + 8, (uint32_t)envlen);
-    put_le64(hdr + 12, m->body_len);
-    put_le32(hdr + 20, 0);
-    memcpy(hdr + 24, m->id, SPOOL_ID_LEN);
-    crc = spool_crc(0, hdr, sizeof(hdr));
-    crc = spool_crc(crc, r->data + SPOOL_REC_HDR, envlen);
-    crc = (uint32_t)crc32_combine(crc, m->body_crc, (z_off_t)m->body_len);
-    put_le32(hdr + 20, crc);
-    memcpy(r->data, hdr, sizeof(hdr));
     /* The envelope pieces are in rec now; free them early. */
     buf_free(&m->rcpts);
     buf_free(&m->params);
@@ -750,19 +954,219 @@ spool_wake_loop(struct spool *sp)
     }
 }
 
-void
-spool_commit(struct spool *sp, struct spool_msg *m, spool_done_fn done, void *arg)
+/* Hand a job to the committer (its err, if set already, is passed through untouched). */
+static void
+spool_enqueue(struct spool *sp, struct spool_msg *m)
 {
-    m->done = done;
-    m->arg = arg;
     m->next = NULL;
-    if (spool_msg_build(m) < 0)
-        m->err = errno ? errno : EIO; /* the committer passes it through untouched */
     pthread_mutex_lock(&sp->mu);
     *sp->pending_tail = m;
     sp->pending_tail = &m->next;
     pthread_cond_signal(&sp->cv);
     pthread_mutex_unlock(&sp->mu);
+}
+
+void
+spool_commit(struct spool *sp, struct spool_msg *m, spool_done_fn done, void *arg)
+{
+    m->done = done;
+    m->arg = arg;
+    if (spool_msg_build(m) < 0)
+        m->err = errno ? errno : EIO;
+    spool_enqueue(sp, m);
+}
+
+void
+spool_commit_rec(struct spool *sp, struct spool_msg *m, spool_done_rec_fn done, void *arg)
+{
+    m->done_rec = done;
+    m->arg = arg;
+    if (spool_msg_build(m) < 0)
+        m->err = errno ? errno : EIO;
+    spool_enqueue(sp, m);
+}
+
+/*
+ * A job that cannot even be built (out of memory) still owes its caller one
+ * callback; with no job to carry it, it is run right away.  XXX that is the
+ * one callback not run from spool_reap().
+ */
+static void
+spool_job_oom(spool_done_rec_fn done, void *arg)
+{
+    if (done != NULL)
+        done(arg, ENOMEM, NULL);
+}
+
+void
+spool_commit_state(struct spool *sp, const char *id, const char *text, size_t len,
+    spool_done_rec_fn done, void *arg)
+{
+    struct spool_msg *m = spool_job_new(sp, JOB_STATE);
+
+    if (m == NULL) {
+        spool_job_oom(done, arg);
+        return;
+    }
+    m->done_rec = done;
+    m->arg = arg;
+    if (strlen(id) != SPOOL_ID_LEN || !spool_id_valid(id, SPOOL_ID_LEN)) {
+        m->err = EINVAL;
+    } else {
+        memcpy(m->id, id, SPOOL_ID_LEN + 1);
+        if (rec_build_state(&m->rec, id, text, len) < 0)
+            m->err = errno ? errno : EIO;
+    }
+    spool_enqueue(sp, m);
+}
+
+void
+spool_copy_forward(struct spool *sp, uint64_t seg, uint64_t off, const char *text, size_t len,
+    spool_done_rec_fn done, void *arg)
+{
+    struct spool_msg *m = spool_job_new(sp, JOB_COPY);
+
+    if (m == NULL) {
+        spool_job_oom(done, arg);
+        return;
+    }
+    m->done_rec = done;
+    m->arg = arg;
+    m->seg = seg;
+    m->src_off = off;
+    /* The state record is built by the committer: only it learns the ID, from the source. */
+    if (len > SPOOL_ENV_MAX)
+        m->err = E2BIG;
+    else if (buf_append(&m->text, text, len) < 0)
+        m->err = ENOMEM;
+    spool_enqueue(sp, m);
+}
+
+/* ---- segments: the list, the active one, removal (loop thread) ---------------------------- */
+
+/* Under sp->mu.  Keeps sp->segs ascending and without duplicates; -1 if out of memory. */
+static int
+seglist_add(struct spool *sp, uint64_t seg)
+{
+    size_t i;
+
+    for (i = 0; i < sp->nsegs; i++)
+        if (sp->segs[i] == seg)
+            return 0;
+    if (sp->nsegs == sp->capsegs) {
+        size_t ncap = sp->capsegs ? sp->capsegs * 2 : 64;
+        uint64_t *v = realloc(sp->segs, ncap * sizeof(*v));
+        if (v == NULL)
+            return -1;
+        sp->segs = v;
+        sp->capsegs = ncap;
+    }
+    for (i = sp->nsegs; i > 0 && sp->segs[i - 1] > seg; i--)
+        sp->segs[i] = sp->segs[i - 1];
+    sp->segs[i] = seg;
+    sp->nsegs++;
+    return 0;
+}
+
+/* Under sp->mu.  false if seg was not listed. */
+static bool
+seglist_del(struct spool *sp, uint64_t seg)
+{
+    for (size_t i = 0; i < sp->nsegs; i++) {
+        if (sp->segs[i] == seg) {
+            memmove(sp->segs + i, sp->segs + i + 1, (sp->nsegs - i - 1) * sizeof(*sp->segs));
+            sp->nsegs--;
+            return true;
+        }
+    }
+    return false;
+}
+
+uint64_t
+spool_active_segment(struct spool *sp)
+{
+    uint64_t a;
+
+    pthread_mutex_lock(&sp->mu);
+    a = sp->active;
+    pthread_mutex_unlock(&sp->mu);
+    return a;
+}
+
+int
+spool_segments(struct spool *sp, uint64_t **segs)
+{
+    int n;
+
+    pthread_mutex_lock(&sp->mu);
+    n = (int)sp->nsegs;
+    *segs = malloc((sp->nsegs ? sp->nsegs : 1) * sizeof(**segs));
+    if (*segs == NULL)
+        n = -1;
+    else if (sp->nsegs > 0)
+        memcpy(*segs, sp->segs, sp->nsegs * sizeof(**segs));
+    pthread_mutex_unlock(&sp->mu);
+    if (n < 0)
+        errno = ENOMEM;
+    return n;
+}
+
+/* Under sp->mu: does a finished job whose callback has not run yet live in seg? */
+static bool
+seg_unreported(const struct spool_msg *l, uint64_t seg)
+{
+    for (; l != NULL; l = l->next)
+        if (l->kind != JOB_REMOVE && l->err == 0 && l->rec_seg == seg)
+            return true;
+    return false;
+}
+
+int
+spool_segment_remove(struct spool *sp, uint64_t seg)
+{
+    struct spool_msg *m = spool_job_new(sp, JOB_REMOVE);
+    int err = 0;
+
+    if (m == NULL)
+        return -1;
+    m->seg = seg;
+    pthread_mutex_lock(&sp->mu);
+    /*
+     * The in-flight batch goes to the active segment (or a newer one), so
+     * beyond the active one only finished jobs whose callbacks have not run can
+     * be in seg: the queue has not indexed those yet and must not lose them.
+     */
+    if (seg == sp->active || seg_unreported(sp->done, seg) || seg_unreported(sp->reaping, seg))
+        err = EBUSY;
+    else if (!seglist_del(sp, seg))
+        err = ENOENT;
+    if (err == 0) {
+        *sp->pending_tail = m;
+        sp->pending_tail = &m->next;
+        pthread_cond_signal(&sp->cv);
+    }
+    pthread_mutex_unlock(&sp->mu);
+    if (err != 0) {
+        spool_msg_free(m);
+        errno = err;
+        return -1;
+    }
+    return 0;
+}
+
+int
+spool_segment_open(struct spool *sp, uint64_t seg)
+{
+    char path[PATH_MAX];
+
+    seg_path(path, sizeof(path), sp->segdir, seg);
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+const char *
+spool_dir(const struct spool *sp)
+{
+    return sp->dir;
 }
 
 static void
@@ -805,10 +1209,23 @@ spool_reap(struct spool *sp)
     while ((m = sp->reaping) != NULL) {
         pthread_mutex_lock(&sp->mu);
         sp->reaping = m->next;
-        bool call = !m->detached && m->done != NULL;
+        bool call = !m->detached;
         pthread_mutex_unlock(&sp->mu);
-        if (call)
+        if (call && m->done != NULL) {
             m->done(m->arg, m->err, m->id);
+        } else if (call && m->done_rec != NULL) {
+            struct spool_record r = {
+                .type = m->kind == JOB_STATE ? SPOOL_REC_STATE : SPOOL_REC_MESSAGE,
+                .id = m->id,
+                .data = m->rec.data + SPOOL_REC_HDR,
+                .datalen = m->rec.len - SPOOL_REC_HDR,
+                .seg = m->rec_seg,
+                .off = m->rec_off,
+                .body_off = m->rec_off + m->rec.len,
+                .body_len = m->body_len,
+            };
+            m->done_rec(m->arg, m->err, m->err == 0 ? &r : NULL);
+        }
         spool_msg_free(m);
     }
 }
@@ -835,6 +1252,14 @@ spool_test_fail_next(struct spool *sp, int err)
     pthread_mutex_unlock(&sp->mu);
 }
 
+void
+spool_test_set_segment_max(struct spool *sp, uint64_t bytes)
+{
+    pthread_mutex_lock(&sp->mu);
+    sp->seg_max = bytes;
+    pthread_mutex_unlock(&sp->mu);
+}
+
 /* ---- the committer ------------------------------------------------------------------------ */
 
 static int
@@ -856,6 +1281,16 @@ seg_create(struct spool *sp)
         errno = e;
         return -1;
     }
+    pthread_mutex_lock(&sp->mu);
+    if (seglist_add(sp, sp->segseq) < 0) {
+        pthread_mutex_unlock(&sp->mu);
+        close(fd);
+        unlink(path);
+        errno = ENOMEM;
+        return -1;
+    }
+    sp->active = sp->segseq;
+    pthread_mutex_unlock(&sp->mu);
     sp->segseq++;
     sp->segfd = fd;
     sp->segoff = 0;
@@ -893,16 +1328,19 @@ seg_writev(int fd, struct iovec *iov, int cnt, uint64_t *off)
     return 0;
 }
 
-/* Copy a spilled body into the segment: in-kernel when the filesystem lets us. */
+/*
+ * Copy len bytes of srcfd at src into the segment at *off (a spilled body, or
+ * the body of a record copied forward): in-kernel when the filesystem lets us.
+ */
 static int
-seg_copy_body(int segfd, struct spool_msg *m, uint64_t *off)
+seg_copy_range(int segfd, int srcfd, uint64_t src, uint64_t len, uint64_t *off)
 {
-    loff_t in = 0, out = (loff_t)*off;
-    uint64_t left = m->body_len;
+    loff_t in = (loff_t)src, out = (loff_t)*off;
+    uint64_t left = len;
     char *buf;
 
     while (left > 0) {
-        ssize_t n = copy_file_range(m->tmpfd, &in, segfd, &out, left, 0);
+        ssize_t n = copy_file_range(srcfd, &in, segfd, &out, left, 0);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -911,7 +1349,7 @@ seg_copy_body(int segfd, struct spool_msg *m, uint64_t *off)
             return -1;
         }
         if (n == 0) {
-            errno = EIO; /* the spill file is shorter than what we wrote to it */
+            errno = EIO; /* the source is shorter than it should be */
             return -1;
         }
         left -= (uint64_t)n;
@@ -921,7 +1359,7 @@ seg_copy_body(int segfd, struct spool_msg *m, uint64_t *off)
             return -1;
         while (left > 0) {
             size_t k = left > SPOOL_COPY_CHUNK ? SPOOL_COPY_CHUNK : (size_t)left;
-            ssize_t r = pread_all(m->tmpfd, buf, k, (uint64_t)in);
+            ssize_t r = pread_all(srcfd, buf, k, (uint64_t)in);
             if (r < 0 || (size_t)r < k) {
                 if (r >= 0)
                     errno = EIO;
@@ -945,6 +1383,108 @@ seg_copy_body(int segfd, struct spool_msg *m, uint64_t *off)
 }
 
 /*
+ * Prepare a JOB_COPY before its batch is written: open the source segment,
+ * read the record's header and envelope, and check the whole record's crc
+ * again (a copy of a rotten record would end the scan of the new segment
+ * there, and take every later record of it along).  The copy's header gets
+ * the COPY flag, so recovery does not take its old ID for the newest one.
+ * On failure m->err is set; the rest of the batch goes on.
+ */
+static void
+spool_copy_prepare(struct spool *sp, struct spool_msg *m)
+{
+    unsigned char hdr[SPOOL_REC_HDR], *chunk = NULL;
+    char path[PATH_MAX];
+    const char *why = NULL;
+    struct stat st;
+    uint32_t envlen, crc, bcrc = 0;
+    uint64_t bodylen;
+    ssize_t r;
+    int fr;
+
+    seg_path(path, sizeof(path), sp->segdir, m->seg);
+    if ((m->srcfd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(m->srcfd, &st) < 0) {
+        m->err = errno;
+        log_warn(NULL, "spool: cannot open segment to copy from path=%s error=\"%s\"", path,
+            strerror(m->err));
+        return;
+    }
+    if (m->src_off > (uint64_t)st.st_size || (uint64_t)st.st_size - m->src_off < SPOOL_REC_HDR) {
+        why = "offset past end of segment";
+        goto bad;
+    }
+    if ((r = pread_all(m->srcfd, hdr, sizeof(hdr), m->src_off)) < 0)
+        goto ioerr;
+    if (r < SPOOL_REC_HDR) {
+        why = "short header";
+        goto bad;
+    }
+    if ((why = rec_check_header(hdr, (uint64_t)st.st_size - m->src_off, &envlen, &bodylen))
+        != NULL)
+        goto bad;
+    if (hdr[4] != SPOOL_REC_MSG || hdr[5] != SPOOL_REC_VERSION) {
+        why = "not a message record";
+        goto bad;
+    }
+    buf_reset(&m->rec);
+    if (buf_append(&m->rec, hdr, sizeof(hdr)) < 0) {
+        m->err = ENOMEM;
+        return;
+    }
+    for (uint32_t got = 0; got < envlen;) {
+        char tmp[4096];
+        uint32_t k = envlen - got > sizeof(tmp) ? (uint32_t)sizeof(tmp) : envlen - got;
+        if ((r = pread_all(m->srcfd, tmp, k, m->src_off + SPOOL_REC_HDR + got)) < 0)
+            goto ioerr;
+        if ((uint32_t)r < k) {
+            why = "short envelope";
+            goto bad;
+        }
+        if (buf_append(&m->rec, tmp, k) < 0) {
+            m->err = ENOMEM;
+            return;
+        }
+        got += k;
+    }
+    m->src_body_off = m->src_off + SPOOL_REC_HDR + envlen;
+    if ((chunk = malloc(SPOOL_COPY_CHUNK)) == NULL) {
+        m->err = ENOMEM;
+        return;
+    }
+    fr = file_crc(m->srcfd, m->src_body_off, bodylen, chunk, &bcrc);
+    free(chunk);
+    if (fr < 0)
+        goto ioerr;
+    if (fr > 0) {
+        why = "short body";
+        goto bad;
+    }
+    crc = spool_crc(rec_header_crc(hdr), m->rec.data + SPOOL_REC_HDR, envlen);
+    if ((uint32_t)crc32_combine(crc, bcrc, (z_off_t)bodylen) != get_le32(hdr + 20)) {
+        why = "crc mismatch";
+        goto bad;
+    }
+    memcpy(m->id, hdr + 24, SPOOL_ID_LEN);
+    m->id[SPOOL_ID_LEN] = '\0';
+    m->body_len = bodylen;
+    if (rec_seal(&m->rec, SPOOL_REC_MSG, (uint16_t)(get_le16(hdr + 6) | SPOOL_FLAG_COPY), m->id,
+            bodylen, bcrc) < 0
+        || rec_build_state(&m->srec, m->id, m->text.data, m->text.len) < 0)
+        m->err = errno ? errno : ENOMEM;
+    return;
+
+ioerr:
+    m->err = errno;
+    log_warn(NULL, "spool: cannot read record to copy path=%s off=%" PRIu64 " error=\"%s\"",
+        path, m->src_off, strerror(m->err));
+    return;
+bad:
+    m->err = EIO;
+    log_warn(NULL, "spool: record to copy is invalid, not copied path=%s off=%" PRIu64
+        " reason=\"%s\"", path, m->src_off, why);
+}
+
+/*
  * The batch failed after some of it may have reached the segment: cut it off
  * and abandon the segment.  After a failed fdatasync the kernel may already
  * have dropped the dirty pages and cleared the error (fsyncgate), so nothing
@@ -957,61 +1497,112 @@ seg_copy_body(int segfd, struct spool_msg *m, uint64_t *off)
 static void
 spool_batch_fail(struct spool *sp, uint64_t start, int err)
 {
+    uint64_t seq = sp->segseq - 1;
+
     log_warn(NULL, "spool: batch failed, cut back seq=%" PRIu64 " off=%" PRIu64
-        " error=\"%s\"", sp->segseq - 1, start, strerror(err));
+        " error=\"%s\"", seq, start, strerror(err));
     if (ftruncate(sp->segfd, (off_t)start) < 0 || (!sp->nosync && fsync(sp->segfd) < 0))
         log_error(NULL, "spool: cannot cut failed batch off segment seq=%" PRIu64
-            " error=\"%s\"", sp->segseq - 1, strerror(errno));
+            " error=\"%s\"", seq, strerror(errno));
     close(sp->segfd);
     sp->segfd = -1;
+    pthread_mutex_lock(&sp->mu);
+    sp->active = 0;
+    pthread_mutex_unlock(&sp->mu);
     if (start == 0) {
         /* Nothing acknowledged lives in it: do not leave an empty file per failure. */
         char path[PATH_MAX];
-        seg_path(path, sizeof(path), sp->segdir, sp->segseq - 1);
-        unlink(path);
+        seg_path(path, sizeof(path), sp->segdir, seq);
+        if (unlink(path) == 0) {
+            pthread_mutex_lock(&sp->mu);
+            seglist_del(sp, seq);
+            pthread_mutex_unlock(&sp->mu);
+        }
     }
 }
 
-/* Write and sync one batch.  0, or the errno that every message of the batch gets. */
+/* Queue one piece for pwritev, flushing first when iov is full.  -1 with errno. */
 static int
-spool_write_batch(struct spool *sp, struct spool_msg *batch, int inject, uint64_t *nbytes)
+seg_put(struct spool *sp, struct iovec *iov, int *cnt, uint64_t *off, uint64_t *pos,
+    const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (*cnt == IOV_MAX) {
+        if (seg_writev(sp->segfd, iov, *cnt, off) < 0)
+            return -1;
+        *cnt = 0;
+    }
+    iov[(*cnt)++] = (struct iovec){(void *)p, n};
+    *pos += n;
+    return 0;
+}
+
+/* Write out what iov holds.  -1 with errno. */
+static int
+seg_flush(struct spool *sp, struct iovec *iov, int *cnt, uint64_t *off)
+{
+    int r = *cnt > 0 ? seg_writev(sp->segfd, iov, *cnt, off) : 0;
+
+    *cnt = 0;
+    return r;
+}
+
+/*
+ * Write and sync the records of one batch.  0, or the errno that every
+ * record job of the batch gets.  *off tracks what was written, pos what was
+ * queued in iov; they meet at every flush.
+ */
+static int
+spool_write_batch(struct spool *sp, struct spool_msg *batch, int inject, uint64_t seg_max,
+    uint64_t *nbytes)
 {
     struct iovec iov[IOV_MAX];
-    uint64_t start, off;
+    uint64_t start, off, pos, seq;
     int cnt = 0, err = 0;
     bool any = false;
 
-    for (struct spool_msg *m = batch; m != NULL; m = m->next)
-        any = any || m->err == 0;
+    for (struct spool_msg *m = batch; m != NULL; m = m->next) {
+        if (m->kind == JOB_COPY && m->err == 0)
+            spool_copy_prepare(sp, m);
+        any = any || (m->err == 0 && m->kind != JOB_REMOVE);
+    }
     if (!any)
         return 0;
-    if (sp->segfd >= 0 && sp->segoff >= SPOOL_SEG_MAX) {
+    if (sp->segfd >= 0 && sp->segoff >= seg_max) {
         /* Everything in it is synced already: closing needs no sync. */
         close(sp->segfd);
         sp->segfd = -1;
     }
     if (sp->segfd < 0 && seg_create(sp) < 0)
         return errno;
-    start = off = sp->segoff;
+    seq = sp->segseq - 1;
+    start = off = pos = sp->segoff;
     for (struct spool_msg *m = batch; m != NULL && err == 0; m = m->next) {
-        if (m->err != 0)
+        if (m->err != 0 || m->kind == JOB_REMOVE)
             continue;
-        if (cnt + 2 > IOV_MAX) {
-            if (seg_writev(sp->segfd, iov, cnt, &off) < 0)
-                err = errno;
-            cnt = 0;
+        m->rec_seg = seq;
+        m->rec_off = pos;
+        if (seg_put(sp, iov, &cnt, &off, &pos, m->rec.data, m->rec.len) < 0) {
+            err = errno;
+            break;
         }
-        iov[cnt++] = (struct iovec){m->rec.data, m->rec.len};
-        if (m->tmpfd < 0) {
-            if (m->body_len > 0)
-                iov[cnt++] = (struct iovec){m->body.data, m->body.len};
-        } else if (err == 0) {
-            if (seg_writev(sp->segfd, iov, cnt, &off) < 0 || seg_copy_body(sp->segfd, m, &off) < 0)
+        if (m->kind == JOB_MSG && m->tmpfd < 0) {
+            if (seg_put(sp, iov, &cnt, &off, &pos, m->body.data, m->body.len) < 0)
                 err = errno;
-            cnt = 0;
+        } else if (m->kind == JOB_MSG || m->kind == JOB_COPY) {
+            int fd = m->kind == JOB_MSG ? m->tmpfd : m->srcfd;
+            uint64_t src = m->kind == JOB_MSG ? 0 : m->src_body_off;
+            if (seg_flush(sp, iov, &cnt, &off) < 0
+                || seg_copy_range(sp->segfd, fd, src, m->body_len, &off) < 0)
+                err = errno;
+            pos = off;
+            if (err == 0 && m->kind == JOB_COPY
+                && seg_put(sp, iov, &cnt, &off, &pos, m->srec.data, m->srec.len) < 0)
+                err = errno;
         }
     }
-    if (err == 0 && cnt > 0 && seg_writev(sp->segfd, iov, cnt, &off) < 0)
+    if (err == 0 && seg_flush(sp, iov, &cnt, &off) < 0)
         err = errno;
     if (err == 0 && inject != 0)
         err = inject;
@@ -1029,6 +1620,51 @@ spool_write_batch(struct spool *sp, struct spool_msg *batch, int inject, uint64_
     sp->segoff = off;
     *nbytes = off - start;
     return 0;
+}
+
+/*
+ * The segment removals of a batch, after its records are durable: a state
+ * record handed over before a removal is on disk before the unlink.  In
+ * order, oldest first as the queue asked; after a failure the rest are not
+ * attempted (the queue's oldest-first argument would not hold for them) and
+ * go back on the list, so the queue retries them later.  Then one fsync of
+ * seg/, before any job of the batch is reported.
+ */
+static void
+spool_do_removals(struct spool *sp, struct spool_msg *batch)
+{
+    char path[PATH_MAX];
+    bool any = false, failed = false;
+
+    for (struct spool_msg *m = batch; m != NULL; m = m->next) {
+        if (m->kind != JOB_REMOVE || m->err != 0)
+            continue;
+        seg_path(path, sizeof(path), sp->segdir, m->seg);
+        if (failed) {
+            m->err = EAGAIN;
+        } else if (unlink(path) < 0 && errno != ENOENT) {
+            m->err = errno;
+            failed = true;
+            log_error(NULL, "spool: cannot remove segment path=%s error=\"%s\"", path,
+                strerror(m->err));
+        } else {
+            any = true;
+            log_info(NULL, "spool: removed segment path=%s", path);
+        }
+        if (m->err != 0) {
+            pthread_mutex_lock(&sp->mu);
+            if (seglist_add(sp, m->seg) < 0)
+                log_error(NULL, "spool: out of memory relisting segment path=%s", path);
+            pthread_mutex_unlock(&sp->mu);
+        }
+    }
+    /*
+     * XXX if this fsync fails the unlinks may not be durable: after a crash an
+     * old segment can come back and resurrect finished messages (a duplicate
+     * delivery, never a loss).  Nothing better to do than say so.
+     */
+    if (any && !sp->nosync && fsync(sp->segdirfd) < 0)
+        log_error(NULL, "spool: cannot sync segment directory error=\"%s\"", strerror(errno));
 }
 
 static void *
@@ -1049,22 +1685,26 @@ spool_committer(void *arg)
         sp->inflight = batch;
         int inject = sp->fail_next;
         sp->fail_next = 0;
+        uint64_t seg_max = sp->seg_max;
         pthread_mutex_unlock(&sp->mu);
 
         uint64_t nbytes = 0, ok = 0, bad = 0;
-        int err = spool_write_batch(sp, batch, inject, &nbytes);
+        int err = spool_write_batch(sp, batch, inject, seg_max, &nbytes);
         struct spool_msg *last = NULL;
         for (struct spool_msg *m = batch; m != NULL; m = m->next) {
-            if (m->err == 0)
-                m->err = err;
-            if (m->err == 0)
-                ok++;
-            else
-                bad++;
+            if (m->kind != JOB_REMOVE) {
+                if (m->err == 0)
+                    m->err = err;
+                if (m->err == 0)
+                    ok++;
+                else
+                    bad++;
+            }
             /* Free the body here, off the loop thread (the unlink is a metadata write). */
             spool_msg_release_body(m);
             last = m;
         }
+        spool_do_removals(sp, batch);
 
         pthread_mutex_lock(&sp->mu);
         sp->inflight = NULL;
@@ -1133,9 +1773,16 @@ spool_recover(struct spool *sp)
     if (seg_list(sp->segdir, &segs, &n) < 0)
         return -1;
     sp->segseq = n > 0 ? segs[n - 1] + 1 : 1;
+    /*
+     * The newest ID is the greatest of the newest segment that holds a message
+     * record of its own (copies moved forward by compaction carry old IDs).
+     * XXX within that segment commits may have finished out of ID order, and
+     * an older segment could hold a greater ID by a few microseconds; a
+     * collision would also need the same pid digits and counter.
+     */
     for (size_t i = n; i-- > 0 && last_id[0] == '\0';) {
         seg_path(path, sizeof(path), sp->segdir, segs[i]);
-        if (seg_scan(path, NULL, NULL, &end, &torn, last_id) < 0) {
+        if (seg_scan(path, segs[i], NULL, NULL, &end, &torn, last_id) < 0) {
             free(segs);
             return -1;
         }
@@ -1163,7 +1810,8 @@ spool_recover(struct spool *sp)
                 end);
         }
     }
-    free(segs);
+    sp->segs = segs;
+    sp->nsegs = sp->capsegs = n;
     uint64_t us;
     if (last_id[0] != '\0' && b36_get(last_id, SPOOL_ID_TS_LEN, &us))
         sp->id_last_us = us;
@@ -1188,7 +1836,9 @@ spool_open(const char *dir, size_t spill_threshold, char *err, size_t errlen)
     sp->id_pid = (unsigned)getpid();
     sp->pending_tail = &sp->pending;
     sp->done_tail = &sp->done;
-    if ((size_t)snprintf(sp->segdir, sizeof(sp->segdir), "%s/seg", dir) >= sizeof(sp->segdir)
+    sp->seg_max = SPOOL_SEG_MAX;
+    if ((size_t)snprintf(sp->dir, sizeof(sp->dir), "%s", dir) >= sizeof(sp->dir)
+        || (size_t)snprintf(sp->segdir, sizeof(sp->segdir), "%s/seg", dir) >= sizeof(sp->segdir)
         || (size_t)snprintf(sp->tmpdir, sizeof(sp->tmpdir), "%s/tmp", dir)
             >= sizeof(sp->tmpdir)) {
         snprintf(err, errlen, "%s: path too long", dir);
@@ -1258,6 +1908,7 @@ fail_msg:
         close(sp->segdirfd);
     if (sp->lockfd >= 0)
         close(sp->lockfd);
+    free(sp->segs);
     free(sp);
     errno = e;
     return NULL;
@@ -1280,5 +1931,6 @@ spool_close(struct spool *sp)
     close(sp->evfd);
     close(sp->segdirfd);
     close(sp->lockfd); /* releases the flock */
+    free(sp->segs);
     free(sp);
 }

@@ -98,6 +98,8 @@ void spool_get_stats(struct spool *sp, struct spool_stats *st);
  * crash tests).  Also settable by env TERN_SPOOL_NOSYNC=1 in test builds.
  */
 void spool_test_fail_next(struct spool *sp, int err);
+/* Rotate the active segment once it holds this many bytes (tests: small segments). */
+void spool_test_set_segment_max(struct spool *sp, uint64_t bytes);
 
 /*
  * Recovery: walk the segments under dir/seg in order and call cb for every
@@ -112,5 +114,93 @@ void spool_test_fail_next(struct spool *sp, int err);
  */
 int spool_scan(const char *dir, int (*cb)(void *arg, const char *id, const char *envelope,
     size_t envlen, uint64_t body_off, uint64_t body_len, const char *segpath), void *arg);
+
+/* ---- issue 3: state records, locations, reclamation --------------------- */
+
+/*
+ * Record types.  A message record holds the envelope and the body; a state
+ * record holds a snapshot of a message's per-recipient state (the text
+ * written by queue.c, see docs/queue.md); the newest state record of an ID
+ * supersedes older ones and the message record's initial "all pending".  A
+ * message record of an ID seen before (a copy moved forward by compaction)
+ * supersedes the older copy.
+ */
+#define SPOOL_REC_MESSAGE 1
+#define SPOOL_REC_STATE 2
+
+struct spool_record {
+    unsigned type;         /* SPOOL_REC_* */
+    const char *id;        /* NUL-terminated */
+    const char *data;      /* envelope (message) or state text (state), NUL-terminated */
+    size_t datalen;
+    uint64_t seg;          /* segment number (its file: spool_dir/seg/%016llx.seg) */
+    uint64_t off;          /* offset of the record header in the segment */
+    uint64_t body_off;     /* message records: where the body lies in the segment */
+    uint64_t body_len;
+};
+
+/*
+ * Walk every valid record of every segment in order (same validation and
+ * torn-tail rule as spool_scan), message and state records alike; r and its
+ * strings are valid only during the call.  0, cb's nonzero return, or -1
+ * with errno.
+ */
+int spool_scan_records(const char *dir, int (*cb)(void *arg, const struct spool_record *r),
+    void *arg);
+
+/*
+ * Like spool_commit, but done also receives the record as stored (its
+ * segment and offsets, and the envelope text), so the queue can index it
+ * without re-reading.  rec is NULL when err != 0; it is valid only during
+ * the call.  Until that callback has run, the record's segment cannot be
+ * removed (spool_segment_remove says EBUSY).
+ */
+typedef void (*spool_done_rec_fn)(void *arg, int err, const struct spool_record *rec);
+void spool_commit_rec(struct spool *sp, struct spool_msg *m, spool_done_rec_fn done, void *arg);
+
+/*
+ * Append a state record for id (text: no NUL; any bytes otherwise; at most
+ * 16 MiB), group committed with everything else; done (may be NULL) is
+ * called on the loop thread with 0 once it is durable, or an errno.
+ * Detachable like commits (spool_commit_detach with the same arg).  Records
+ * are durable in the order they were handed over, whatever their kind.
+ */
+void spool_commit_state(struct spool *sp, const char *id, const char *text, size_t len,
+    spool_done_rec_fn done, void *arg);
+
+/*
+ * Copy a message forward: append a new message record with the same ID,
+ * envelope and body (read from segment seg at off, its crc checked again) to
+ * the active segment, followed by a state record with text, in one batch.
+ * Used to free an old segment that a few long-lived messages still pin.
+ * done receives the new message record (err EIO if the old one is invalid).
+ * The copy's header carries a flag (docs/queue.md) so that recovery does not
+ * take its old ID for the newest.
+ */
+void spool_copy_forward(struct spool *sp, uint64_t seg, uint64_t off, const char *text,
+    size_t len, spool_done_rec_fn done, void *arg);
+
+/* The segment new records go to now (never removable), or 0 if none is open. */
+uint64_t spool_active_segment(struct spool *sp);
+/*
+ * All segment numbers present, ascending, without those whose removal was
+ * asked for (a failed unlink puts its segment back); caller frees *segs.
+ * Count, or -1.  No I/O: the spool keeps the list.
+ */
+int spool_segments(struct spool *sp, uint64_t **segs);
+/*
+ * Delete a segment that holds nothing live any more (the queue decides).
+ * -1 with EBUSY for the active segment or one holding records whose done
+ * callbacks have not run yet, ENOENT if not listed; else 0, and the unlink
+ * runs on the committer thread in FIFO order with records: after every
+ * record handed over before this call is durable, and seg/ is fsynced before
+ * anything of that batch is reported.  A failed unlink is logged and the
+ * segment listed again (removals after it in the same batch are not tried).
+ */
+int spool_segment_remove(struct spool *sp, uint64_t seg);
+
+/* Open a segment read-only (O_CLOEXEC) for reading bodies: an fd, or -1 with errno. */
+int spool_segment_open(struct spool *sp, uint64_t seg);
+const char *spool_dir(const struct spool *sp);
 
 #endif

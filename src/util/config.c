@@ -90,6 +90,7 @@ static int config_check_socket(const char *v, char *why, size_t whylen);
 static int config_check_hostport(const char *v, char *why, size_t whylen);
 static int config_check_recipients(const char *v, char *why, size_t whylen);
 static int config_check_state_store(const char *v, char *why, size_t whylen);
+static int config_check_local_delivery(const char *v, char *why, size_t whylen);
 
 static const char *const config_words_on_error[] = {"tempfail", "accept", NULL};
 static const char *const config_words_tls_policy[] = {"none", "opportunistic", "required", NULL};
@@ -121,6 +122,9 @@ static const struct config_key config_keys[] = {
     K_STR(mailbox_dir, "/var/mail/tern", 0, NULL),
     K_LIST(local_domains, "localhost", CONFIG_OPTIONAL | CONFIG_LOWER),
     K_STR(local_recipients, "any", 0, config_check_recipients),
+    K_STR(local_delivery, "maildir", 0, config_check_local_delivery),
+    K_NUM(delivery_concurrency, CONFIG_INT, "20", 1, 10000),
+    K_NUM(mailbox_size_limit, CONFIG_SIZE, "0", 0, LONG_MAX),
     /* limits; RFC 5321 §4.5.3.1 sets floors the operator should not go under */
     K_NUM(max_connections, CONFIG_INT, "1000", 1, 1000000),
     K_NUM(max_connections_per_ip, CONFIG_INT, "50", 1, 1000000),
@@ -457,6 +461,20 @@ config_check_state_store(const char *v, char *why, size_t whylen)
     if (strncmp(v, "redis://", 8) == 0)
         return config_check_hostport(v + 8, why, whylen);
     config_why(why, whylen, "'%s' is neither 'lmdb:PATH' nor 'redis://HOST:PORT'", v);
+    return -1;
+}
+
+static int
+config_check_local_delivery(const char *v, char *why, size_t whylen)
+{
+    if (strcmp(v, "maildir") == 0)
+        return 0;
+    if (strncmp(v, "lmtp:unix:", 10) == 0 && v[10] == '/')
+        return config_check_socket(v + 10, why, whylen);
+    if (strncmp(v, "lmtp:", 5) == 0 && strncmp(v, "lmtp:unix:", 10) != 0)
+        return config_check_hostport(v + 5, why, whylen);
+    config_why(why, whylen,
+        "'%s' is not 'maildir', 'lmtp:unix:/PATH' or 'lmtp:HOST:PORT'", v);
     return -1;
 }
 

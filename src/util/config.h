@@ -54,6 +54,9 @@ struct config {
     char *mailbox_dir;
     struct config_strlist local_domains;
     char *local_recipients;       /* "any" or "file:PATH" */
+    char *local_delivery;         /* "maildir", "lmtp:unix:PATH" or "lmtp:HOST:PORT" */
+    long delivery_concurrency;    /* deliveries in flight at once */
+    long mailbox_size_limit;      /* bytes per Maildir; 0: no limit */
     /* limits */
     long max_connections;
     long max_connections_per_ip;

@@ -1,7 +1,8 @@
 /*
  * test_spool.c - unit tests of the spool (queue/spool.c) against a real
  * directory under /tmp: commit and recover, group commit, detach, the spill
- * path, injected write failures, torn tails, queue IDs.
+ * path, injected write failures, torn tails, queue IDs; state records, copies
+ * forward, the segment list and removal.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -649,6 +650,376 @@ test_close_runs_callbacks(void **state)
     reopen(f);
 }
 
+/* ---- issue 3: state records, copies, segments ------------------------------------------- */
+
+struct recres {
+    int calls;
+    int err;
+    struct spool_record r;
+    char id[SPOOL_ID_LEN + 1];
+    char *data;
+};
+
+static void
+on_done_rec(void *arg, int err, const struct spool_record *rec)
+{
+    struct recres *r = arg;
+
+    r->calls++;
+    r->err = err;
+    if (rec != NULL) {
+        r->r = *rec;
+        snprintf(r->id, sizeof(r->id), "%s", rec->id);
+        free(r->data);
+        r->data = strdup(rec->data);
+        assert_int_equal(strlen(rec->data), rec->datalen);
+        r->r.id = r->id;
+        r->r.data = r->data;
+    }
+}
+
+struct reclist {
+    int n;
+    struct {
+        unsigned type;
+        char id[SPOOL_ID_LEN + 1];
+        char *data;
+        uint64_t seg, off, body_off, body_len;
+    } r[MAXREC];
+};
+
+static int
+collect_rec(void *arg, const struct spool_record *r)
+{
+    struct reclist *l = arg;
+
+    assert_true(l->n < MAXREC);
+    l->r[l->n].type = r->type;
+    snprintf(l->r[l->n].id, sizeof(l->r[l->n].id), "%s", r->id);
+    l->r[l->n].data = strdup(r->data);
+    assert_int_equal(strlen(r->data), r->datalen);
+    l->r[l->n].seg = r->seg;
+    l->r[l->n].off = r->off;
+    l->r[l->n].body_off = r->body_off;
+    l->r[l->n].body_len = r->body_len;
+    l->n++;
+    return 0;
+}
+
+static struct reclist *
+scan_recs(const char *dir)
+{
+    struct reclist *l = calloc(1, sizeof(*l));
+
+    assert_non_null(l);
+    assert_int_equal(spool_scan_records(dir, collect_rec, l), 0);
+    return l;
+}
+
+static void
+reclist_free(struct reclist *l)
+{
+    for (int i = 0; i < l->n; i++)
+        free(l->r[i].data);
+    free(l);
+}
+
+/* Run the loop until r has been called back. */
+static void
+wait_rec(struct spool *sp, struct recres *r)
+{
+    struct pollfd p = {.fd = spool_event_fd(sp), .events = POLLIN};
+
+    for (int i = 0; i < 1000 && r->calls == 0; i++) {
+        spool_reap(sp);
+        if (r->calls == 0)
+            poll(&p, 1, 10);
+    }
+    spool_reap(sp);
+    assert_int_equal(r->calls, 1);
+}
+
+/* A state record after everything handed over so far: once it is back, they are done too. */
+static void
+barrier(struct spool *sp)
+{
+    struct recres r = {0};
+    char id[SPOOL_ID_LEN + 1];
+
+    spool_new_id(sp, id);
+    spool_commit_state(sp, id, "barrier", 7, on_done_rec, &r);
+    wait_rec(sp, &r);
+    assert_int_equal(r.err, 0);
+    free(r.data);
+}
+
+static void
+read_at(struct spool *sp, uint64_t seg, uint64_t off, void *p, size_t n)
+{
+    int h = spool_segment_open(sp, seg);
+
+    assert_true(h >= 0);
+    assert_int_equal(pread(h, p, n, (off_t)off), (ssize_t)n);
+    close(h);
+}
+
+static void
+test_state_records(void **state)
+{
+    struct fixture *f = *state;
+    const char body[] = "Subject: s\r\n\r\nstate\r\n";
+    char id[SPOOL_ID_LEN + 1], got[sizeof(body)];
+    struct recres m = {0}, s1 = {0}, s2 = {0};
+
+    assert_string_equal(spool_dir(f->sp), f->dir);
+    assert_int_equal(spool_active_segment(f->sp), 0); /* nothing written yet */
+    spool_commit_rec(f->sp, make_msg(f->sp, body, sizeof(body) - 1, id), on_done_rec, &m);
+    wait_rec(f->sp, &m);
+    assert_int_equal(m.err, 0);
+    assert_int_equal(m.r.type, SPOOL_REC_MESSAGE);
+    assert_string_equal(m.id, id);
+    assert_int_equal(m.r.off, 0);
+    assert_int_equal(m.r.seg, spool_active_segment(f->sp));
+    assert_string_equal(m.data, "S alice@example.org\nR bob@example.net\n"
+                                "R carol@example.net\nP BODY=8BITMIME\nT 1700000000\n");
+    assert_int_equal(m.r.body_off, 40 + m.r.datalen);
+    assert_int_equal(m.r.body_len, sizeof(body) - 1);
+    read_at(f->sp, m.r.seg, m.r.body_off, got, sizeof(body) - 1);
+    assert_memory_equal(got, body, sizeof(body) - 1);
+
+    /* Two state records, group committed in one batch with a second message. */
+    struct result r2 = {0};
+    char id2[SPOOL_ID_LEN + 1];
+    spool_commit_state(f->sp, id, "r 0 D 1 0 250 ok\nh 0\n", 21, on_done_rec, &s1);
+    spool_commit(f->sp, make_msg(f->sp, "x", 1, id2), on_done, &r2);
+    spool_commit_state(f->sp, id, "r 0 D 1 0 250 ok\nh 1\n", 21, on_done_rec, &s2);
+    spool_commit_state(f->sp, id, "fire and forget", 15, NULL, NULL);
+    wait_rec(f->sp, &s2);
+    assert_int_equal(s1.calls, 1);
+    assert_int_equal(r2.calls, 1);
+    assert_int_equal(s1.err, 0);
+    assert_int_equal(s1.r.type, SPOOL_REC_STATE);
+    assert_string_equal(s1.data, "r 0 D 1 0 250 ok\nh 0\n");
+    assert_int_equal(s1.r.body_len, 0);
+    assert_true(s1.r.off > m.r.off);
+    assert_true(s2.r.off > s1.r.off); /* in the order handed over */
+    barrier(f->sp);
+
+    /* Bad IDs and oversized texts are refused through the callback. */
+    struct recres bad = {0};
+    spool_commit_state(f->sp, "../etc", "x", 1, on_done_rec, &bad);
+    wait_rec(f->sp, &bad);
+    assert_int_equal(bad.err, EINVAL);
+
+    /* The scan sees every record in order; the old reader only the messages. */
+    reopen(f);
+    struct reclist *l = scan_recs(f->dir);
+    assert_int_equal(l->n, 6);
+    assert_int_equal(l->r[0].type, SPOOL_REC_MESSAGE);
+    assert_string_equal(l->r[0].id, id);
+    assert_int_equal(l->r[0].body_off, m.r.body_off);
+    assert_int_equal(l->r[1].type, SPOOL_REC_STATE);
+    assert_string_equal(l->r[1].data, "r 0 D 1 0 250 ok\nh 0\n");
+    assert_int_equal(l->r[1].off, s1.r.off);
+    assert_int_equal(l->r[2].type, SPOOL_REC_MESSAGE);
+    assert_string_equal(l->r[2].id, id2);
+    assert_string_equal(l->r[3].data, "r 0 D 1 0 250 ok\nh 1\n");
+    assert_string_equal(l->r[4].data, "fire and forget");
+    assert_string_equal(l->r[5].data, "barrier");
+    reclist_free(l);
+    struct found *fd = scan(f->dir);
+    assert_int_equal(fd->n, 2);
+    found_free(fd);
+    free(m.data);
+    free(s1.data);
+    free(s2.data);
+}
+
+static void
+test_state_torn(void **state)
+{
+    struct fixture *f = *state;
+    struct recres m = {0}, s = {0};
+    char id[SPOOL_ID_LEN + 1], path[256];
+
+    spool_commit_rec(f->sp, make_msg(f->sp, "b", 1, id), on_done_rec, &m);
+    spool_commit_state(f->sp, id, "r 0 q 1 99 451 later\nh 0\n", 25, on_done_rec, &s);
+    wait_rec(f->sp, &s);
+    uint64_t seg = s.r.seg, cut = s.r.off + 30;
+    spool_close(f->sp);
+    f->sp = NULL;
+    snprintf(path, sizeof(path), "%s/seg/%016llx.seg", f->dir, (unsigned long long)seg);
+    assert_int_equal(truncate(path, (off_t)cut), 0); /* a state record cut half way */
+    struct reclist *l = scan_recs(f->dir);
+    assert_int_equal(l->n, 1);
+    assert_int_equal(l->r[0].type, SPOOL_REC_MESSAGE);
+    reclist_free(l);
+    reopen(f);
+    assert_int_equal(file_size(path), s.r.off); /* cut back to the end of the message */
+    free(m.data);
+    free(s.data);
+}
+
+static void
+test_copy_forward(void **state)
+{
+    struct fixture *f = *state;
+    enum { LEN = 300000 };
+    char *body = malloc(LEN), *got = malloc(LEN), id[SPOOL_ID_LEN + 1], id2[SPOOL_ID_LEN + 1];
+    struct recres a = {0}, b = {0}, c = {0}, bad = {0};
+
+    assert_non_null(body);
+    assert_non_null(got);
+    for (int i = 0; i < LEN; i++)
+        body[i] = (char)(i * 13 + (i >> 11));
+    spool_test_set_segment_max(f->sp, 1); /* every batch in a new segment */
+    spool_commit_rec(f->sp, make_msg(f->sp, body, LEN, id), on_done_rec, &a); /* spilled */
+    wait_rec(f->sp, &a);
+    spool_commit_rec(f->sp, make_msg(f->sp, "second", 6, id2), on_done_rec, &b);
+    wait_rec(f->sp, &b);
+    assert_int_equal(a.err, 0);
+    assert_true(b.r.seg > a.r.seg);
+
+    spool_copy_forward(f->sp, a.r.seg, a.r.off, "r 0 q 2 5 451 x\nh 0\n", 20, on_done_rec, &c);
+    wait_rec(f->sp, &c);
+    assert_int_equal(c.err, 0);
+    assert_int_equal(c.r.type, SPOOL_REC_MESSAGE);
+    assert_string_equal(c.id, id);
+    assert_true(c.r.seg > b.r.seg);
+    assert_int_equal(c.r.seg, spool_active_segment(f->sp));
+    assert_string_equal(c.data, a.data);
+    assert_int_equal(c.r.body_len, LEN);
+    read_at(f->sp, c.r.seg, c.r.body_off, got, LEN);
+    assert_memory_equal(got, body, LEN);
+    unsigned char hdr[40];
+    read_at(f->sp, c.r.seg, c.r.off, hdr, sizeof(hdr));
+    assert_int_equal(hdr[6] & 1, 1); /* flagged as a copy */
+    read_at(f->sp, a.r.seg, a.r.off, hdr, sizeof(hdr));
+    assert_int_equal(hdr[6] & 1, 0);
+
+    /* The scan: the copy and its state record follow, valid (crc recomputed). */
+    struct reclist *l = scan_recs(f->dir);
+    assert_int_equal(l->n, 4);
+    assert_string_equal(l->r[2].id, id);
+    assert_int_equal(l->r[2].seg, c.r.seg);
+    assert_int_equal(l->r[3].type, SPOOL_REC_STATE);
+    assert_string_equal(l->r[3].id, id);
+    assert_string_equal(l->r[3].data, "r 0 q 2 5 451 x\nh 0\n");
+    reclist_free(l);
+
+    /* A source record that rotted is not copied: EIO, and nothing is appended. */
+    char path[256];
+    snprintf(path, sizeof(path), "%s/seg/%016llx.seg", f->dir, (unsigned long long)b.r.seg);
+    int h = open(path, O_RDWR);
+    assert_true(h >= 0);
+    assert_int_equal(pwrite(h, "X", 1, (off_t)b.r.body_off), 1);
+    close(h);
+    spool_copy_forward(f->sp, b.r.seg, b.r.off, "h 0\n", 4, on_done_rec, &bad);
+    wait_rec(f->sp, &bad);
+    assert_int_equal(bad.err, EIO);
+    struct recres none = {0};
+    spool_copy_forward(f->sp, 999, 0, "h 0\n", 4, on_done_rec, &none);
+    wait_rec(f->sp, &none);
+    assert_int_equal(none.err, ENOENT);
+    l = scan_recs(f->dir);
+    assert_int_equal(l->n, 3); /* the rotten record ends its segment; no copy was added */
+    reclist_free(l);
+
+    free(a.data);
+    free(b.data);
+    free(c.data);
+    free(body);
+    free(got);
+}
+
+static void
+test_segments_remove(void **state)
+{
+    struct fixture *f = *state;
+    struct recres r[4] = {{0}};
+    char id[SPOOL_ID_LEN + 1], path[256];
+    uint64_t *segs;
+
+    spool_test_set_segment_max(f->sp, 1);
+    for (int i = 0; i < 4; i++) {
+        spool_commit_rec(f->sp, make_msg(f->sp, "seg", 3, id), on_done_rec, &r[i]);
+        wait_rec(f->sp, &r[i]);
+        assert_int_equal(r[i].err, 0);
+    }
+    int n = spool_segments(f->sp, &segs);
+    assert_int_equal(n, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(segs[i], r[i].r.seg);
+    free(segs);
+    assert_int_equal(spool_active_segment(f->sp), r[3].r.seg);
+
+    /* The active segment is refused, an unknown one too. */
+    assert_int_equal(spool_segment_remove(f->sp, r[3].r.seg), -1);
+    assert_int_equal(errno, EBUSY);
+    assert_int_equal(spool_segment_remove(f->sp, 12345), -1);
+    assert_int_equal(errno, ENOENT);
+
+    /* Removal: gone from the list at once, from the disk once the committer did it. */
+    assert_int_equal(spool_segment_remove(f->sp, r[0].r.seg), 0);
+    assert_int_equal(spool_segment_remove(f->sp, r[0].r.seg), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(spool_segments(f->sp, &segs), 3);
+    assert_int_equal(segs[0], r[1].r.seg);
+    free(segs);
+    barrier(f->sp);
+    snprintf(path, sizeof(path), "%s/seg/%016llx.seg", f->dir, (unsigned long long)r[0].r.seg);
+    assert_int_equal(access(path, F_OK), -1);
+    int h = spool_segment_open(f->sp, r[0].r.seg);
+    assert_int_equal(h, -1);
+
+    /* Removed and a state record in the same batch; after a restart the list agrees. */
+    assert_int_equal(spool_segment_remove(f->sp, r[1].r.seg), 0);
+    barrier(f->sp);
+    reopen(f);
+    n = spool_segments(f->sp, &segs);
+    assert_true(n >= 2);
+    assert_int_equal(segs[0], r[2].r.seg);
+    free(segs);
+    assert_int_equal(spool_active_segment(f->sp), 0); /* a new process opens a new one */
+    struct found *fd = scan(f->dir);
+    assert_int_equal(fd->n, 2);
+    found_free(fd);
+    for (int i = 0; i < 4; i++)
+        free(r[i].data);
+}
+
+/* A segment holding a commit whose callback has not run yet cannot be removed. */
+static void
+test_remove_unreported(void **state)
+{
+    struct fixture *f = *state;
+    struct recres a = {0}, b = {0};
+    char id[SPOOL_ID_LEN + 1];
+
+    spool_test_set_segment_max(f->sp, 1);
+    spool_commit_rec(f->sp, make_msg(f->sp, "a", 1, id), on_done_rec, &a);
+    while (finished(f->sp) < 1)
+        usleep(1000);
+    spool_commit_rec(f->sp, make_msg(f->sp, "b", 1, id), on_done_rec, &b);
+    while (finished(f->sp) < 2)
+        usleep(1000);
+    /* Neither callback has run: a's segment is no longer active, but still protected. */
+    uint64_t *segs;
+    assert_int_equal(spool_segments(f->sp, &segs), 2);
+    uint64_t first = segs[0];
+    free(segs);
+    assert_int_not_equal(first, spool_active_segment(f->sp));
+    assert_int_equal(spool_segment_remove(f->sp, first), -1);
+    assert_int_equal(errno, EBUSY);
+    spool_reap(f->sp);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(a.r.seg, first);
+    assert_int_equal(spool_segment_remove(f->sp, first), 0);
+    barrier(f->sp);
+    free(a.data);
+    free(b.data);
+}
+
 int
 main(void)
 {
@@ -665,6 +1036,11 @@ main(void)
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ids_unique, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_runs_callbacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_torn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_copy_forward, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_segments_remove, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remove_unreported, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

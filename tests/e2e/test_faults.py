@@ -1,0 +1,440 @@
+"""
+test_faults.py - the disk fails under a running ternd: fsync/fdatasync/syncfs return EIO,
+writes return ENOSPC.  Faults come from an LD_PRELOAD shim (tests/fault/faultshim.c, built
+here with cc) that fails chosen calls while a control file says so, and logs each failure it
+injects, so every test first proves its fault fired.
+
+  - the shim itself: a fault hits only the calls and paths named, COUNT limits it, sockets
+    and pipes are never touched;
+  - fdatasync (and fsync of a fresh segment) EIO on the spool: the client gets 451 4.3.0,
+    never 250; the session and other connections go on; the next message after the fault is
+    removed gets 250; the failed message is not in the spool and is never delivered, also
+    after kill -9, restart and drain;
+  - write/pwritev/copy_file_range ENOSPC on segments: 452 4.3.1, for a small message and a
+    spilled one (copy_file_range); ENOSPC while spilling a large body to spool_dir/tmp during
+    DATA: 452 4.3.1 too, no spill file left, the next message accepted;
+  - faults during Maildir delivery (fsync/syncfs EIO, write ENOSPC, under mailbox_dir or one
+    mailbox only): the recipient is deferred (log event=deferred), nothing appears in new/
+    while the fault lasts, and it is delivered exactly once, whole, after the fault is
+    removed (min_backoff 1, max_backoff 2); a recipient that did not fail is not delivered
+    again when another one is retried.
+
+test_spool_errors.py covers a full file system (tmpfs) and EFBIG; this file covers sync
+errors and delivery.  Skipped when no C compiler is found.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from harness import Skip, check_reply, fail, spool_count
+
+SENDER = 'faults@client.test'
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHIM_SRC = os.path.join(REPO, 'tests', 'fault', 'faultshim.c')
+
+
+class Shim:
+    """The built shim, its control file and its log of injected faults."""
+
+    def __init__(self, t):
+        cc = shutil.which('cc') or shutil.which('gcc') or shutil.which('clang')
+        if cc is None:
+            raise Skip('no C compiler to build tests/fault/faultshim.c')
+        self.dir = tempfile.mkdtemp(prefix='faultshim-', dir=t.tmproot)
+        self.so = os.path.join(self.dir, 'faultshim.so')
+        self.ctl = os.path.join(self.dir, 'ctl')
+        self.log = os.path.join(self.dir, 'hits')
+        r = subprocess.run([cc, '-shared', '-fPIC', '-O1', '-o', self.so, SHIM_SRC, '-ldl'],
+                           capture_output=True, timeout=60)
+        if r.returncode != 0:
+            fail(f'building the fault shim failed: {r.stderr.decode()[-1000:]}')
+
+    def env(self):
+        asan = os.environ.get('ASAN_OPTIONS', '')
+        # an ASan build wants its runtime first in the library list; the shim only wraps
+        # libc calls, so the order does not matter here
+        asan = (asan + ':' if asan else '') + 'verify_asan_link_order=0'
+        return {'LD_PRELOAD': self.so, 'FAULTSHIM_CTL': self.ctl, 'FAULTSHIM_LOG': self.log,
+                'ASAN_OPTIONS': asan}
+
+    def set(self, *rules):
+        tmp = self.ctl + '.new'
+        with open(tmp, 'w') as f:
+            f.write(''.join(r + '\n' for r in rules))
+        os.replace(tmp, self.ctl)  # the shim never reads half a rule
+
+    def clear(self):
+        try:
+            os.unlink(self.ctl)
+        except FileNotFoundError:
+            pass
+
+    def hits(self):
+        try:
+            with open(self.log) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def reset_hits(self):
+        try:
+            os.unlink(self.log)
+        except FileNotFoundError:
+            pass
+
+    def expect_hits(self, call, what):
+        got = [h for h in self.hits() if h.split(' ', 1)[0] == call]
+        if not got:
+            fail(f'{what}: the fault on {call} never fired (shim log: {self.hits()[:5]}); '
+                 f'does ternd still call {call} there?')
+        return got
+
+
+# ---- ternd, messages, Maildirs -------------------------------------------------------------
+
+def _start(t, shim, **conf):
+    d = t.daemon(None, env=shim.env())
+    d.overrides.update({
+        'mailbox_dir': os.path.join(d.tmpdir, 'mail'),
+        'min_backoff': '1',
+        'max_backoff': '2',
+        'log_level': 'info',
+        'max_message_size': '2097152',
+    })
+    d.overrides.update({k: str(v) for k, v in conf.items()})
+    d.start()
+    return d
+
+
+def _message(tag, size=1000):
+    mk = f'F{os.urandom(5).hex()}-{tag}'
+    head = f'Subject: fault {tag}\r\nX-Tern-Test-Id: {mk}\r\n\r\n'.encode()
+    lines = []
+    total = len(head)
+    i = 0
+    while total < size:
+        ln = f'{mk} {i:06d} '.encode() + b'0123456789abcdef' * 4 + b'\r\n'
+        lines.append(ln)
+        total += len(ln)
+        i += 1
+    return mk, head + b''.join(lines) + f'END {mk}\r\n'.encode()
+
+
+def _send(c, data, rcpts):
+    """One transaction on an open session; the reply to the end of the data."""
+    c.cmd(f'MAIL FROM:<{SENDER}>', 250, '2.1.0')
+    for r in rcpts:
+        c.cmd(f'RCPT TO:<{r}>', 250, '2.1.5')
+    c.cmd('DATA', 354, None)
+    c.sock.sendall(data + b'.\r\n')
+    return c.reply(timeout=15)
+
+
+def _maildir(d, rcpt):
+    local, dom = rcpt.split('@')
+    return os.path.join(d.conf['mailbox_dir'], dom, local)
+
+
+def _copies(d, rcpt, mk, data):
+    """Files in rcpt's new/ and cur/ holding marker mk; fails on any partial file."""
+    n = 0
+    for sub in ('new', 'cur'):
+        path = os.path.join(_maildir(d, rcpt), sub)
+        try:
+            names = os.listdir(path)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            with open(os.path.join(path, name), 'rb') as f:
+                got = f.read()
+            if mk.encode() not in got:
+                continue
+            if not got.endswith(data) or not got.startswith(f'Return-Path: <{SENDER}>'.encode()):
+                fail(f'{path}/{name}: a partial or altered delivery of {mk}: {len(got)} bytes '
+                     f'(message {len(data)}), ends {got[-100:]!r}')
+            n += 1
+    return n
+
+
+def _wait(cond, timeout, what, d):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if not d.alive():
+            fail(f'ternd died while waiting for {what}: {d.stderr_tail()!r}')
+        time.sleep(0.05)
+    fail(f'timed out after {timeout:.0f} s waiting for {what}')
+
+
+def _limit(t):
+    return 40.0 if 'asan' in t.ternd_path else 15.0
+
+
+def _log_lines(d, *needles):
+    return [ln for ln in d.stderr().decode('utf-8', 'replace').splitlines()
+            if all(n in ln for n in needles)]
+
+
+def _queue_id(r):
+    check_reply(r, 250, '2.0.0', 'queued as')
+    return r.text.split('queued as ', 1)[1].split()[0]
+
+
+# ---- the shim itself -----------------------------------------------------------------------
+
+SELFTEST = r'''
+import os, socket, sys
+d = sys.argv[1]
+out = []
+def tryit(name, fn):
+    try:
+        fn(); out.append(name + '=ok')
+    except OSError as e:
+        out.append(name + '=' + str(e.errno))
+a = os.open(os.path.join(d, 'spool-a'), os.O_WRONLY | os.O_CREAT)
+b = os.open(os.path.join(d, 'other-b'), os.O_WRONLY | os.O_CREAT)
+s1, s2 = socket.socketpair()
+tryit('write_a', lambda: os.write(a, b'x'))
+tryit('write_b', lambda: os.write(b, b'x'))
+tryit('pwritev_a', lambda: os.pwritev(a, [b'x', b'y'], 0))
+tryit('fsync_a1', lambda: os.fsync(a))
+tryit('fsync_a2', lambda: os.fsync(a))
+tryit('fdatasync_b', lambda: os.fdatasync(b))
+tryit('sock', lambda: s1.send(b'x'))
+print(' '.join(out))
+'''
+
+
+def test_faultshim_selftest(t):
+    shim = Shim(t)
+    shim.set('write,pwritev ENOSPC spool-a', 'fsync EIO spool-a 1', 'fdatasync EIO')
+    env = dict(os.environ)
+    env.update(shim.env())
+    r = subprocess.run([sys.executable, '-c', SELFTEST, shim.dir], env=env,
+                       capture_output=True, timeout=30)
+    got = r.stdout.decode().split()
+    want = ['write_a=28', 'write_b=ok', 'pwritev_a=28', 'fsync_a1=5', 'fsync_a2=ok',
+            'fdatasync_b=5', 'sock=ok']
+    if got != want:
+        fail(f'fault shim: got {got}, want {want}; stderr {r.stderr.decode()[-500:]!r}')
+    if len(shim.hits()) != 4:
+        fail(f'fault shim logged {shim.hits()}, want 4 injected faults')
+    shim.clear()
+    r = subprocess.run([sys.executable, '-c', SELFTEST, shim.dir], env=env,
+                       capture_output=True, timeout=30)
+    if 'ENOSPC' in r.stdout.decode() or '=28' in r.stdout.decode() or '=5' in r.stdout.decode():
+        fail(f'fault shim without a control file still fails calls: {r.stdout!r}')
+
+
+# ---- the spool's syncs fail ----------------------------------------------------------------
+
+def test_fault_spool_fdatasync_eio(t):  # covers: R_SPOOL_ERROR
+    shim = Shim(t)
+    d = _start(t, shim)
+    rcpt = 'eio@example.org'
+    other = d.connect()
+    other.cmd('EHLO other.test', 250, None)
+    good, bad = [], []
+    with d.connect() as c:
+        c.cmd('EHLO client.test', 250, None)
+        mk, data = _message('first')
+        _queue_id(_send(c, data, [rcpt]))  # the segment exists: later batches fdatasync
+        good.append((mk, data))
+
+        shim.set('fdatasync EIO spool/seg')
+        mk, data = _message('fdatasync')
+        r = _send(c, data, [rcpt])
+        shim.expect_hits('fdatasync', 'fdatasync EIO on the segment')
+        check_reply(r, 451, '4.3.0', None, b'(end of data while fdatasync fails with EIO)')
+        bad.append((mk, data))
+        other.cmd('NOOP', 250, '2.0.0')      # ternd serves on: another session,
+        c.cmd('NOOP', 250, '2.0.0')          # this one,
+        with d.connect() as c3:              # and a new connection
+            c3.cmd('EHLO third.test', 250, None)
+            c3.cmd('QUIT', 221, '2.0.0')
+
+        # a fresh segment after the failure: its first batch uses fsync (file, then seg/)
+        shim.reset_hits()
+        shim.set('fsync,fdatasync EIO spool/seg 1')
+        mk, data = _message('fsync')
+        r = _send(c, data, [rcpt])
+        hit = shim.hits()
+        check_reply(r, 451, '4.3.0', None, b'(end of data while the segment sync fails)')
+        if not hit:
+            fail('the fsync/fdatasync fault on a fresh segment never fired')
+        bad.append((mk, data))
+
+        shim.clear()
+        mk, data = _message('after')
+        _queue_id(_send(c, data, [rcpt]))
+        good.append((mk, data))
+        c.cmd('QUIT', 221, '2.0.0')
+    other.close()
+
+    for mk, _data in bad:
+        n = spool_count(d.spool_dir, mk)
+        if n:
+            fail(f'a message refused with 451 ({mk}) is still in the spool ({n} times): it '
+                 f'would be delivered after a restart')
+    _wait(lambda: all(_copies(d, rcpt, mk, data) == 1 for mk, data in good), _limit(t),
+          'the acknowledged messages in the Maildir', d)
+
+    # kill -9, restart, drain: the refused messages never come back
+    d.kill()
+    d.start()
+    mk, data = _message('restart')
+    with d.connect() as c:
+        c.cmd('EHLO client.test', 250, None)
+        _queue_id(_send(c, data, [rcpt]))
+    good.append((mk, data))
+    _wait(lambda: _copies(d, rcpt, mk, data) == 1, _limit(t), 'delivery after the restart', d)
+    time.sleep(0.5)
+    for mk, data in bad:
+        if _copies(d, rcpt, mk, data):
+            fail(f'the message refused with 451 ({mk}) was delivered')
+    for mk, data in good:
+        n = _copies(d, rcpt, mk, data)
+        if n != 1:
+            fail(f'{mk}: {n} copies in the Maildir, want 1')
+
+
+# ---- the spool is full ---------------------------------------------------------------------
+
+def test_fault_spool_enospc(t):  # covers: R_SPOOL_FULL
+    shim = Shim(t)
+    d = _start(t, shim)
+    rcpt = 'full@example.org'
+    bad, good = [], []
+    with d.connect() as c:
+        c.cmd('EHLO client.test', 250, None)
+        shim.set('pwritev,pwrite,write,copy_file_range ENOSPC spool/seg')
+        for tag, size in (('small', 2000), ('spilled', 300 * 1024)):
+            mk, data = _message(tag, size)
+            r = _send(c, data, [rcpt])
+            check_reply(r, 452, '4.3.1', None, f'(end of a {tag} message, segment writes '
+                        f'fail with ENOSPC)'.encode())
+            bad.append((mk, data))
+            c.cmd('NOOP', 250, '2.0.0')
+        if not shim.hits():
+            fail('the ENOSPC fault on segment writes never fired')
+
+        shim.clear()
+        mk, data = _message('after', 300 * 1024)
+        _queue_id(_send(c, data, [rcpt]))
+        good.append((mk, data))
+        c.cmd('QUIT', 221, '2.0.0')
+    if os.listdir(os.path.join(d.spool_dir, 'tmp')):
+        fail(f'spool_dir/tmp keeps {os.listdir(os.path.join(d.spool_dir, "tmp"))} after the '
+             f'failed messages were answered')
+    for mk, _data in bad:
+        if spool_count(d.spool_dir, mk):
+            fail(f'a message refused with 452 ({mk}) is still in the spool')
+    _wait(lambda: all(_copies(d, rcpt, mk, data) == 1 for mk, data in good), _limit(t),
+          'the acknowledged messages in the Maildir', d)
+    d.kill()
+    d.start()
+    time.sleep(1.0)
+    for mk, data in bad:
+        if _copies(d, rcpt, mk, data):
+            fail(f'the message refused with 452 ({mk}) was delivered after a restart')
+    for mk, data in good:
+        if _copies(d, rcpt, mk, data) != 1:
+            fail(f'{mk}: not exactly one copy after the restart')
+
+
+def test_fault_spill_enospc(t):  # covers: R_SPOOL_FULL
+    """ENOSPC while a large body spills to spool_dir/tmp during DATA: 452 4.3.1 like a full
+    segment (the issue: "452 4.3.1 when space is short"), the session goes on, no spill file
+    is left, and the next message is accepted."""
+    shim = Shim(t)
+    d = _start(t, shim)
+    with d.connect() as c:
+        c.cmd('EHLO client.test', 250, None)
+        shim.set('pwritev,pwrite,write,writev ENOSPC spool/tmp')
+        mk, data = _message('spill', 600 * 1024)
+        r = _send(c, data, ['spill@example.org'])
+        shim.expect_hits('write', 'ENOSPC on the spill file')
+        c.cmd('NOOP', 250, '2.0.0')
+        shim.clear()
+        if os.listdir(os.path.join(d.spool_dir, 'tmp')):
+            fail(f'spool_dir/tmp keeps {os.listdir(os.path.join(d.spool_dir, "tmp"))} after '
+                 f'the spill failed')
+        if spool_count(d.spool_dir, mk):
+            fail(f'the message whose spill failed ({mk}) is in the spool')
+        mk2, data2 = _message('after', 600 * 1024)
+        _queue_id(_send(c, data2, ['spill@example.org']))
+        c.cmd('QUIT', 221, '2.0.0')
+    check_reply(r, 452, '4.3.1', None, b'(end of data after the spill write failed with ENOSPC)')
+
+
+# ---- Maildir delivery fails -----------------------------------------------------------------
+
+def _deferred_then_delivered(t, d, shim, rules, rcpts, failing, tag):
+    """Send to rcpts with rules in force; recipients in failing are deferred and nothing of
+    them reaches new/; the others are delivered once.  Then clear: all delivered once."""
+    shim.reset_hits()
+    shim.set(*rules)
+    mk, data = _message(tag, 5000)
+    with d.connect() as c:
+        c.cmd('EHLO client.test', 250, None)
+        qid = _queue_id(_send(c, data, rcpts))
+        c.cmd('QUIT', 221, '2.0.0')
+    _wait(lambda: len(_log_lines(d, qid, 'event=deferred')) >= len(failing), _limit(t),
+          f'{len(failing)} "event=deferred" log lines for {qid} ({tag})', d)
+    if not shim.hits():
+        fail(f'{tag}: the delivery fault never fired')
+    for r in failing:
+        if not any(f'<{r}>' in ln for ln in _log_lines(d, qid, 'event=deferred')):
+            fail(f'{tag}: no event=deferred log line for {r}: '
+                 f'{_log_lines(d, qid)[-5:]}')
+    ok = [r for r in rcpts if r not in failing]
+    _wait(lambda: all(_copies(d, r, mk, data) == 1 for r in ok), _limit(t),
+          f'delivery to the recipients not hit by the fault ({tag})', d)
+    time.sleep(1.5)  # at least one retry happens with the fault still there
+    for r in failing:
+        if _copies(d, r, mk, data):
+            fail(f'{tag}: {r} has the message although every delivery attempt failed')
+    shim.clear()
+    _wait(lambda: all(_copies(d, r, mk, data) >= 1 for r in rcpts), _limit(t),
+          f'delivery after the fault was removed ({tag})', d)
+    time.sleep(0.5)
+    for r in rcpts:
+        n = _copies(d, r, mk, data)
+        if n != 1:
+            fail(f'{tag}: {r} has {n} copies, want 1')
+    tmp_left = sum(len(os.listdir(os.path.join(_maildir(d, r), 'tmp'))) for r in rcpts
+                   if os.path.isdir(os.path.join(_maildir(d, r), 'tmp')))
+    return len(shim.hits()), tmp_left
+
+
+def test_fault_maildir_sync_eio(t):
+    shim = Shim(t)
+    d = _start(t, shim, delivery_concurrency=2)
+    mail = d.conf['mailbox_dir']
+    rcpts = ['a@example.org', 'b@example.org']
+    n, left = _deferred_then_delivered(
+        t, d, shim, [f'fsync,fdatasync,syncfs,sync_file_range EIO {mail}'], rcpts, rcpts,
+        'sync-eio')
+    t.note(f'sync EIO: {n} faults injected; Maildir tmp/ files left: {left}')
+
+
+def test_fault_maildir_write_enospc(t):
+    shim = Shim(t)
+    d = _start(t, shim, delivery_concurrency=2)
+    mail = d.conf['mailbox_dir']
+    rcpts = ['c@example.org', 'd@example.org']
+    n, left = _deferred_then_delivered(
+        t, d, shim, [f'write,pwrite,pwritev,writev,copy_file_range ENOSPC {mail}'], rcpts,
+        rcpts, 'write-enospc')
+    t.note(f'write ENOSPC: {n} faults injected; Maildir tmp/ files left: {left}')
+    # one mailbox only: its recipient is retried, the other is not delivered again
+    rcpts = ['e@example.org', 'f@example.org']
+    n, left = _deferred_then_delivered(
+        t, d, shim, [f'write,pwrite,pwritev ENOSPC {mail}/example.org/f/'], rcpts,
+        ['f@example.org'], 'one-mailbox')
+    t.note(f'one mailbox ENOSPC: {n} faults injected; Maildir tmp/ files left: {left}')
