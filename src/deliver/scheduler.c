@@ -27,6 +27,7 @@
 #define SCHED_BATCH_MAX 64
 #define SCHED_MAILDIR_THREADS 4
 #define SCHED_LMTP_THREADS_MAX 64
+#define SCHED_MAINT_SECONDS 5
 #define SCHED_LMTP_TIMEOUT 300 /* seconds per LMTP step, as RFC 5321 §4.5.3.2 for MAIL/RCPT */
 
 enum job_kind { JOB_MAILDIR, JOB_LMTP };
@@ -64,6 +65,7 @@ struct scheduler {
     int efd;
     struct event *ev_done;
     struct event *ev_timer;
+    struct event *ev_maint;    /* segment reclamation and compaction */
     unsigned inflight;
     unsigned max_inflight;
     uint64_t rng;
@@ -407,6 +409,14 @@ sched_on_timer(evutil_socket_t fd, short what, void *arg)
     sched_dispatch(arg);
 }
 
+static void
+sched_on_maint(evutil_socket_t fd, short what, void *arg)
+{
+    struct scheduler *s = arg;
+
+    queue_maintain(s->q);
+}
+
 /* Wake up when the next message becomes due (busy ones come back through on_done). */
 static void
 sched_arm(struct scheduler *s)
@@ -468,11 +478,16 @@ scheduler_new(struct event_base *base, const struct config *cfg, struct queue *q
     s->ev_done = s->efd >= 0 ? event_new(base, s->efd, EV_READ | EV_PERSIST, sched_on_done, s)
                              : NULL;
     s->ev_timer = evtimer_new(base, sched_on_timer, s);
-    if (s->ev_done == NULL || s->ev_timer == NULL) {
+    s->ev_maint = event_new(base, -1, EV_PERSIST, sched_on_maint, s);
+    if (s->ev_done == NULL || s->ev_timer == NULL || s->ev_maint == NULL) {
         snprintf(err, errlen, "cannot set up the scheduler's events");
         goto fail;
     }
     event_add(s->ev_done, NULL);
+    {
+        struct timeval tv = {SCHED_MAINT_SECONDS, 0};
+        event_add(s->ev_maint, &tv);
+    }
     s->nthreads = s->use_lmtp ? s->max_inflight : SCHED_MAILDIR_THREADS;
     if (s->nthreads > SCHED_LMTP_THREADS_MAX)
         s->nthreads = SCHED_LMTP_THREADS_MAX;
@@ -521,6 +536,8 @@ scheduler_free(struct scheduler *s)
         event_free(s->ev_done);
     if (s->ev_timer)
         event_free(s->ev_timer);
+    if (s->ev_maint)
+        event_free(s->ev_maint);
     if (s->efd >= 0)
         close(s->efd);
     pthread_mutex_destroy(&s->mu);

@@ -49,6 +49,7 @@ struct qitem {
     struct qitem *hnext;         /* hash chain */
     struct qitem *sprev, *snext; /* the messages whose record lies in the same segment */
     time_t due;                  /* heap key: earliest next_attempt of a due-able recipient */
+    uint64_t busy_seg;           /* while busy: the segment the attempt reads (pinned), or 0 */
     uint32_t heap;               /* index in q->heap, or QI_NOHEAP */
     bool deleted;                /* by the operator; still here only while busy */
     bool moving;                 /* a copy forward is in flight */
@@ -59,6 +60,7 @@ struct qitem {
 struct qseg {
     uint64_t seg;
     uint32_t nlive;      /* live messages whose message record lies here */
+    uint32_t nbusy;      /* delivery attempts reading from here (they opened it at m->seg) */
     uint64_t live_bytes; /* their record bytes */
     int64_t size;        /* file size once known (segments other than the active are frozen) */
     struct qitem *head;
@@ -84,6 +86,8 @@ struct queue {
     struct qitem *zombies; /* deleted while busy: freed by their queue_update (chain: hnext) */
     struct qcopy *copies;  /* in flight */
     unsigned moving;
+    uint64_t keep_from; /* nonzero: a committed message could not be indexed; keep this
+                           segment and every newer one until a restart reads them again */
 };
 
 static struct qitem *
@@ -693,6 +697,9 @@ seg_size(struct queue *q, uint64_t seg)
  * The final state record of a message that just left the queue is handed to
  * the spool before this runs, and the spool unlinks only after every record
  * handed over before the removal is durable (spool.h), so it needs no pin.
+ * A segment a delivery attempt reads from (nbusy) stays too: the attempt
+ * opens the file at the m->seg it was given, after compaction may have
+ * moved the message on.
  */
 static void
 queue_reclaim(struct queue *q)
@@ -704,7 +711,8 @@ queue_reclaim(struct queue *q)
         return;
     for (int i = 0; i < n; i++) {
         struct qseg *s = seg_find(q, segs[i]);
-        if (segs[i] == active || (s != NULL && s->nlive > 0))
+        if (segs[i] == active || (s != NULL && (s->nlive > 0 || s->nbusy > 0))
+            || (q->keep_from != 0 && segs[i] >= q->keep_from))
             break;
         /* EBUSY: a commit in it has not been reported to us yet; try again later. */
         if (spool_segment_remove(q->sp, segs[i]) < 0)
@@ -777,6 +785,21 @@ msg_persist(struct queue *q, struct qitem *it)
     buf_free(&b);
 }
 
+/* The attempt that read from it->busy_seg is over: that segment may go now. */
+static bool
+busy_unpin(struct queue *q, struct qitem *it)
+{
+    struct qseg *s;
+
+    if (it->busy_seg == 0)
+        return false;
+    s = seg_find(q, it->busy_seg);
+    it->busy_seg = 0;
+    if (s == NULL || s->nbusy == 0)
+        log_panic("queue: busy pin of %s lost", it->m.id);
+    return --s->nbusy == 0 && s->nlive == 0;
+}
+
 /* it leaves the queue: out of every index, freed; segments reclaimed if it was the last. */
 static void
 msg_leave(struct queue *q, struct qitem *it, bool in_hash)
@@ -784,7 +807,8 @@ msg_leave(struct queue *q, struct qitem *it, bool in_hash)
     heap_remove(q, it);
     if (in_hash)
         hash_del(q, it);
-    bool freed = seg_unlink(q, it);
+    bool freed = busy_unpin(q, it);
+    freed = seg_unlink(q, it) || freed;
     msg_free(it);
     if (freed)
         queue_reclaim(q);
@@ -932,8 +956,12 @@ queue_add(struct queue *q, const struct spool_record *rec)
             msg_relocate(q, it, rec);
         return &it->m;
     }
-    if ((it = msg_new(q, rec)) == NULL)
+    if ((it = msg_new(q, rec)) == NULL) {
+        /* Durable but unknown to us: its segment must not be reclaimed before a restart. */
+        if (q->keep_from == 0 || rec->seg < q->keep_from)
+            q->keep_from = rec->seg;
         return NULL;
+    }
     sched_update(q, it);
     return &it->m;
 }
@@ -959,10 +987,22 @@ void
 queue_set_busy(struct queue *q, struct queue_msg *m, bool busy)
 {
     struct qitem *it = item_of(m);
+    bool freed = false;
 
     m->busy = busy;
+    if (busy && it->busy_seg == 0) {
+        struct qseg *s = seg_get(q, m->seg);
+        if (s != NULL) {
+            s->nbusy++;
+            it->busy_seg = m->seg;
+        } /* XXX out of memory: unpinned; a compaction may make the attempt fail and retry */
+    } else if (!busy) {
+        freed = busy_unpin(q, it);
+    }
     if (!it->deleted)
         sched_update(q, it);
+    if (freed)
+        queue_reclaim(q);
 }
 
 static void

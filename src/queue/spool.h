@@ -33,8 +33,8 @@ struct spool;
 struct spool_msg;
 
 struct spool_stats {
-    uint64_t committed;  /* messages acknowledged durable */
-    uint64_t failed;     /* messages whose commit failed */
+    uint64_t committed;  /* records acknowledged durable (messages, state records, copies) */
+    uint64_t failed;     /* records whose commit failed */
     uint64_t batches;    /* fdatasync calls */
     uint64_t bytes;      /* record bytes written */
 };

@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 
-from harness import Closed, fail
+from harness import Closed, fail, spool_count
 
 RCPT_DOMAIN = 'example.org'
 SENDER = 'load@client.test'
@@ -112,7 +112,9 @@ class World:
         self.n = 0
         self.cache = {}       # path -> (marker or None, problem or None, has queue id)
         self.prev = {}        # (rcpt, marker) -> copies after the previous drain
-        self.finished = set()  # markers whose delivery was complete at the previous drain
+        self.killed = False
+        self.kill_time = 0.0
+        self.finished = {}    # marker -> when every copy was first seen (after a drain)
         self.stats = {'rounds': 0, 'acked': 0, 'dup_window': 0, 'unanswered_delivered': 0,
                       'spool_tmp_orphans': 0, 'maildir_tmp_orphans': 0, 'no_reply': 0,
                       'kills_mid_delivery': 0, 'received_has_id': 0, 'files': 0}
@@ -225,6 +227,8 @@ class World:
     # -- one crash
     def kill(self):
         """kill -9 and wait; then the state of the disk at the instant of the crash."""
+        self.killed = True
+        self.kill_time = time.monotonic()
         self.d.proc.kill()
         self.d.proc.wait()
         snap = self.scan()
@@ -235,15 +239,17 @@ class World:
         if env is not None:
             self.d.extra_env = dict(env)
         self.d.start()
+        self.killed = False
         left = self.spool_tmp_files()
         if left:
             fail(f'spool_dir/tmp holds {left[:5]} after the restart: orphaned spill files '
                  f'were not reclaimed')
 
-    def drain(self):
+    def drain(self, stall=None):
         """Wait until every acked marker is in every mailbox, then until nothing moves."""
         limit = 40.0 if _asan(self.t) else 20.0
-        stall = 8.0 if _asan(self.t) else 4.0
+        if stall is None:
+            stall = 12.0 if _asan(self.t) else 6.0
         t0 = last_change = time.monotonic()
         last = None
         want = {(r, m.marker) for m in self.acked() for r in m.rcpts}
@@ -286,10 +292,12 @@ class World:
                     problems.append(f'{m.marker} to {r}: {f} copies, {s} at the kill: '
                                     f'delivered twice after the restart')
                 elif f - s == 1 and s >= 1:
-                    if m.marker in self.finished:
+                    done = self.finished.get(m.marker)
+                    if done is not None and done < self.kill_time - 2.0:
                         problems.append(f'{m.marker} to {r}: delivered again after a crash '
-                                        f'although its delivery had finished before it '
-                                        f'({p} copies then, {f} now)')
+                                        f'although its delivery had finished '
+                                        f'{self.kill_time - done:.1f} s before it ({p} copies '
+                                        f'then, {f} now): its state record was never written')
                     else:
                         self.stats['dup_window'] += 1
                 elif f < s:
@@ -298,8 +306,11 @@ class World:
             problems.append(f'LOST: {len(lost)} acknowledged deliveries missing after the '
                             f'restart, e.g. {lost[:5]}')
         self.prev = counts
-        self.finished = {m.marker for m in self.msgs.values()
-                         if all(counts.get((r, m.marker), 0) for r in m.rcpts)}
+        now = time.monotonic()
+        for m in self.msgs.values():
+            if m.marker not in self.finished and \
+                    all(counts.get((r, m.marker), 0) for r in m.rcpts):
+                self.finished[m.marker] = now
         return problems
 
     def round_end(self, snap):
@@ -344,23 +355,31 @@ class Sender(threading.Thread):
             return 300 * 1024  # over the 256 KiB spill threshold: a file in spool_dir/tmp
         return self.rng.randint(*self.sizes)
 
+    def _cmd(self, c, line, code):
+        r = c.cmd(line)  # raises Closed when the server went away
+        if r.code != code:
+            raise AssertionError(f'{line!r}: got {r.first!r}, want {code}')
+        return r
+
     def run(self):
         d = self.w.d
         sent = 0
         try:
-            c = d.connect(timeout=20)
+            c = d.connect(timeout=20, greet=False)
         except OSError:
             return
         try:
-            c.cmd('EHLO load.test', 250, None)
+            if c.reply().code != 220:
+                raise AssertionError('no 220 greeting')
+            self._cmd(c, 'EHLO load.test', 250)
             while not self.stop.is_set() and (self.count is None or sent < self.count):
                 m = Msg(self.w, self.rcpts, self._size(sent))
                 self.w.add(m)
                 sent += 1
-                c.cmd(f'MAIL FROM:<{SENDER}>', 250)
+                self._cmd(c, f'MAIL FROM:<{SENDER}>', 250)
                 for r in m.rcpts:
-                    c.cmd(f'RCPT TO:<{r}>', 250)
-                c.cmd('DATA', 354)
+                    self._cmd(c, f'RCPT TO:<{r}>', 250)
+                self._cmd(c, 'DATA', 354)
                 c.sock.sendall(m.data + b'.\r\n')
                 m.state = 'unanswered'
                 r = c.reply(timeout=20)
@@ -374,7 +393,7 @@ class Sender(threading.Thread):
         except (Closed, OSError):
             pass  # the server was killed
         except AssertionError as e:
-            if d.alive():
+            if not self.w.killed:
                 self.errors.append(str(e))
         finally:
             c.close()
@@ -447,6 +466,23 @@ def test_crash_in_commit_delay(t):
     d = _start(t, env=env, delivery_concurrency=4)
     w = World(t, d, _rcpts(2))
     _warmup(w)
+    # the hook must be in force, or this test kills at the same points as the random one
+    with d.connect() as c:
+        c.cmd('EHLO delay.test', 250, None)
+        m = Msg(w, w.rcpts, 500)
+        w.add(m)
+        c.cmd(f'MAIL FROM:<{SENDER}>', 250)
+        for r in m.rcpts:
+            c.cmd(f'RCPT TO:<{r}>', 250)
+        c.cmd('DATA', 354)
+        t0 = time.monotonic()
+        c.send(m.data + b'.\r\n')
+        r = c.expect(250, '2.0.0')
+        took = time.monotonic() - t0
+        m.state, m.queue_id = 'acked', r.text.split('queued as ', 1)[1].split()[0]
+    if took < 0.18:
+        fail(f'a commit took {took * 1000:.0f} ms with TERN_TEST_COMMIT_DELAY_MS=200: the '
+             f'test hook is not in force')
     rng = random.Random(os.urandom(8))
     for rnd in range(4):
         senders = [Sender(w, big_every=5) for _ in range(4 if asan else 12)]
@@ -570,13 +606,18 @@ def test_crash_negative_control_early_ack(t):
         # a 250 arrives at once; its message sleeps 300 ms in the committer: kill now
         snap = _run_load(w, senders, lambda: len(w.acked()) > base + 3)
         w.restart({})  # a correct restart: what is on disk is all there is
-        w.drain()
+        w.drain(stall=3.0)
         problems = w.check(snap)
         other = [p for p in problems if not p.startswith('LOST')]
         if other:
             fail('the negative control found problems other than loss:\n' + '\n'.join(other))
         lost = [p for p in problems if p.startswith('LOST')]
         if lost:
+            # really gone, not merely slow: the marker is nowhere in the spool either
+            gone = [m for m in w.acked() if not any(w.scan().get((r, m.marker)) for r in m.rcpts)]
+            kept = [m.marker for m in gone if spool_count(d.spool_dir, m.marker)]
+            if kept:
+                fail(f'messages reported lost are still in the spool (slow, not lost): {kept[:5]}')
             caught = lost[0]
             break
     if caught is None:
@@ -584,3 +625,36 @@ def test_crash_negative_control_early_ack(t):
              'the write) and a kill -9 during the 300 ms commit delay: it cannot fail, so it '
              'proves nothing')
     t.note(f'negative control caught it: {caught[:200]}')
+
+
+# ---- the check itself ------------------------------------------------------------------------
+
+def test_crash_check_catches_damage(t):
+    """check() reports a lost message, a partial file, a second copy with no crash to explain
+    it, and a delivered message whose DATA was cut off: each could otherwise hide."""
+    d = _start(t)
+    w = World(t, d, _rcpts(1))
+    _warmup(w)
+    rcpt = w.rcpts[0]
+    new = os.path.join(w.maildir(rcpt), 'new')
+    (name,) = os.listdir(new)
+    with open(os.path.join(new, name), 'rb') as f:
+        whole = f.read()
+    planted = {'partial': whole[:len(whole) - 7], 'second': whole}
+    cut = Msg(w, [rcpt], 700)  # its DATA never ended
+    w.add(cut)
+    planted['cut'] = (f'Return-Path: <{SENDER}>\r\nDelivered-To: {rcpt}\r\n').encode() + cut.data
+    lost = Msg(w, [rcpt], 700)
+    lost.state, lost.queue_id = 'acked', 'NOSUCHID'
+    w.add(lost)
+    for tag, data in planted.items():
+        with open(os.path.join(new, f'planted-{tag}'), 'wb') as f:
+            f.write(data)
+    problems = w.check({})
+    text = '\n'.join(problems)
+    for what, needle in (('the partial file', 'planted-partial: not the message sent'),
+                         ('the second copy', 'delivered twice'),
+                         ('the cut-off message', f'{cut.marker} was incomplete'),
+                         ('the lost message', f'LOST: 1 acknowledged')):
+        if needle not in text:
+            fail(f'check() missed {what} (no {needle!r} in):\n{text}')

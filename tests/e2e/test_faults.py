@@ -180,6 +180,14 @@ def _log_lines(d, *needles):
             if all(n in ln for n in needles)]
 
 
+def _idle(t, d, qids):
+    """Wait until each message in qids is finished, and its last state record written: only
+    then does a fault on the segment hit the next message's batch and nothing else."""
+    _wait(lambda: all(_log_lines(d, q, 'message finished') for q in qids), _limit(t),
+          f'the queue to finish {qids}', d)
+    time.sleep(0.3)
+
+
 def _queue_id(r):
     check_reply(r, 250, '2.0.0', 'queued as')
     return r.text.split('queued as ', 1)[1].split()[0]
@@ -243,8 +251,10 @@ def test_fault_spool_fdatasync_eio(t):  # covers: R_SPOOL_ERROR
     with d.connect() as c:
         c.cmd('EHLO client.test', 250, None)
         mk, data = _message('first')
-        _queue_id(_send(c, data, [rcpt]))  # the segment exists: later batches fdatasync
+        qid = _queue_id(_send(c, data, [rcpt]))  # the segment exists: later batches fdatasync
         good.append((mk, data))
+        # the queue's state records go through the same segment: wait until they are written
+        _idle(t, d, [qid])
 
         shim.set('fdatasync EIO spool/seg')
         mk, data = _message('fdatasync')
@@ -259,8 +269,9 @@ def test_fault_spool_fdatasync_eio(t):  # covers: R_SPOOL_ERROR
             c3.cmd('QUIT', 221, '2.0.0')
 
         # a fresh segment after the failure: its first batch uses fsync (file, then seg/)
+        time.sleep(0.3)
         shim.reset_hits()
-        shim.set('fsync,fdatasync EIO spool/seg 1')
+        shim.set('fsync,fdatasync EIO .seg 1')  # the file, not seg/ (reclaim syncs it too)
         mk, data = _message('fsync')
         r = _send(c, data, [rcpt])
         hit = shim.hits()
@@ -291,16 +302,26 @@ def test_fault_spool_fdatasync_eio(t):  # covers: R_SPOOL_ERROR
     with d.connect() as c:
         c.cmd('EHLO client.test', 250, None)
         _queue_id(_send(c, data, [rcpt]))
-    good.append((mk, data))
     _wait(lambda: _copies(d, rcpt, mk, data) == 1, _limit(t), 'delivery after the restart', d)
     time.sleep(0.5)
     for mk, data in bad:
         if _copies(d, rcpt, mk, data):
             fail(f'the message refused with 451 ({mk}) was delivered')
+    _after_restart(t, d, rcpt, good)
+
+
+def _after_restart(t, d, rcpt, good):
+    """Messages delivered before a kill -9 are there once, or twice when the kill came
+    between the link into new/ and the queue's state record (maildir.h): never more."""
+    dups = 0
     for mk, data in good:
         n = _copies(d, rcpt, mk, data)
-        if n != 1:
-            fail(f'{mk}: {n} copies in the Maildir, want 1')
+        if n not in (1, 2):
+            fail(f'{mk}: {n} copies in the Maildir after kill -9 and restart, want 1 (or 2)')
+        dups += n - 1
+    if dups:
+        t.note(f'{dups} message(s) delivered again after kill -9 (crash before the state '
+               f'record)')
 
 
 # ---- the spool is full ---------------------------------------------------------------------
@@ -342,9 +363,7 @@ def test_fault_spool_enospc(t):  # covers: R_SPOOL_FULL
     for mk, data in bad:
         if _copies(d, rcpt, mk, data):
             fail(f'the message refused with 452 ({mk}) was delivered after a restart')
-    for mk, data in good:
-        if _copies(d, rcpt, mk, data) != 1:
-            fail(f'{mk}: not exactly one copy after the restart')
+    _after_restart(t, d, rcpt, good)
 
 
 def test_fault_spill_enospc(t):  # covers: R_SPOOL_FULL
