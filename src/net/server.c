@@ -220,7 +220,13 @@ conn_cb_body(void *ctx, const char *p, size_t n)
 {
     struct conn *c = ctx;
 
-    return c->msg ? spool_msg_write(c->msg, p, n) : -1;
+    if (c->msg != NULL && spool_msg_write(c->msg, p, n) == 0)
+        return 0;
+    smtp_session_body_failed(c->sess, errno == ENOSPC || errno == EDQUOT ? R_SPOOL_FULL
+                                                                       : R_SPOOL_ERROR);
+    log_warn(c->msg ? spool_msg_id(c->msg) : c->peer.id, "event=body-write-failed error=\"%s\"",
+        strerror(errno));
+    return -1;
 }
 
 static void

@@ -51,6 +51,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -124,6 +125,7 @@ struct spool {
     int evfd;
     size_t spill;
     bool nosync;
+    int test_delay_ms;  /* TERN_TEST_COMMIT_DELAY_MS */
 
     /* queue IDs: loop thread only */
     uint64_t id_last_us;
@@ -1689,6 +1691,11 @@ spool_committer(void *arg)
         pthread_mutex_unlock(&sp->mu);
 
         uint64_t nbytes = 0, ok = 0, bad = 0;
+        if (sp->test_delay_ms > 0) {
+            /* Widens the window between "handed over" and "on disk" for the crash tests. */
+            struct timespec ts = {sp->test_delay_ms / 1000, (sp->test_delay_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
         int err = spool_write_batch(sp, batch, inject, seg_max, &nbytes);
         struct spool_msg *last = NULL;
         for (struct spool_msg *m = batch; m != NULL; m = m->next) {
@@ -1878,6 +1885,12 @@ spool_open(const char *dir, size_t spill_threshold, char *err, size_t errlen)
         goto fail;
     spool_clean_tmp(sp->tmpdir);
 
+    const char *dl = getenv("TERN_TEST_COMMIT_DELAY_MS");
+    if (dl != NULL && atoi(dl) > 0) {
+        sp->test_delay_ms = atoi(dl);
+        log_warn(NULL, "spool: TERN_TEST_COMMIT_DELAY_MS=%d: every batch waits before it is "
+            "written; test use only dir=%s", sp->test_delay_ms, dir);
+    }
     const char *ns = getenv("TERN_SPOOL_NOSYNC");
     if (ns != NULL && strcmp(ns, "1") == 0) {
         sp->nosync = true;

@@ -48,6 +48,7 @@ struct smtp_session {
     bool bdat_failed;  /* a BDAT transfer failed: refuse further chunks until RSET/MAIL */
     bool shutdown;     /* server shutting down: 421 at the next command */
     bool body_err;     /* the body callback failed */
+    enum reply_id body_reply; /* and the reply that failure deserves */
     unsigned errors;
     char helo[SESSION_HELO_MAX + 1];
     time_t now;
@@ -128,6 +129,7 @@ txn_reset(struct smtp_session *s, bool aborted)
     s->txn.sender.addr[0] = '\0';
     s->txn.sender.len = 0;
     s->body_err = false;
+    s->body_reply = R_SPOOL_ERROR;
     if (s->state != S_CLOSED)
         s->state = s->helo[0] ? S_READY : S_CONNECTED;
 }
@@ -199,7 +201,7 @@ session_end_body(struct smtp_session *s)
         snprintf(num, sizeof(num), "%llu", s->conf->max_message_size);
         REPLY1(s, R_SIZE_DATA, num);
     } else if (s->body_err) {
-        REPLY0(s, R_SPOOL_ERROR);
+        REPLY0(s, s->body_reply == R_SPOOL_FULL ? R_SPOOL_FULL : R_SPOOL_ERROR);
     } else {
         s->state = S_COMMIT;
         s->cb->commit(s->ctx, &s->txn);
@@ -771,6 +773,7 @@ smtp_session_new(const struct smtp_session_conf *conf, const struct smtp_callbac
     s->ctx = ctx;
     s->peer = *peer;
     s->state = S_CONNECTED;
+    s->body_reply = R_SPOOL_ERROR;
     buf_init(&s->out, SESSION_OUT_MAX);
     return s;
 }
@@ -836,6 +839,12 @@ smtp_session_shutdown(struct smtp_session *s)
     txn_reset(s, true);
     session_close(s);
     return SMTP_CLOSE;
+}
+
+void
+smtp_session_body_failed(struct smtp_session *s, enum reply_id reply)
+{
+    s->body_reply = reply;
 }
 
 struct buf *

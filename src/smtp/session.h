@@ -105,6 +105,12 @@ enum smtp_status smtp_session_timeout(struct smtp_session *s);
  */
 enum smtp_status smtp_session_shutdown(struct smtp_session *s);
 
+/*
+ * The body callback failed (it returned -1): say which reply the message
+ * deserves at its end, R_SPOOL_ERROR (the default) or R_SPOOL_FULL.
+ */
+void smtp_session_body_failed(struct smtp_session *s, enum reply_id reply);
+
 /* The output waiting to be written; the caller consumes what it wrote. */
 struct buf *smtp_session_output(struct smtp_session *s);
 

@@ -6,7 +6,8 @@ injects, so every test first proves its fault fired.
 
   - the shim itself: a fault hits only the calls and paths named, COUNT limits it, sockets
     and pipes are never touched;
-  - fdatasync (and fsync of a fresh segment) EIO on the spool: the client gets 451 4.3.0,
+  - fdatasync (and fsync of a fresh segment's file, or of seg/) EIO on the spool: the client
+    gets 451 4.3.0,
     never 250; the session and other connections go on; the next message after the fault is
     removed gets 250; the failed message is not in the spool and is never delivered, also
     after kill -9, restart and drain;
@@ -220,7 +221,8 @@ print(' '.join(out))
 
 def test_faultshim_selftest(t):
     shim = Shim(t)
-    shim.set('write,pwritev ENOSPC spool-a', 'fsync EIO spool-a 1', 'fdatasync EIO')
+    shim.set('write,pwritev ENOSPC spool-a', 'fsync EIO spool-a 1', 'fdatasync EIO',
+             'syncfs EIO other-$')
     env = dict(os.environ)
     env.update(shim.env())
     r = subprocess.run([sys.executable, '-c', SELFTEST, shim.dir], env=env,
@@ -278,6 +280,16 @@ def test_fault_spool_fdatasync_eio(t):  # covers: R_SPOOL_ERROR
         check_reply(r, 451, '4.3.0', None, b'(end of data while the segment sync fails)')
         if not hit:
             fail('the fsync/fdatasync fault on a fresh segment never fired')
+        bad.append((mk, data))
+
+        # and again a fresh segment: its file syncs, the fsync of seg/ (its entry) fails
+        time.sleep(0.3)
+        shim.reset_hits()
+        shim.set('fsync EIO spool/seg$ 1')
+        mk, data = _message('dirsync')
+        r = _send(c, data, [rcpt])
+        shim.expect_hits('fsync', 'fsync EIO on the seg/ directory')
+        check_reply(r, 451, '4.3.0', None, b'(end of data while the fsync of seg/ fails)')
         bad.append((mk, data))
 
         shim.clear()

@@ -17,7 +17,8 @@
  *    CALLS is one call name or several joined by commas ("pwritev,write,copy_file_range");
  *    ERRNO a name (EIO, ENOSPC, EDQUOT, EROFS, EFBIG, EBADF, EINTR) or a number;
  *    PATHSUBSTR, when given and not "*", restricts the rule to fds whose
- *    readlink(/proc/self/fd/N) contains it (for copy_file_range: the output fd);
+ *    readlink(/proc/self/fd/N) contains it (for copy_file_range: the output fd); a final
+ *    '$' anchors it at the end ("spool/seg$": the directory, not the files in it);
  *    COUNT, when given, fails only that many calls, then the rule is spent until the file
  *    changes.  Lines starting with '#' are ignored.
  *  - A matching call returns -1 with errno set and does nothing else.
@@ -147,6 +148,17 @@ log_hit(const char *call, int err, const char *path)
     }
 }
 
+/* Does path contain want (or end with it, when want ends in '$')? */
+static int
+path_matches(const char *path, const char *want)
+{
+    size_t n = strlen(want), pn = strlen(path);
+
+    if (n > 0 && want[n - 1] == '$')
+        return pn >= n - 1 && memcmp(path + pn - (n - 1), want, n - 1) == 0;
+    return strstr(path, want) != NULL;
+}
+
 /* 0 to let the call through; an errno to fail it with. */
 static int
 fault(const char *call, int fd)
@@ -181,7 +193,7 @@ fault(const char *call, int fd)
 
         if (strstr(r->calls, want) == NULL || r->count == 0)
             continue;
-        if (r->path[0] != '\0' && strstr(path, r->path) == NULL)
+        if (r->path[0] != '\0' && !path_matches(path, r->path))
             continue;
         if (r->count > 0)
             r->count--;
