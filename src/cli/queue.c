@@ -27,11 +27,11 @@
 #define CLI_QUEUE_LINE 1100   /* longest first line we expect ("ERR ..." is short) */
 
 struct cli_queue_opts {
-    const char *prog;   /* for messages: "tern" or "mailq" */
+    const char *prog; /* for messages: "tern" or "mailq" */
     const char *path;
     bool json;
     int nargs;
-    char **args;        /* the non-option words, subcommand first */
+    char **args; /* the non-option words, subcommand first */
 };
 
 /* Write all of p to stdout (unbuffered: the payload may be large). */
@@ -73,8 +73,8 @@ cli_queue_request(const struct cli_queue_opts *o, const char *req, const char *d
 
         close(fd);
         if (e == ENOENT || e == ECONNREFUSED || e == ENOTDIR) {
-            fprintf(stderr, "%s: ternd is not running (no control socket at %s)\n", o->prog,
-                o->path);
+            fprintf(
+                stderr, "%s: ternd is not running (no control socket at %s)\n", o->prog, o->path);
             return CLI_QUEUE_TEMPFAIL;
         }
         fprintf(stderr, "%s: cannot connect to %s: %s\n", o->prog, o->path, strerror(e));
@@ -107,8 +107,8 @@ cli_queue_request(const struct cli_queue_opts *o, const char *req, const char *d
         if (n <= 0) {
             close(fd);
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                fprintf(stderr, "%s: no answer from ternd within %d s\n", o->prog,
-                    CLI_QUEUE_TIMEOUT);
+                fprintf(
+                    stderr, "%s: no answer from ternd within %d s\n", o->prog, CLI_QUEUE_TIMEOUT);
             else
                 fprintf(stderr, "%s: ternd closed the connection without an answer\n", o->prog);
             return CLI_QUEUE_TEMPFAIL;
@@ -233,7 +233,7 @@ struct cli_queue_cmd {
     const char *name;
     const char *verb;
     enum { IDS_NONE, IDS_ANY, IDS_SOME } ids;
-    const char *done;   /* printed after each ID's OK, or NULL */
+    const char *done; /* printed after each ID's OK, or NULL */
 };
 
 static const struct cli_queue_cmd cli_queue_cmds[] = {
@@ -268,14 +268,13 @@ cli_queue_main(int argc, char **argv, const char *control_socket_path)
         o.args++;
         o.nargs--;
     }
-    if ((cmd->ids == IDS_NONE && o.nargs > 0) || (cmd->ids == IDS_SOME && o.nargs == 0)
-        || (o.json && strcmp(cmd->name, "list") != 0))
+    if ((cmd->ids == IDS_NONE && o.nargs > 0) || (cmd->ids == IDS_SOME && o.nargs == 0) ||
+        (o.json && strcmp(cmd->name, "list") != 0))
         return cli_queue_usage(o.prog, false, stderr, CLI_QUEUE_USAGE);
 
     if (o.nargs == 0)
-        return cli_queue_request(&o, strcmp(cmd->name, "list") == 0 && o.json ? "LIST JSON"
-                                                                              : cmd->verb,
-            NULL);
+        return cli_queue_request(
+            &o, strcmp(cmd->name, "list") == 0 && o.json ? "LIST JSON" : cmd->verb, NULL);
     /* One request per ID; go on after an unknown ID, stop when ternd is gone. */
     rc = CLI_QUEUE_OK;
     for (i = 0; i < o.nargs; i++) {

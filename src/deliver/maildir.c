@@ -12,18 +12,37 @@
  * next starts: (1) map each target to its Maildir and check the size limit;
  * (2) write every tmp/ file (headers, then the body streamed from the spool
  * segment with pread in 64 KiB chunks); (3) make them all durable at once;
- * (4) link() each into new/ and unlink the tmp/ name; (5) fsync each distinct
- * new/ directory once.  Batches bigger than MAILDIR_CHUNK files are split
+ * (4) link() each into new/ and unlink the tmp/ name; (5) make the new/
+ * entries durable (and only then DLV_OK).  Batches bigger than MAILDIR_CHUNK files are split
  * (bounded open files and memory per worker).
  *
- * Phase 3, measured with bench/maildir_bench.c (2,000 deliveries of 1 KiB,
- * 10 mailboxes, one worker; this VM: 2 vCPUs, ext4 on virtio, kernel 6.18;
- * deliveries/s, median of 3 runs):
+ * The syncs (phases 3 and 5) are chosen by measurement, bench/maildir_bench.c:
+ * 2,000 deliveries of 1 KiB into 10 mailboxes, one worker, deliveries/s;
+ * this VM (2 vCPUs shared with other jobs, ext4 on virtio, Linux 6.18).
+ * Medians of 5 interleaved runs, [min-max]:
  *
- *   batch of         1       10      100
- *   (a0) fsync each file, in turn      see BENCH below
+ *   phase 3 strategy                     batch 1         batch 10        batch 100
+ *   (0) fsync each file in turn        674 [224-978]   734 [410-1028]  904 [747-1065]
+ *   (1) fsync from 8 threads           369 [282-987]   787 [443-1324] 1041 [819-2197]
+ *   (2) one syncfs()                   661 [426-1151]  917 [616-2152] 1300 [1126-2962]
+ *   (3) sync_file_range, fsync each    749 [310-880]   760 [297-1102] 1289 [1050-1598]
  *
- * BENCH
+ * and, in a quieter moment, syncfs gave 1,325 / 2,268 / 8,481 (and 1,972 /
+ * 4,100 / 14,669 for 500 deliveries) where fsync-each gave 1,038 / 599 / 713.
+ * The spread is the machine's: while these ran, creating an empty file
+ * (open O_CREAT, no sync at all) cost 0.8-1.0 ms on this ext4 (12 us on
+ * tmpfs), and strace of a batch-100 run showed openat 1.13 ms a call against
+ * 0.29 ms a syncfs: then file creation, not syncing, caps Maildir delivery
+ * near 1,000 a second whatever the strategy.  When creation is cheap, syncfs
+ * wins by far from batch 10 up and is within the noise at batch 1: (2) is
+ * the default.
+ *
+ * Phase 5 likewise: with 100 mailboxes a batch (batch 100, 1,000 deliveries,
+ * 3 runs), one more syncfs() gave 1,214-1,687/s against 896-1,112/s for one
+ * fsync per new/ directory (each is its own device cache flush) and 753-948/s
+ * for fsync-each.  So with (2) one syncfs covers every new/ of the batch;
+ * the other strategies fsync each distinct new/ once.  Other strategies stay
+ * buildable (-DMAILDIR_SYNC=0/1/3) so the measurement can be rerun.
  *
  * XXX syncfs() flushes everything dirty on the file system, not only our
  * files: if mailbox_dir shares a busy file system with bulk writers, a
@@ -38,6 +57,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -895,13 +915,18 @@ job_prepare(const struct maildir_conf *c, struct mdjob *j)
 static int
 severity(enum reply_id id)
 {
+    /*
+     * A transient failure outranks a permanent one (as in lmtp.c): the
+     * deferred target still gets its copy on a retry, and the permanent
+     * outcome is reported once nothing is left to retry.
+     */
     switch (id) {
     case R_DLV_OK:
         return 0;
     case R_DLV_TOO_BIG:
-        return 2;
-    default:
         return 1;
+    default:
+        return 2;
     }
 }
 
@@ -1009,6 +1034,27 @@ maildir_full(const struct maildir_conf *c, const char *addr)
 
 /* ---- tmp/ cleanup ---------------------------------------------------------------------------- */
 
+/*
+ * A tmp/ file that tern itself left behind when it was killed: named
+ * "SECONDS.M<usec>P<pid>Q<counter>.<host>,S=<size>" (the Q part is tern's
+ * own), with a pid that is not ours and no longer runs.  Such a file can
+ * never be finished (its delivery attempt is retried from the queue), so it
+ * need not wait the 36 hours of the Maildir convention.
+ */
+static bool
+cleanup_is_orphan(const char *name)
+{
+    const char *p = strstr(name, ".M"), *q;
+    long pid;
+
+    if (p == NULL || (p = strchr(p, 'P')) == NULL || (q = strchr(p, 'Q')) == NULL)
+        return false;
+    pid = strtol(p + 1, NULL, 10);
+    if (pid <= 0 || pid == (long)getpid() || strstr(q, ",S=") == NULL)
+        return false;
+    return kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+}
+
 static void
 cleanup_tmp(int tmpfd, time_t cutoff)
 {
@@ -1024,7 +1070,8 @@ cleanup_tmp(int tmpfd, time_t cutoff)
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
         if (fstatat(tmpfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode) &&
-            st.st_mtime < cutoff && unlinkat(tmpfd, de->d_name, 0) < 0)
+            (st.st_mtime < cutoff || cleanup_is_orphan(de->d_name)) &&
+            unlinkat(tmpfd, de->d_name, 0) < 0)
             log_warn("-", "maildir cleanup name=%s error=\"%s\"", de->d_name, strerror(errno));
     }
     closedir(d);

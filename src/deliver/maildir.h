@@ -51,7 +51,11 @@ int maildir_path(const struct maildir_conf *c, const char *addr, char *out, size
 /* True if addr's mailbox is at or over size_limit (cached per mailbox; cheap). */
 bool maildir_full(const struct maildir_conf *c, const char *addr);
 
-/* Remove files older than 36 hours from every tmp/ under mailbox_dir (Maildir spec). */
+/*
+ * Remove from every tmp/ under mailbox_dir the files older than 36 hours
+ * (Maildir convention) and those a killed tern process left (its pid in the
+ * name, no longer running).  Walks every mailbox: run it off the loop.
+ */
 void maildir_cleanup(const struct maildir_conf *c);
 
 #endif

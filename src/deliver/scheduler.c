@@ -30,7 +30,7 @@
 #define SCHED_MAINT_SECONDS 5
 #define SCHED_LMTP_TIMEOUT 300 /* seconds per LMTP step, as RFC 5321 §4.5.3.2 for MAIL/RCPT */
 
-enum job_kind { JOB_MAILDIR, JOB_LMTP };
+enum job_kind { JOB_MAILDIR, JOB_LMTP, JOB_CLEANUP };
 
 struct job {
     struct job *next;
@@ -66,6 +66,7 @@ struct scheduler {
     struct event *ev_done;
     struct event *ev_timer;
     struct event *ev_maint;    /* segment reclamation and compaction */
+    unsigned long maint_ticks;
     unsigned inflight;
     unsigned max_inflight;
     uint64_t rng;
@@ -153,7 +154,7 @@ sched_take(struct scheduler *s)
     struct job *batch = NULL, **bt = &batch, **pp = &s->todo;
     unsigned n = 0;
 
-    if (s->todo->kind == JOB_LMTP) {
+    if (s->todo->kind != JOB_MAILDIR) {
         batch = s->todo;
         s->todo = batch->next;
         batch->next = NULL;
@@ -186,6 +187,10 @@ sched_run_batch(struct scheduler *s, struct job *batch)
     struct job *j;
 
     for (j = batch; j != NULL; j = j->next) {
+        if (j->kind == JOB_CLEANUP) {
+            maildir_cleanup(local_maildir(s->local));
+            continue;
+        }
         j->dm.body_fd = spool_segment_open(s->sp, j->seg);
         if (j->dm.body_fd == -1) {
             char why[128];
@@ -303,6 +308,10 @@ sched_on_done(evutil_socket_t fd, short what, void *arg)
 
     for (j = list; j != NULL; j = next) {
         next = j->next;
+        if (j->kind == JOB_CLEANUP) {
+            job_free(j);
+            continue;
+        }
         s->inflight--;
         if ((m = queue_find(s->q, j->id)) != NULL) {
             for (i = 0; i < j->n; i++)
@@ -409,12 +418,31 @@ sched_on_timer(evutil_socket_t fd, short what, void *arg)
     sched_dispatch(arg);
 }
 
+/* Maildir tmp/ cleanup, on a worker: at start (a killed tern's orphans) and hourly. */
+static void
+sched_submit_cleanup(struct scheduler *s)
+{
+    struct job *j;
+
+    if (s->use_lmtp || (j = calloc(1, sizeof(*j))) == NULL)
+        return;
+    j->kind = JOB_CLEANUP;
+    j->dm.body_fd = -1;
+    pthread_mutex_lock(&s->mu);
+    *s->todo_tail = j;
+    s->todo_tail = &j->next;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void
 sched_on_maint(evutil_socket_t fd, short what, void *arg)
 {
     struct scheduler *s = arg;
 
     queue_maintain(s->q);
+    if (++s->maint_ticks % (3600 / SCHED_MAINT_SECONDS) == 0)
+        sched_submit_cleanup(s);
 }
 
 /* Wake up when the next message becomes due (busy ones come back through on_done). */
@@ -503,6 +531,7 @@ scheduler_new(struct event_base *base, const struct config *cfg, struct queue *q
             s->nthreads = i;
             goto fail;
         }
+    sched_submit_cleanup(s);
     scheduler_kick(s);
     return s;
 fail:

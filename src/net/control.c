@@ -53,16 +53,16 @@ struct client {
     char in[CONTROL_LINE_MAX];
     size_t inlen;
     struct buf out;
-    size_t outoff;      /* bytes of out already sent */
-    bool writing;       /* request taken: from now on only output */
+    size_t outoff; /* bytes of out already sent */
+    bool writing;  /* request taken: from now on only output */
     /* LIST in progress */
     bool listing;
     bool json;
     control_id *ids;
     size_t nids, nextid, nids_alloc;
-    bool oom;           /* the ID snapshot could not be taken */
-    size_t shown;       /* messages printed */
-    uint64_t bytes;     /* their body sizes, for the text summary */
+    bool oom;       /* the ID snapshot could not be taken */
+    size_t shown;   /* messages printed */
+    uint64_t bytes; /* their body sizes, for the text summary */
 };
 
 struct control {
@@ -71,11 +71,11 @@ struct control {
     void (*on_flush)(void *arg);
     void *on_flush_arg;
     char *path;
-    dev_t dev;          /* the socket file we created, so close removes only ours */
+    dev_t dev; /* the socket file we created, so close removes only ours */
     ino_t ino;
     int fd;
     struct event *ev_accept;
-    struct event *ev_resume;    /* re-arm accept after EMFILE */
+    struct event *ev_resume; /* re-arm accept after EMFILE */
     struct client *clients;
     unsigned nclients;
     struct timeval tv_read, tv_write;
@@ -91,12 +91,19 @@ struct control {
 static int
 control_put_printable(struct buf *b, const char *s)
 {
-    for (; *s != '\0'; s++) {
-        unsigned char ch = (unsigned char)*s;
-        char o = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+    while (*s != '\0') {
+        size_t n = 0;
 
-        if (buf_append(b, &o, 1) < 0)
+        while (s[n] != '\0' && (unsigned char)s[n] >= 0x20 && s[n] != 0x7f)
+            n++;
+        if (buf_append(b, s, n) < 0)
             return -1;
+        s += n;
+        if (*s != '\0') {
+            if (buf_append(b, "?", 1) < 0)
+                return -1;
+            s++;
+        }
     }
     return 0;
 }
@@ -117,8 +124,8 @@ control_utf8_len(const unsigned char *s)
             return 0;
         cp = (cp << 6) | (s[i] & 0x3f);
     }
-    if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 4 && cp < 0x10000)
-        || cp > 0x10ffff)
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 4 && cp < 0x10000) ||
+        cp > 0x10ffff)
         return 0;
     return n;
 }
@@ -172,13 +179,13 @@ control_fmt_time(time_t t, char out[32])
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     struct tm tm;
 
-    if (localtime_r(&t, &tm) == NULL || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0
-        || tm.tm_mon > 11) {
+    if (localtime_r(&t, &tm) == NULL || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
+        tm.tm_mon > 11) {
         snprintf(out, 32, "%-19s", "??");
         return;
     }
-    snprintf(out, 32, "%s %s %2d %02d:%02d:%02d", days[tm.tm_wday], months[tm.tm_mon],
-        tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    snprintf(out, 32, "%s %s %2d %02d:%02d:%02d", days[tm.tm_wday], months[tm.tm_mon], tm.tm_mday,
+        tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 static const char *
@@ -218,9 +225,9 @@ control_fmt_text(struct buf *b, const struct queue_msg *m)
 
     control_fmt_time(m->arrival, when);
     snprintf(idst, sizeof(idst), "%s%s", m->id, m->held ? "!" : m->busy ? "*" : "");
-    if (buf_printf(b, "%-11s %7llu %s  ", idst, (unsigned long long)m->body_len, when) < 0
-        || control_put_printable(b, m->sender[0] != '\0' ? m->sender : "MAILER-DAEMON") < 0
-        || buf_puts(b, "\n") < 0)
+    if (buf_printf(b, "%-11s %7llu %s  ", idst, (unsigned long long)m->body_len, when) < 0 ||
+        control_put_printable(b, m->sender[0] != '\0' ? m->sender : "MAILER-DAEMON") < 0 ||
+        buf_puts(b, "\n") < 0)
         return -1;
     for (i = 0; i < m->nrcpts; i++) {
         const struct queue_rcpt *r = &m->rcpts[i];
@@ -232,13 +239,13 @@ control_fmt_text(struct buf *b, const struct queue_msg *m)
             const char *show = why[0] != '\0' ? why : "reason unavailable";
             int pad = 76 - (int)strlen(show);
 
-            if (buf_printf(b, "%*s(", pad > 0 ? pad : 0, "") < 0
-                || control_put_printable(b, show) < 0 || buf_puts(b, ")\n") < 0)
+            if (buf_printf(b, "%*s(", pad > 0 ? pad : 0, "") < 0 ||
+                control_put_printable(b, show) < 0 || buf_puts(b, ")\n") < 0)
                 return -1;
             prev = why;
         }
-        if (buf_printf(b, "%41s", "") < 0 || control_put_printable(b, r->addr) < 0
-            || buf_puts(b, "\n") < 0)
+        if (buf_printf(b, "%41s", "") < 0 || control_put_printable(b, r->addr) < 0 ||
+            buf_puts(b, "\n") < 0)
             return -1;
     }
     return 0;
@@ -249,20 +256,21 @@ control_fmt_json(struct buf *b, const struct queue_msg *m)
 {
     unsigned i;
 
-    if (buf_puts(b, "{\"id\":") < 0 || control_put_json_str(b, m->id) < 0
-        || buf_printf(b, ",\"arrival\":%lld,\"size\":%llu,\"sender\":", (long long)m->arrival,
-               (unsigned long long)m->body_len) < 0
-        || control_put_json_str(b, m->sender) < 0
-        || buf_printf(b, ",\"held\":%s,\"recipients\":[", m->held ? "true" : "false") < 0)
+    if (buf_puts(b, "{\"id\":") < 0 || control_put_json_str(b, m->id) < 0 ||
+        buf_printf(b, ",\"arrival\":%lld,\"size\":%llu,\"sender\":", (long long)m->arrival,
+            (unsigned long long)m->body_len) < 0 ||
+        control_put_json_str(b, m->sender) < 0 ||
+        buf_printf(b, ",\"held\":%s,\"recipients\":[", m->held ? "true" : "false") < 0)
         return -1;
     for (i = 0; i < m->nrcpts; i++) {
         const struct queue_rcpt *r = &m->rcpts[i];
 
-        if (buf_puts(b, i > 0 ? ",{\"addr\":" : "{\"addr\":") < 0
-            || control_put_json_str(b, r->addr) < 0
-            || buf_printf(b, ",\"state\":\"%s\",\"attempts\":%u,\"next_attempt\":%lld,"
-                             "\"last_reply\":",
-                   control_state_name(r->state), r->attempts, (long long)r->next_attempt) < 0)
+        if (buf_puts(b, i > 0 ? ",{\"addr\":" : "{\"addr\":") < 0 ||
+            control_put_json_str(b, r->addr) < 0 ||
+            buf_printf(b,
+                ",\"state\":\"%s\",\"attempts\":%u,\"next_attempt\":%lld,"
+                "\"last_reply\":",
+                control_state_name(r->state), r->attempts, (long long)r->next_attempt) < 0)
             return -1;
         if (r->last_reply != NULL ? control_put_json_str(b, r->last_reply) < 0
                                   : buf_puts(b, "null") < 0)
@@ -501,8 +509,8 @@ control_request(struct client *cl, char *line)
         }
     }
     if (cmd == NULL) {
-        control_reply_err(cl,
-            "unknown command (LIST [JSON], COUNT, FLUSH [ID], DELETE ID, HOLD ID, RELEASE ID)");
+        control_reply_err(
+            cl, "unknown command (LIST [JSON], COUNT, FLUSH [ID], DELETE ID, HOLD ID, RELEASE ID)");
         return;
     }
     if (extra != NULL || (arg != NULL && cmd->arg == ARG_NONE)) {
@@ -519,8 +527,7 @@ control_request(struct client *cl, char *line)
         control_reply_err(cl, "LIST takes no argument but JSON");
         return;
     }
-    if (arg != NULL && (cmd->arg == ARG_ID || cmd->arg == ARG_OPT_ID)
-        && !control_valid_id(arg)) {
+    if (arg != NULL && (cmd->arg == ARG_ID || cmd->arg == ARG_OPT_ID) && !control_valid_id(arg)) {
         control_reply_err(cl, "malformed queue ID");
         return;
     }
@@ -580,13 +587,13 @@ control_on_read(evutil_socket_t fd, short what, void *arg)
             return;
         }
     }
-    *nl = '\0';
-    if (nl > cl->in && nl[-1] == '\r')
-        nl[-1] = '\0';
     if (memchr(cl->in, '\0', (size_t)(nl - cl->in)) != NULL) {
         control_reply_err(cl, "NUL in request");
         return;
     }
+    *nl = '\0';
+    if (nl > cl->in && nl[-1] == '\r')
+        nl[-1] = '\0';
     control_request(cl, cl->in);
 }
 
@@ -645,8 +652,8 @@ control_on_timer(evutil_socket_t fd, short what, void *arg)
         ssize_t n = send(cl->fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)n;
     } else {
-        log_warn(NULL, "control: client did not read its response for %ld s: dropped",
-            (long)cl->ctl->tv_write.tv_sec);
+        log_warn(NULL, "control: client did not read its response for %ld ms: dropped",
+            (long)cl->ctl->tv_write.tv_sec * 1000 + (long)cl->ctl->tv_write.tv_usec / 1000);
     }
     control_client_free(cl);
 }
@@ -829,8 +836,9 @@ control_clear_path(const struct sockaddr_un *sa, char *err, size_t errlen)
     if (rc == 0 || errno == EAGAIN || errno == EINPROGRESS) {
         /* accepted, or its backlog is full: alive either way */
         close(fd);
-        snprintf(err, errlen, "%s: another process is serving on this control socket "
-                              "(is ternd already running?)",
+        snprintf(err, errlen,
+            "%s: another process is serving on this control socket "
+            "(is ternd already running?)",
             sa->sun_path);
         return -1;
     }
@@ -842,8 +850,8 @@ control_clear_path(const struct sockaddr_un *sa, char *err, size_t errlen)
     }
     close(fd);
     if (unlink(sa->sun_path) < 0 && errno != ENOENT) {
-        snprintf(err, errlen, "%s: cannot remove the stale socket: %s", sa->sun_path,
-            strerror(errno));
+        snprintf(
+            err, errlen, "%s: cannot remove the stale socket: %s", sa->sun_path, strerror(errno));
         return -1;
     }
     log_info(NULL, "control: removed stale socket %s", sa->sun_path);
@@ -862,9 +870,8 @@ control_open(struct event_base *base, const char *path, struct queue *q,
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
     if (path == NULL || path[0] == '\0' || strlen(path) >= sizeof(sa.sun_path)) {
-        snprintf(err, errlen, "control socket path %s", path == NULL || path[0] == '\0'
-                                                            ? "is empty"
-                                                            : "is too long for a unix socket");
+        snprintf(err, errlen, "control socket path %s",
+            path == NULL || path[0] == '\0' ? "is empty" : "is too long for a unix socket");
         return NULL;
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);

@@ -33,10 +33,10 @@
 #include <stddef.h>
 
 #define CONTROL_MAX_CLIENTS 16
-#define CONTROL_LINE_MAX 1024                 /* request line, terminator included */
-#define CONTROL_OUT_MAX (16u * 1024 * 1024)   /* output queued for one client */
-#define CONTROL_READ_TIMEOUT_MS 5000          /* connect -> complete request line */
-#define CONTROL_WRITE_TIMEOUT_MS 120000       /* no write progress for this long: drop */
+#define CONTROL_LINE_MAX 1024               /* request line, terminator included */
+#define CONTROL_OUT_MAX (16u * 1024 * 1024) /* output queued for one client */
+#define CONTROL_READ_TIMEOUT_MS 5000        /* connect -> complete request line */
+#define CONTROL_WRITE_TIMEOUT_MS 120000     /* no write progress for this long: drop */
 
 struct event_base;
 struct queue;

@@ -4,13 +4,12 @@ writes return ENOSPC.  Faults come from an LD_PRELOAD shim (tests/fault/faultshi
 here with cc) that fails chosen calls while a control file says so, and logs each failure it
 injects, so every test first proves its fault fired.
 
-  - the shim itself: a fault hits only the calls and paths named, COUNT limits it, sockets
-    and pipes are never touched;
+  - the shim itself: a fault hits only the calls and paths named ('$' anchors a path at its
+    end), COUNT limits it, sockets are never touched;
   - fdatasync (and fsync of a fresh segment's file, or of seg/) EIO on the spool: the client
-    gets 451 4.3.0,
-    never 250; the session and other connections go on; the next message after the fault is
-    removed gets 250; the failed message is not in the spool and is never delivered, also
-    after kill -9, restart and drain;
+    gets 451 4.3.0, never 250; the session and other connections go on; the next message
+    after the fault is removed gets 250; the failed message is not in the spool and is never
+    delivered, also after kill -9, restart and drain;
   - write/pwritev/copy_file_range ENOSPC on segments: 452 4.3.1, for a small message and a
     spilled one (copy_file_range); ENOSPC while spilling a large body to spool_dir/tmp during
     DATA: 452 4.3.1 too, no spill file left, the next message accepted;
@@ -214,6 +213,7 @@ tryit('pwritev_a', lambda: os.pwritev(a, [b'x', b'y'], 0))
 tryit('fsync_a1', lambda: os.fsync(a))
 tryit('fsync_a2', lambda: os.fsync(a))
 tryit('fdatasync_b', lambda: os.fdatasync(b))
+tryit('fsync_b', lambda: os.fsync(b))
 tryit('sock', lambda: s1.send(b'x'))
 print(' '.join(out))
 '''
@@ -222,18 +222,18 @@ print(' '.join(out))
 def test_faultshim_selftest(t):
     shim = Shim(t)
     shim.set('write,pwritev ENOSPC spool-a', 'fsync EIO spool-a 1', 'fdatasync EIO',
-             'syncfs EIO other-$')
+             'write EIO other-$', 'fsync EIO other-b$')
     env = dict(os.environ)
     env.update(shim.env())
     r = subprocess.run([sys.executable, '-c', SELFTEST, shim.dir], env=env,
                        capture_output=True, timeout=30)
     got = r.stdout.decode().split()
     want = ['write_a=28', 'write_b=ok', 'pwritev_a=28', 'fsync_a1=5', 'fsync_a2=ok',
-            'fdatasync_b=5', 'sock=ok']
+            'fdatasync_b=5', 'fsync_b=5', 'sock=ok']
     if got != want:
         fail(f'fault shim: got {got}, want {want}; stderr {r.stderr.decode()[-500:]!r}')
-    if len(shim.hits()) != 4:
-        fail(f'fault shim logged {shim.hits()}, want 4 injected faults')
+    if len(shim.hits()) != 5:
+        fail(f'fault shim logged {shim.hits()}, want 5 injected faults')
     shim.clear()
     r = subprocess.run([sys.executable, '-c', SELFTEST, shim.dir], env=env,
                        capture_output=True, timeout=30)
