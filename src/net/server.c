@@ -701,13 +701,14 @@ server_listen(struct server *srv, const struct config_listen *ls, char *err, siz
     if (ls->addr.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)&ls->addr, ls->addrlen) == -1 ||
-        listen(fd, 4096) == -1) {
+        listen(fd, 4096) == -1) { /* the kernel caps it at net.core.somaxconn */
         snprintf(err, errlen, "listen %s: %s", ls->text, strerror(errno));
         close(fd);
         return -1;
     }
+    /* backlog 0: already listening (a negative value would make libevent re-listen at 128) */
     l = evconnlistener_new(srv->base, server_on_accept, srv,
-        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (l == NULL) {
         snprintf(err, errlen, "listen %s: cannot create listener", ls->text);
         close(fd);

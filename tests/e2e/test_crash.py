@@ -10,15 +10,16 @@ each send got: nothing sent or cut off during DATA ("incomplete"), the whole mes
 no reply ("unanswered"), 250 with its queue ID ("acked"), or another reply ("refused").
 
 Kill points: (a) random instants during the load, sometimes again just after the restart
-(during recovery and redelivery); (b) with TERN_TEST_COMMIT_DELAY_MS, while
-batches sit in the committer; (c) during Maildir delivery (delivery_concurrency 1, many
-recipients); (d) right after a 250 left the server and before the client read it.  After
+(during recovery and redelivery); (b) with TERN_TEST_COMMIT_DELAY_MS, while batches sit in
+the committer; (c) during Maildir delivery (delivery_concurrency 1, many recipients); (d)
+right after a 250 left the server and before the client read it.  After
 each kill the Maildirs and spool_dir/tmp are snapshot, ternd is restarted, the queue drains,
 and check() asserts:
   - spool_dir/tmp is empty once the restarted ternd listens (orphans reclaimed);
   - every acknowledged marker is in every recipient's new/ (lost: fail);
   - every file in new/ is whole: it ends with exactly the bytes sent, preceded only by the
     Return-Path, Delivered-To and trace header fields tern adds; its marker is one we sent;
+    for an acknowledged message the added fields carry the queue ID of its 250;
   - nothing cut off during DATA and nothing refused is ever delivered;
   - duplicates only in the documented window (maildir.h: a crash after the link into new/,
     before the queue recorded the delivery): a recipient's copy count may grow by one over a
@@ -110,7 +111,7 @@ class World:
         self.msgs = {}
         self.lock = threading.Lock()
         self.n = 0
-        self.cache = {}       # path -> (marker or None, problem or None, has queue id)
+        self.cache = {}       # path -> (marker or None, problem or None, added header lines)
         self.prev = {}        # (rcpt, marker) -> copies after the previous drain
         self.killed = False
         self.kill_time = 0.0
@@ -152,15 +153,15 @@ class World:
         m = self.msgs.get(mk)
         if m is None:
             return (mk, f'{path}: no marker of this test (X-Tern-Test-Id {mk!r}); '
-                        f'{len(data)} bytes, starts {data[:200]!r}', False)
+                        f'{len(data)} bytes, starts {data[:200]!r}', b'')
         if not data.endswith(m.data):
             return (mk, f'{path}: not the message sent for {mk} ({len(data)} bytes, the '
                         f'message is {len(m.data)}): a partial or altered file; ends '
-                        f'{data[-120:]!r}', False)
+                        f'{data[-120:]!r}', b'')
         prefix = data[:len(data) - len(m.data)]
         if b'\n' in prefix.replace(b'\r\n', b'') or (prefix and not prefix.endswith(b'\r\n')):
             return (mk, f'{path}: added header fields not in CRLF lines: {prefix[:300]!r}',
-                    False)
+                    b'')
         lines = prefix.split(b'\r\n')[:-1]
         want_rp = f'Return-Path: <{SENDER}>'.encode()
         problem = None
@@ -175,8 +176,7 @@ class World:
                         ln.split(b':', 1)[0] in (b'Return-Path', b'Delivered-To', b'Received')):
                     problem = f'{path}: unexpected line {ln!r} before the message sent'
                     break
-        has_id = m.queue_id is not None and m.queue_id.encode() in prefix
-        return (mk, problem, has_id)
+        return (mk, problem, prefix)
 
     def scan(self, problems=None):
         """{(rcpt, marker): copies in new/ and cur/}; problems found in files are appended."""
@@ -274,7 +274,16 @@ class World:
         counts = self.scan(problems)
         self.stats['rounds'] += 1
         self.stats['files'] = sum(counts.values())
-        self.stats['received_has_id'] = sum(1 for v in self.cache.values() if v[2])
+        self.stats['received_has_id'] = 0
+        for path, (mk, _problem, prefix) in self.cache.items():
+            m = self.msgs.get(mk)
+            if m is None or m.state != 'acked':
+                continue
+            if m.queue_id.encode() not in prefix:
+                problems.append(f'{path}: the queue ID {m.queue_id} of the 250 for {mk} is '
+                                f'not in the added header fields {prefix[:300]!r}')
+            else:
+                self.stats['received_has_id'] += 1
         self.stats['maildir_tmp_orphans'] = self.maildir_tmp_files()
         lost = []
         for m in list(self.msgs.values()):
@@ -329,8 +338,8 @@ class World:
                     f'delivered), {s["files"]} files; duplicates (crash between link and '
                     f'state record): {s["dup_window"]}; spool tmp orphans reclaimed: '
                     f'{s["spool_tmp_orphans"]}; Maildir tmp/ leftovers: '
-                    f'{s["maildir_tmp_orphans"]}; queue ID in added headers: '
-                    f'{s["received_has_id"]}/{s["files"]}'
+                    f'{s["maildir_tmp_orphans"]}; files of acked messages with the 250\'s '
+                    f'queue ID in their Received field: {s["received_has_id"]}'
                     + (f'; kills during delivery: {s["kills_mid_delivery"]}'
                        if s['kills_mid_delivery'] else ''))
 

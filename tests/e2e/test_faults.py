@@ -5,7 +5,7 @@ here with cc) that fails chosen calls while a control file says so, and logs eac
 injects, so every test first proves its fault fired.
 
   - the shim itself: a fault hits only the calls and paths named ('$' anchors a path at its
-    end), COUNT limits it, sockets are never touched;
+    end), COUNT and SKIP choose which calls, sockets are never touched;
   - fdatasync (and fsync of a fresh segment's file, or of seg/) EIO on the spool: the client
     gets 451 4.3.0, never 250; the session and other connections go on; the next message
     after the fault is removed gets 250; the failed message is not in the spool and is never
@@ -14,16 +14,18 @@ injects, so every test first proves its fault fired.
     spilled one (copy_file_range); ENOSPC while spilling a large body to spool_dir/tmp during
     DATA: 452 4.3.1 too, no spill file left, the next message accepted;
   - faults during Maildir delivery (fsync/syncfs EIO, write ENOSPC, under mailbox_dir or one
-    mailbox only): the recipient is deferred (log event=deferred), nothing appears in new/
-    while the fault lasts, and it is delivered exactly once, whole, after the fault is
-    removed (min_backoff 1, max_backoff 2); a recipient that did not fail is not delivered
-    again when another one is retried.
+    mailbox only): the recipient is deferred (log event=deferred, 451 4.3.0 with the error),
+    nothing appears in new/ while the fault lasts, and it is delivered exactly once, whole,
+    after the fault is removed (min_backoff 1, max_backoff 2); a recipient that did not fail
+    is not delivered again when another one is retried; when only making new/ durable fails
+    (after the link), the entry is taken back: one copy in the end, not two.
 
 test_spool_errors.py covers a full file system (tmpfs) and EFBIG; this file covers sync
 errors and delivery.  Skipped when no C compiler is found.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -140,7 +142,8 @@ def _maildir(d, rcpt):
 
 
 def _copies(d, rcpt, mk, data):
-    """Files in rcpt's new/ and cur/ holding marker mk; fails on any partial file."""
+    """Files in rcpt's new/ and cur/ holding marker mk; fails on any partial file (for any
+    message: each must end with the END line of the marker in its own header)."""
     n = 0
     for sub in ('new', 'cur'):
         path = os.path.join(_maildir(d, rcpt), sub)
@@ -151,7 +154,11 @@ def _copies(d, rcpt, mk, data):
         for name in names:
             with open(os.path.join(path, name), 'rb') as f:
                 got = f.read()
-            if mk.encode() not in got:
+            own = re.search(rb'\r\nX-Tern-Test-Id: (\S+)\r\n', got)
+            if own is None or not got.endswith(b'\r\nEND ' + own.group(1) + b'\r\n'):
+                fail(f'{path}/{name}: a partial file in the Maildir ({len(got)} bytes): '
+                     f'{got[:150]!r} ... {got[-80:]!r}')
+            if own.group(1) != mk.encode():
                 continue
             if not got.endswith(data) or not got.startswith(f'Return-Path: <{SENDER}>'.encode()):
                 fail(f'{path}/{name}: a partial or altered delivery of {mk}: {len(got)} bytes '
@@ -212,6 +219,7 @@ tryit('write_b', lambda: os.write(b, b'x'))
 tryit('pwritev_a', lambda: os.pwritev(a, [b'x', b'y'], 0))
 tryit('fsync_a1', lambda: os.fsync(a))
 tryit('fsync_a2', lambda: os.fsync(a))
+tryit('fsync_a3', lambda: os.fsync(a))
 tryit('fdatasync_b', lambda: os.fdatasync(b))
 tryit('fsync_b', lambda: os.fsync(b))
 tryit('sock', lambda: s1.send(b'x'))
@@ -221,15 +229,15 @@ print(' '.join(out))
 
 def test_faultshim_selftest(t):
     shim = Shim(t)
-    shim.set('write,pwritev ENOSPC spool-a', 'fsync EIO spool-a 1', 'fdatasync EIO',
+    shim.set('write,pwritev ENOSPC spool-a', 'fsync EIO spool-a 1 1', 'fdatasync EIO',
              'write EIO other-$', 'fsync EIO other-b$')
     env = dict(os.environ)
     env.update(shim.env())
     r = subprocess.run([sys.executable, '-c', SELFTEST, shim.dir], env=env,
                        capture_output=True, timeout=30)
     got = r.stdout.decode().split()
-    want = ['write_a=28', 'write_b=ok', 'pwritev_a=28', 'fsync_a1=5', 'fsync_a2=ok',
-            'fdatasync_b=5', 'fsync_b=5', 'sock=ok']
+    want = ['write_a=28', 'write_b=ok', 'pwritev_a=28', 'fsync_a1=ok', 'fsync_a2=5',
+            'fsync_a3=ok', 'fdatasync_b=5', 'fsync_b=5', 'sock=ok']
     if got != want:
         fail(f'fault shim: got {got}, want {want}; stderr {r.stderr.decode()[-500:]!r}')
     if len(shim.hits()) != 5:
@@ -405,9 +413,10 @@ def test_fault_spill_enospc(t):  # covers: R_SPOOL_FULL
 
 # ---- Maildir delivery fails -----------------------------------------------------------------
 
-def _deferred_then_delivered(t, d, shim, rules, rcpts, failing, tag):
-    """Send to rcpts with rules in force; recipients in failing are deferred and nothing of
-    them reaches new/; the others are delivered once.  Then clear: all delivered once."""
+def _deferred_then_delivered(t, d, shim, rules, rcpts, failing, tag, why):
+    """Send to rcpts with rules in force; recipients in failing are deferred (451 4.3.0,
+    the error text why in the reply) and nothing of them reaches new/; the others are
+    delivered once.  Then clear: all delivered once."""
     shim.reset_hits()
     shim.set(*rules)
     mk, data = _message(tag, 5000)
@@ -420,9 +429,11 @@ def _deferred_then_delivered(t, d, shim, rules, rcpts, failing, tag):
     if not shim.hits():
         fail(f'{tag}: the delivery fault never fired')
     for r in failing:
-        if not any(f'<{r}>' in ln for ln in _log_lines(d, qid, 'event=deferred')):
-            fail(f'{tag}: no event=deferred log line for {r}: '
-                 f'{_log_lines(d, qid)[-5:]}')
+        lines = [ln for ln in _log_lines(d, qid, 'event=deferred') if f'<{r}>' in ln]
+        if not lines:
+            fail(f'{tag}: no event=deferred log line for {r}: {_log_lines(d, qid)[-5:]}')
+        if 'reply="451 4.3.0 ' not in lines[0] or why not in lines[0]:
+            fail(f'{tag}: deferred with {lines[0]!r}, want reply="451 4.3.0 ... {why}"')
     ok = [r for r in rcpts if r not in failing]
     _wait(lambda: all(_copies(d, r, mk, data) == 1 for r in ok), _limit(t),
           f'delivery to the recipients not hit by the fault ({tag})', d)
@@ -443,29 +454,64 @@ def _deferred_then_delivered(t, d, shim, rules, rcpts, failing, tag):
     return len(shim.hits()), tmp_left
 
 
-def test_fault_maildir_sync_eio(t):
+def test_fault_maildir_sync_eio(t):  # covers: R_DLV_MAILDIR_ERROR
     shim = Shim(t)
     d = _start(t, shim, delivery_concurrency=2)
     mail = d.conf['mailbox_dir']
     rcpts = ['a@example.org', 'b@example.org']
     n, left = _deferred_then_delivered(
         t, d, shim, [f'fsync,fdatasync,syncfs,sync_file_range EIO {mail}'], rcpts, rcpts,
-        'sync-eio')
+        'sync-eio', 'Input/output error')
     t.note(f'sync EIO: {n} faults injected; Maildir tmp/ files left: {left}')
 
 
-def test_fault_maildir_write_enospc(t):
+def test_fault_maildir_write_enospc(t):  # covers: R_DLV_MAILDIR_ERROR
     shim = Shim(t)
     d = _start(t, shim, delivery_concurrency=2)
     mail = d.conf['mailbox_dir']
     rcpts = ['c@example.org', 'd@example.org']
     n, left = _deferred_then_delivered(
         t, d, shim, [f'write,pwrite,pwritev,writev,copy_file_range ENOSPC {mail}'], rcpts,
-        rcpts, 'write-enospc')
+        rcpts, 'write-enospc', 'No space left on device')
     t.note(f'write ENOSPC: {n} faults injected; Maildir tmp/ files left: {left}')
     # one mailbox only: its recipient is retried, the other is not delivered again
     rcpts = ['e@example.org', 'f@example.org']
     n, left = _deferred_then_delivered(
         t, d, shim, [f'write,pwrite,pwritev ENOSPC {mail}/example.org/f/'], rcpts,
-        ['f@example.org'], 'one-mailbox')
+        ['f@example.org'], 'one-mailbox', 'No space left on device')
     t.note(f'one mailbox ENOSPC: {n} faults injected; Maildir tmp/ files left: {left}')
+
+
+def test_fault_maildir_new_sync_eio(t):  # covers: R_DLV_MAILDIR_ERROR, R_DLV_OK
+    """The file is durable and linked into new/, then making new/ durable fails: the entry is
+    not known durable, so it is taken back and the recipient deferred; the retry delivers
+    it, and the Maildir ends with exactly one copy (no duplicate made by the fault)."""
+    shim = Shim(t)
+    d = _start(t, shim, delivery_concurrency=2)
+    mail = d.conf['mailbox_dir']
+    rcpt = 'g@example.org'
+    # let the first sync of the batch (the tmp/ files) through, fail the second (new/)
+    shim.set(f'syncfs EIO {mail} 1 1', f'fsync EIO {mail}/example.org/g/new$ 1')
+    mk, data = _message('new-sync', 3000)
+    with d.connect() as c:
+        c.cmd('EHLO client.test', 250, None)
+        qid = _queue_id(_send(c, data, [rcpt]))
+        c.cmd('QUIT', 221, '2.0.0')
+    _wait(lambda: _log_lines(d, qid, 'event=deferred'), _limit(t),
+          f'an "event=deferred" log line for {qid}', d)
+    if not shim.hits():
+        fail('the fault on syncing new/ never fired')
+    line = _log_lines(d, qid, 'event=deferred')[0]
+    if 'reply="451 4.3.0 ' not in line or 'new/' not in line:
+        fail(f'deferred with {line!r}, want reply="451 4.3.0 ... new/ ..."')
+    _wait(lambda: _log_lines(d, qid, 'event=delivered'), _limit(t),
+          f'the retry of {qid} to succeed', d)
+    line = _log_lines(d, qid, 'event=delivered')[0]
+    if f'to=<{rcpt}>' not in line or 'attempts=2' not in line or \
+            'reply="250 2.0.0 ' not in line:
+        fail(f'delivered with {line!r}, want to=<{rcpt}> attempts=2 reply="250 2.0.0 ..."')
+    time.sleep(0.3)
+    n = _copies(d, rcpt, mk, data)
+    if n != 1:
+        fail(f'{rcpt} has {n} copies after a failed sync of new/ and a retry, want 1')
+    shim.clear()

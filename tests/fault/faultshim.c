@@ -13,14 +13,15 @@
  *    (dlsym(RTLD_NEXT)) unless a rule matches it.
  *  - Rules live in the file named by FAULTSHIM_CTL, read again whenever it changes (inode,
  *    size or mtime); no file, no faults.  One rule a line:
- *        CALLS ERRNO [PATHSUBSTR [COUNT]]
+ *        CALLS ERRNO [PATHSUBSTR [COUNT [SKIP]]]
  *    CALLS is one call name or several joined by commas ("pwritev,write,copy_file_range");
  *    ERRNO a name (EIO, ENOSPC, EDQUOT, EROFS, EFBIG, EBADF, EINTR) or a number;
  *    PATHSUBSTR, when given and not "*", restricts the rule to fds whose
  *    readlink(/proc/self/fd/N) contains it (for copy_file_range: the output fd); a final
  *    '$' anchors it at the end ("spool/seg$": the directory, not the files in it);
- *    COUNT, when given, fails only that many calls, then the rule is spent until the file
- *    changes.  Lines starting with '#' are ignored.
+ *    COUNT, when given and not -1, fails only that many calls, then the rule is spent until
+ *    the file changes; SKIP lets that many matching calls through first ("syncfs EIO mail 1
+ *    1": the second syncfs fails, once).  Lines starting with '#' are ignored.
  *  - A matching call returns -1 with errno set and does nothing else.
  *  - Descriptors 0, 1 and 2 never fail (the daemon's log goes there), nor do descriptors that
  *    are not regular files or directories (sockets, pipes, eventfds): the shim only breaks
@@ -51,6 +52,7 @@ struct rule {
     int err;
     char path[256];   /* "" for any */
     long count;       /* -1: unlimited */
+    long skip;        /* matching calls still to let through */
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -108,13 +110,13 @@ load_rules(const char *ctl, const struct stat *st)
     for (line = strtok_r(buf, "\n", &save); line != NULL && nrules < MAX_RULES;
          line = strtok_r(NULL, "\n", &save)) {
         char calls[200], err[32], path[200];
-        long count = -1;
+        long count = -1, skip = 0;
         int k;
 
         path[0] = '\0';
         if (line[0] == '#')
             continue;
-        k = sscanf(line, "%199s %31s %199s %ld", calls, err, path, &count);
+        k = sscanf(line, "%199s %31s %199s %ld %ld", calls, err, path, &count, &skip);
         if (k < 2)
             continue;
         struct rule *r = &rules[nrules++];
@@ -122,6 +124,7 @@ load_rules(const char *ctl, const struct stat *st)
         r->err = parse_errno(err);
         snprintf(r->path, sizeof(r->path), "%s", (k >= 3 && strcmp(path, "*") != 0) ? path : "");
         r->count = k >= 4 ? count : -1;
+        r->skip = k >= 5 ? skip : 0;
     }
     ctl_seen = *st;
     ctl_loaded = 1;
@@ -195,6 +198,10 @@ fault(const char *call, int fd)
             continue;
         if (r->path[0] != '\0' && !path_matches(path, r->path))
             continue;
+        if (r->skip > 0) {
+            r->skip--;
+            break; /* this call goes through */
+        }
         if (r->count > 0)
             r->count--;
         err = r->err;
