@@ -11,6 +11,7 @@ FUZZ_SECONDS ?= 60
 
 all: deps build/build.ninja
 	ninja -C build
+	ln -sf tern build/mailq
 
 deps:
 	@scripts/deps

@@ -4,8 +4,10 @@ harness.py - run the real ternd for end-to-end tests, and talk SMTP to it byte b
 What it promises:
   * Ternd: a daemon started as `ternd -f -c CONF [-o k=v]...` in a fresh temporary directory,
     with a generated configuration (listen on a free port of 127.0.0.1 or ::1, spool_dir
-    under the temporary directory, hostname mx.test, local_domains example.org, localhost,
-    relay_networks 127.0.0.0/8) plus per-test overrides.  Readiness is seen in
+    and mailbox_dir under the temporary directory -- ternd delivers, and a test must never
+    write outside its temporary directory, e.g. into the default /var/mail/tern --,
+    hostname mx.test, local_domains example.org, localhost, relay_networks 127.0.0.0/8)
+    plus per-test overrides.  Readiness is seen in
     /proc/net/tcp{,6} (a LISTEN socket on the port), so no probe connection is ever counted
     against max_connections.  stop() sends SIGTERM, waits a bounded time (SIGKILL after it)
     and reports a problem unless the exit status is 0 and stderr is free of sanitizer
@@ -75,6 +77,7 @@ def base_config(tmpdir, port, family=socket.AF_INET):
     return {
         'listen': listen,
         'spool_dir': os.path.join(tmpdir, 'spool'),
+        'mailbox_dir': os.path.join(tmpdir, 'mail'),
         'hostname': HOSTNAME,
         'local_domains': 'example.org, localhost',
         'relay_networks': '127.0.0.0/8',
@@ -117,6 +120,10 @@ class Ternd:
     @property
     def spool_dir(self):
         return self.conf['spool_dir']
+
+    @property
+    def mailbox_dir(self):
+        return self.conf['mailbox_dir']
 
     @property
     def pid(self):
