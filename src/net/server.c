@@ -54,6 +54,7 @@ struct ipcount {
 struct commit_ticket {
     struct server *srv;
     struct conn *conn;
+    char id[SPOOL_ID_LEN + 1];
 };
 
 struct conn {
@@ -219,13 +220,17 @@ static int
 conn_cb_body(void *ctx, const char *p, size_t n)
 {
     struct conn *c = ctx;
+    int err;
 
-    if (c->msg != NULL && spool_msg_write(c->msg, p, n) == 0)
+    if (c->msg == NULL)
+        return -1;
+    if (spool_msg_write(c->msg, p, n) == 0)
         return 0;
-    smtp_session_body_failed(c->sess, errno == ENOSPC || errno == EDQUOT ? R_SPOOL_FULL
-                                                                       : R_SPOOL_ERROR);
-    log_warn(c->msg ? spool_msg_id(c->msg) : c->peer.id, "event=body-write-failed error=\"%s\"",
-        strerror(errno));
+    err = errno;
+    smtp_session_body_failed(c->sess, err == ENOSPC || err == EDQUOT ? R_SPOOL_FULL
+                                                                   : R_SPOOL_ERROR);
+    log_warn(spool_msg_id(c->msg), "event=body-write-failed session=%s error=\"%s\"",
+        c->peer.id, strerror(err));
     return -1;
 }
 
@@ -278,10 +283,9 @@ server_on_committed(void *arg, int err, const struct spool_record *rec)
     struct commit_ticket *t = arg;
     struct server *srv = t->srv;
     struct conn *c = t->conn;
-    char id[SPOOL_ID_LEN + 1] = "";
+    char id[SPOOL_ID_LEN + 1];
 
-    if (rec != NULL)
-        snprintf(id, sizeof(id), "%s", rec->id);
+    snprintf(id, sizeof(id), "%s", t->id);
     free(t);
     if (err == 0 && rec != NULL && srv->hooks.committed != NULL)
         srv->hooks.committed(srv->hooks.arg, rec);
@@ -327,6 +331,7 @@ conn_cb_commit(void *ctx, struct smtp_txn *t)
     }
     c->ticket->srv = c->srv;
     c->ticket->conn = c;
+    snprintf(c->ticket->id, sizeof(c->ticket->id), "%s", spool_msg_id(m));
     c->suspended = true;
     spool_commit_rec(c->srv->spool, m, server_on_committed, c->ticket);
     if (c->srv->test_early_ack) {

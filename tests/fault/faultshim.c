@@ -48,26 +48,33 @@
 #define MAX_RULES 16
 
 struct rule {
-    char calls[256];  /* ",name,name," for a substring search */
+    char calls[256]; /* ",name,name," for a substring search */
     int err;
-    char path[256];   /* "" for any */
-    long count;       /* -1: unlimited */
-    long skip;        /* matching calls still to let through */
+    char path[256]; /* "" for any */
+    long count;     /* -1: unlimited */
+    long skip;      /* matching calls still to let through */
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct rule rules[MAX_RULES];
 static int nrules;
-static struct stat ctl_seen;  /* the control file as last read */
+static struct stat ctl_seen; /* the control file as last read */
 static int ctl_loaded;
 
 static const struct {
     const char *name;
     int err;
 } errnames[] = {
-    {"EIO", EIO}, {"ENOSPC", ENOSPC}, {"EDQUOT", EDQUOT}, {"EROFS", EROFS},
-    {"EFBIG", EFBIG}, {"EBADF", EBADF}, {"EINTR", EINTR}, {"EPERM", EPERM},
-    {"EACCES", EACCES}, {"ENOMEM", ENOMEM},
+    {"EIO", EIO},
+    {"ENOSPC", ENOSPC},
+    {"EDQUOT", EDQUOT},
+    {"EROFS", EROFS},
+    {"EFBIG", EFBIG},
+    {"EBADF", EBADF},
+    {"EINTR", EINTR},
+    {"EPERM", EPERM},
+    {"EACCES", EACCES},
+    {"ENOMEM", ENOMEM},
 };
 
 static void *
@@ -187,9 +194,9 @@ fault(const char *call, int fd)
         pthread_mutex_unlock(&mu);
         return 0;
     }
-    if (!ctl_loaded || st.st_ino != ctl_seen.st_ino || st.st_size != ctl_seen.st_size
-        || st.st_mtim.tv_sec != ctl_seen.st_mtim.tv_sec
-        || st.st_mtim.tv_nsec != ctl_seen.st_mtim.tv_nsec)
+    if (!ctl_loaded || st.st_ino != ctl_seen.st_ino || st.st_size != ctl_seen.st_size ||
+        st.st_mtim.tv_sec != ctl_seen.st_mtim.tv_sec ||
+        st.st_mtim.tv_nsec != ctl_seen.st_mtim.tv_nsec)
         load_rules(ctl, &st);
     for (i = 0; i < nrules; i++) {
         struct rule *r = &rules[i];
@@ -213,13 +220,13 @@ fault(const char *call, int fd)
     return err;
 }
 
-#define FAIL_IF(call, fd)                 \
-    do {                                  \
-        int e_ = fault(call, fd);         \
-        if (e_) {                         \
-            errno = e_;                   \
-            return -1;                    \
-        }                                 \
+#define FAIL_IF(call, fd)                                                                          \
+    do {                                                                                           \
+        int e_ = fault(call, fd);                                                                  \
+        if (e_) {                                                                                  \
+            errno = e_;                                                                            \
+            return -1;                                                                             \
+        }                                                                                          \
     } while (0)
 
 int
