@@ -249,10 +249,25 @@ main(int argc, char **argv)
     log_info(NULL, "event=started hostname=%s spool_dir=%s", cfg.hostname, cfg.spool_dir);
     if (server_run(srv) == -1)
         log_fatal("event=loop-failed");
-    scheduler_free(d.sched);
+    {
+        struct scheduler_stats ss;
+        scheduler_get_stats(d.sched, &ss);
+        scheduler_free(d.sched);
+        d.sched = NULL;
+        log_info(NULL, "event=delivery-stats attempts=%llu delivered=%llu deferred=%llu "
+                       "failed=%llu worker_batches=%llu",
+            ss.attempts, ss.delivered, ss.deferred, ss.failed, ss.batches);
+    }
     control_close(ctl);
     queue_close(d.queue);
     server_free(srv);
+    {
+        struct spool_stats st;
+        spool_get_stats(sp, &st);
+        log_info(NULL, "event=spool-stats records=%llu failed=%llu syncs=%llu bytes=%llu",
+            (unsigned long long)st.committed, (unsigned long long)st.failed,
+            (unsigned long long)st.batches, (unsigned long long)st.bytes);
+    }
     spool_close(sp);
     local_free(d.local);
     log_info(NULL, "event=stopped");

@@ -289,7 +289,7 @@ class Lmtp:
         self.unix = unix
         self.errf = open(os.path.join(self.dir, 'stderr.log'), 'wb')
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self.errf)
+                                     stderr=self.errf, bufsize=0)  # unbuffered: select() sees all
         line = b''
         deadline = time.monotonic() + 10
         while not line.endswith(b'\n'):
