@@ -115,11 +115,11 @@ struct daemon {
 };
 
 static enum reply_id
-daemon_local_rcpt(void *arg, const char *addr)
+daemon_local_rcpt(void *arg, const char *addr, unsigned long long declared_size)
 {
     struct daemon *d = arg;
 
-    return local_check_rcpt(d->local, addr);
+    return local_check_rcpt(d->local, addr, declared_size);
 }
 
 static void

@@ -85,7 +85,7 @@ local_resolve(const struct local *l, const char *addr, const char *const **targe
 }
 
 enum reply_id
-local_check_rcpt(const struct local *l, const char *addr)
+local_check_rcpt(const struct local *l, const char *addr, unsigned long long declared_size)
 {
     const char *const *targets;
     size_t i, n;
@@ -94,6 +94,8 @@ local_check_rcpt(const struct local *l, const char *addr)
         return R_NO_SUCH_USER;
     if (l->mconf.size_limit == 0 || strncmp(l->cfg->local_delivery, "maildir", 7) != 0)
         return R_RCPT_OK;
+    if (declared_size > l->mconf.size_limit)
+        return R_MAILBOX_TOO_SMALL_RCPT;
     if (n == 0)
         return maildir_full(&l->mconf, local_canonical(l, addr)) ? R_MAILBOX_FULL_RCPT
                                                                   : R_RCPT_OK;

@@ -24,8 +24,13 @@ void local_free(struct local *l);
 /* Is the address's domain one of local_domains (or no domain: postmaster)? */
 bool local_is_local(const struct local *l, const char *addr);
 
-/* At RCPT: R_RCPT_OK, R_NO_SUCH_USER or R_MAILBOX_FULL_RCPT. */
-enum reply_id local_check_rcpt(const struct local *l, const char *addr);
+/*
+ * At RCPT: R_RCPT_OK, R_NO_SUCH_USER, R_MAILBOX_FULL_RCPT, or
+ * R_MAILBOX_TOO_SMALL_RCPT when the declared size (MAIL SIZE=, 0 if none)
+ * exceeds mailbox_size_limit.
+ */
+enum reply_id local_check_rcpt(const struct local *l, const char *addr,
+    unsigned long long declared_size);
 
 /*
  * At delivery: 1 with the mailboxes addr delivers to (NULL-terminated, owned

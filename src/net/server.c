@@ -209,7 +209,8 @@ conn_cb_rcpt(void *ctx, const struct smtp_txn *t, const struct smtp_path *rcpt)
 
     if (r == R_RCPT_OK && c->srv->hooks.local_rcpt != NULL &&
         relay_domain_is_local(c->srv->cfg, rcpt))
-        r = c->srv->hooks.local_rcpt(c->srv->hooks.arg, rcpt->addr);
+        r = c->srv->hooks.local_rcpt(c->srv->hooks.arg, rcpt->addr,
+            t->params.has_size ? t->params.size : 0);
     if (r != R_RCPT_OK)
         log_info(t->id, "event=rcpt-refused client=%s to=<%s> reply=%s", c->peer.addr,
             rcpt->addr, reply_get(r)->name);

@@ -23,7 +23,7 @@ struct server;
 /* What the server asks of the rest of the daemon (all on the loop thread). */
 struct server_hooks {
     /* RCPT TO an address in local_domains: R_RCPT_OK or the refusal (unknown, full). */
-    enum reply_id (*local_rcpt)(void *arg, const char *addr);
+    enum reply_id (*local_rcpt)(void *arg, const char *addr, unsigned long long declared_size);
     /* A message is durable (called even if its client has gone): index and schedule it. */
     void (*committed)(void *arg, const struct spool_record *rec);
     void *arg;
