@@ -138,6 +138,9 @@ static const struct config_key config_keys[] = {
     /* relaying */
     K_CIDR(relay_networks, "127.0.0.0/8, ::1/128", CONFIG_OPTIONAL),
     K_STR(relay_host, NULL, CONFIG_OPTIONAL, config_check_hostport),
+    K_NUM(remote_port, CONFIG_INT, "25", 1, 65535),
+    K_NUM(max_outbound, CONFIG_INT, "100", 1, 10000),
+    K_NUM(max_outbound_per_domain, CONFIG_INT, "20", 1, 10000),
     K_STR(dns_config, NULL, CONFIG_OPTIONAL, NULL),
     K_NUM(min_backoff, CONFIG_TIME, "300", 1, CONFIG_YEAR),
     K_NUM(max_backoff, CONFIG_TIME, "4000", 1, CONFIG_YEAR),

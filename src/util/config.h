@@ -71,6 +71,9 @@ struct config {
     struct config_cidr *relay_networks;
     size_t nrelay_networks;
     char *relay_host;
+    long remote_port;             /* port for MX hosts (25; tests use others) */
+    long max_outbound;            /* remote SMTP connections at once, in all */
+    long max_outbound_per_domain; /* ... to one destination domain */
     char *dns_config;
     long min_backoff;
     long max_backoff;
