@@ -129,7 +129,12 @@ check_params(const char *p, size_t len)
         CHECK(memchr(bad, '\0', badlen) == NULL);
     }
 
-    e = smtp_parse_rcpt_params(p, len, &bad, &badlen);
+    {
+        struct dsn_rcpt_params dsn;
+        const char *why;
+        e = smtp_parse_rcpt_params(p, len, &dsn, &why, &bad, &badlen);
+        CHECK(e != PARAM_ERR_DSN || why != NULL);
+    }
     CHECK((unsigned)e < PARAM_ERR__COUNT);
     if (e == PARAM_OK)
         CHECK(len == 0 && bad == NULL);

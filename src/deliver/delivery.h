@@ -31,6 +31,9 @@ struct delivery_rcpt {
     char reply[DELIVERY_REPLY_MAX]; /* one reply line, no CRLF: ours from the catalogue, or
                                        the remote/LMTP server's verbatim (multi-line replies
                                        joined with "; ") */
+    char remote_mta[300];          /* remote delivery: the server that gave the reply, its
+                                      host name (its IP address when it has none), for the
+                                      DSN's "Remote-MTA: dns; ..."; "" when none answered */
 };
 
 struct delivery_msg {

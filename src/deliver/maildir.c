@@ -238,7 +238,24 @@ usage_reserve(const char *mbox, uint64_t size, uint64_t limit)
         }
     }
     full = u->bytes + size > limit;
-    if (!full)
+    if (full && u->stamp != now) {
+        /*
+         * "Full" from a cached count: the user may have made room since
+         * (R_DLV_MAILBOX_FULL tells them to, then to flush).  Count again
+         * before deferring; full mailboxes are rare, so the rescan is cheap.
+         */
+        pthread_mutex_unlock(&usage_lock);
+        scanned = usage_scan_dir(mbox, "new") + usage_scan_dir(mbox, "cur");
+        pthread_mutex_lock(&usage_lock);
+        if ((u = usage_find_locked(mbox, now)) != NULL) {
+            u->bytes = scanned;
+            u->stamp = now;
+            full = u->bytes + size > limit;
+        } else {
+            full = scanned + size > limit;
+        }
+    }
+    if (!full && u != NULL)
         u->bytes += size;
     pthread_mutex_unlock(&usage_lock);
     return full;

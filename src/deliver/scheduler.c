@@ -19,9 +19,17 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <netdb.h>
+#include <strings.h>
+
+#include "deliver/bounce.h"
 #include "deliver/delivery.h"
 #include "deliver/lmtp.h"
 #include "deliver/maildir.h"
+#include "deliver/remote.h"
+#include "net/dns.h"
+#include "smtp/dsn.h"
+#include "util/buf.h"
 #include "util/log.h"
 
 #define SCHED_BATCH_MAX 64
@@ -30,7 +38,33 @@
 #define SCHED_MAINT_SECONDS 5
 #define SCHED_LMTP_TIMEOUT 300 /* seconds per LMTP step, as RFC 5321 §4.5.3.2 for MAIL/RCPT */
 
-enum job_kind { JOB_MAILDIR, JOB_LMTP, JOB_CLEANUP };
+enum job_kind { JOB_MAILDIR, JOB_LMTP, JOB_REMOTE, JOB_CLEANUP };
+
+#define SCHED_DOMTAB 256
+#define SCHED_HOSTS_MAX 20
+
+/*
+ * Messages the scheduler writes itself (DSNs) go through the spool like any
+ * other; their commits may finish after the scheduler is gone (spool_close
+ * runs the last callbacks), so they hold this, not the scheduler.
+ */
+struct injector {
+    struct scheduler *s; /* NULL once the scheduler is freed */
+    unsigned refs;       /* commits in flight, plus one for the scheduler */
+};
+
+/* One delivery attempt of one message: its jobs (local, one per remote domain). */
+struct attempt {
+    char id[SPOOL_ID_LEN + 1];
+    unsigned jobs; /* not yet back */
+};
+
+/* Remote jobs in flight per destination domain (max_outbound_per_domain). */
+struct domcount {
+    struct domcount *next;
+    unsigned n;
+    char domain[];
+};
 
 struct job {
     struct job *next;
@@ -42,6 +76,14 @@ struct job {
     struct delivery_rcpt *rcpts;
     unsigned *index;           /* rcpts[i] is the message's recipient index[i] */
     unsigned n;
+    struct attempt *att;
+    /* JOB_REMOTE */
+    char domain[256];
+    struct remote_host *hosts;
+    size_t nhosts;
+    bool relay;                /* via relay_host, resolved on the worker */
+    struct scheduler *s;       /* for the DNS callback */
+    struct job *dns_prev, *dns_next; /* waiting for DNS */
 };
 
 struct scheduler {
@@ -66,6 +108,13 @@ struct scheduler {
     struct event *ev_done;
     struct event *ev_timer;
     struct event *ev_maint;    /* segment reclamation and compaction */
+    struct dns *dns;           /* NULL until a remote domain needs one */
+    struct remote_conf rconf;
+    unsigned outbound;         /* remote jobs in flight (DNS phase included) */
+    struct domcount *domtab[SCHED_DOMTAB];
+    struct job *dns_wait;      /* remote jobs waiting for their route */
+    bool blocked;              /* the last dispatch stopped at an outbound limit */
+    struct injector *inj;
     unsigned long maint_ticks;
     unsigned inflight;
     unsigned max_inflight;
@@ -114,6 +163,7 @@ job_free(struct job *j)
     free(j->rcpts);
     free(j->index);
     free(j->sender);
+    free(j->hosts);
     free(j);
 }
 
@@ -179,6 +229,71 @@ sched_take(struct scheduler *s)
     return batch;
 }
 
+/*
+ * relay_host "HOST:PORT" or "[V6]:PORT": resolved here, on the worker, so a
+ * slow resolver never stalls the loop (no MX lookup: the operator named the host).
+ */
+static size_t
+sched_resolve_relay(const char *relay, struct remote_host *hosts, size_t max, char *why,
+    size_t whylen)
+{
+    char host[256], port[16];
+    const char *colon = strrchr(relay, ':');
+    struct addrinfo hints = {0}, *res = NULL, *ai;
+    size_t n = 0, hl;
+    int e;
+
+    if (colon == NULL || (hl = (size_t)(colon - relay)) == 0 || hl >= sizeof(host)) {
+        snprintf(why, whylen, "bad relay_host %s", relay);
+        return 0;
+    }
+    memcpy(host, relay, hl);
+    host[hl] = '\0';
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    snprintf(port, sizeof(port), "%s", colon + 1);
+    hints.ai_socktype = SOCK_STREAM;
+    if ((e = getaddrinfo(host, port, &hints, &res)) != 0) {
+        snprintf(why, whylen, "%s: %s", host, gai_strerror(e));
+        return 0;
+    }
+    for (ai = res; ai != NULL && n < max; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof(hosts[n].addr))
+            continue;
+        snprintf(hosts[n].name, sizeof(hosts[n].name), "%s", host);
+        memcpy(&hosts[n].addr, ai->ai_addr, ai->ai_addrlen);
+        hosts[n].addrlen = ai->ai_addrlen;
+        n++;
+    }
+    freeaddrinfo(res);
+    if (n == 0)
+        snprintf(why, whylen, "%s: no usable address", host);
+    return n;
+}
+
+static void
+sched_remote(struct scheduler *s, struct job *j)
+{
+    struct remote_host relay[SCHED_HOSTS_MAX];
+    char why[300];
+    size_t n;
+    unsigned i;
+
+    if (!j->relay) {
+        remote_deliver(&s->rconf, j->hosts, j->nhosts, &j->dm);
+        return;
+    }
+    if ((n = sched_resolve_relay(s->cfg->relay_host, relay, SCHED_HOSTS_MAX, why,
+             sizeof(why))) == 0) {
+        for (i = 0; i < j->n; i++)
+            delivery_set(&j->rcpts[i], R_DLV_DNS_TEMP, s->cfg->relay_host, why);
+        return;
+    }
+    remote_deliver(&s->rconf, relay, n, &j->dm);
+}
+
 static void
 sched_run_batch(struct scheduler *s, struct job *batch)
 {
@@ -201,6 +316,8 @@ sched_run_batch(struct scheduler *s, struct job *batch)
         }
         if (j->kind == JOB_LMTP)
             lmtp_deliver(&s->lmtp, &j->dm);
+        else if (j->kind == JOB_REMOTE)
+            sched_remote(s, j);
         else
             msgs[n++] = &j->dm;
     }
@@ -245,13 +362,17 @@ sched_worker(void *arg)
 
 /* ---- outcomes (loop thread) ----------------------------------------------------- */
 
-/* Apply one recipient's outcome; the scheduler's decision lives here only. */
-static void
+/*
+ * Apply one recipient's outcome; the scheduler's decision lives here only.
+ * True if the recipient has now failed for good (a DSN is owed).
+ */
+static bool
 sched_apply(struct scheduler *s, struct queue_msg *m, unsigned idx,
     const struct delivery_rcpt *d, time_t now, const char *relay)
 {
     struct queue_rcpt *r = &m->rcpts[idx];
     const char *event;
+    bool failed = false;
 
     r->attempts++;
     switch (d->status) {
@@ -262,10 +383,14 @@ sched_apply(struct scheduler *s, struct queue_msg *m, unsigned idx,
         break;
     case DLV_TEMP:
         if (now - m->arrival >= s->cfg->max_queue_lifetime) {
-            /* XXX the DSN to the sender arrives with the relaying work (issue 4) */
-            queue_rcpt_set(r, QR_FAILED, d->reply, 0);
+            struct delivery_rcpt x = {0};
+            char age[32];
+            snprintf(age, sizeof(age), "%ld days", (long)((now - m->arrival) / 86400));
+            delivery_set(&x, R_DLV_EXPIRED, age, d->reply);
+            queue_rcpt_set(r, QR_FAILED, x.reply, 0);
             s->stats.failed++;
             event = "expired";
+            failed = true;
         } else {
             queue_rcpt_set(r, QR_DEFERRED, d->reply,
                 now + scheduler_backoff(s->cfg->min_backoff, s->cfg->max_backoff, r->attempts,
@@ -278,25 +403,273 @@ sched_apply(struct scheduler *s, struct queue_msg *m, unsigned idx,
         queue_rcpt_set(r, QR_FAILED, d->reply, 0);
         s->stats.failed++;
         event = "failed";
+        failed = true;
         break;
     }
     s->stats.attempts++;
     log_info(m->id, "event=%s to=<%s> relay=%s attempts=%u delay=%lds reply=\"%s\"", event,
-        r->addr, relay, r->attempts, (long)(now - m->arrival), d->reply);
+        r->addr, relay, r->attempts, (long)(now - m->arrival), r->last_reply ? r->last_reply : "");
+    return failed;
 }
 
 static void sched_dispatch(struct scheduler *s);
 static void sched_arm(struct scheduler *s);
+
+/* ---- bounces (RFC 3464), written into the queue like any message ------------------- */
+
+static void
+injector_unref(struct injector *inj)
+{
+    if (--inj->refs == 0)
+        free(inj);
+}
+
+static void
+sched_on_injected(void *arg, int err, const struct spool_record *rec)
+{
+    struct injector *inj = arg;
+    struct scheduler *s = inj->s;
+
+    if (err != 0)
+        log_error(NULL, "event=bounce-not-queued error=\"%s\"", strerror(err));
+    else if (s != NULL && queue_add(s->q, rec) != NULL)
+        scheduler_kick(s);
+    /* else: the DSN is on disk and is delivered after the next start */
+    injector_unref(inj);
+}
+
+/* The value of parameter key= in m's envelope facts (NULL if absent). */
+static const char *
+sched_param(const struct queue_msg *m, const char *key, size_t keylen)
+{
+    unsigned i;
+
+    for (i = 0; i < m->nparams; i++)
+        if (strncmp(m->params[i], key, keylen) == 0)
+            return m->params[i] + keylen;
+    return NULL;
+}
+
+static void
+sched_rcpt_dsn(const struct queue_msg *m, unsigned idx, struct dsn_rcpt_params *p)
+{
+    char prefix[32];
+    size_t plen;
+    unsigned i;
+
+    memset(p, 0, sizeof(*p));
+    plen = (size_t)snprintf(prefix, sizeof(prefix), "dsnrcpt=%u ", idx);
+    for (i = 0; i < m->nparams; i++)
+        if (strncmp(m->params[i], prefix, plen) == 0) {
+            const char *t = m->params[i] + plen;
+            if (dsn_rcpt_parse_text(t, strlen(t), p) != 0)
+                memset(p, 0, sizeof(*p));
+            return;
+        }
+}
+
+/*
+ * Recipients of m failed for good in this attempt: send one DSN listing them
+ * to the envelope sender (never for a null sender: a double bounce goes to
+ * the postmaster instead, and never for a double bounce itself).
+ */
+static void
+sched_bounce(struct scheduler *s, const struct queue_msg *m, const unsigned *idx,
+    const char *const *remote_mta, size_t n, time_t now)
+{
+    struct bounce_rcpt br[64];
+    char orcpt[64][512], postmaster[320], salt[24], err[200], id[SPOOL_ID_LEN + 1];
+    struct dsn_msg_params mp = {0};
+    struct dsn_rcpt_params rp;
+    struct bounce_fd_source src = {-1, m->body_off};
+    struct bounce_msg bm = {0};
+    struct bounce_info info;
+    struct spool_msg *msg;
+    const char *to = m->sender, *t;
+    bool dbl = m->sender[0] == '\0';
+    struct buf b;
+    size_t i, k = 0;
+
+    if (dbl) {
+        if (sched_param(m, "bounce=", 7) != NULL) {
+            log_warn(m->id, "event=bounce-dropped reason=\"a double bounce cannot be returned\"");
+            return;
+        }
+        snprintf(postmaster, sizeof(postmaster), "postmaster@%s",
+            s->cfg->local_domains.n ? s->cfg->local_domains.items[0] : s->cfg->hostname);
+        to = postmaster;
+    }
+    for (i = 0; i < n && k < sizeof(br) / sizeof(*br); i++) {
+        const struct queue_rcpt *r = &m->rcpts[idx[i]];
+        sched_rcpt_dsn(m, idx[i], &rp);
+        if (!dbl && !bounce_wanted(m->sender, rp.notify, BOUNCE_FAILED))
+            continue;
+        memset(&br[k], 0, sizeof(br[k]));
+        br[k].addr = r->addr;
+        br[k].orcpt = rp.orcpt[0] && dsn_orcpt_decode(rp.orcpt, orcpt[k], sizeof(orcpt[k])) == 0
+                          ? orcpt[k]
+                          : NULL;
+        br[k].action = BOUNCE_FAILED;
+        br[k].reply = r->last_reply;
+        br[k].remote_mta = remote_mta ? remote_mta[i] : NULL;
+        br[k].last_attempt = now;
+        k++;
+    }
+    if (k == 0)
+        return;
+    if ((t = sched_param(m, "dsn=", 4)) != NULL && dsn_msg_parse_text(t, strlen(t), &mp) != 0)
+        memset(&mp, 0, sizeof(mp));
+    snprintf(salt, sizeof(salt), "%08llx", (unsigned long long)(sched_random(s) * 4e9));
+    bm.hostname = s->cfg->hostname;
+    bm.queue_id = m->id;
+    bm.sender = to;
+    bm.arrival = m->arrival;
+    bm.now = now;
+    bm.envid = NULL;
+    if (mp.envid[0]) {
+        static char envid[DSN_ENVID_MAX + 1];
+        if (dsn_xtext_decode(mp.envid, strlen(mp.envid), envid, sizeof(envid)) >= 0)
+            bm.envid = envid;
+    }
+    bm.ret = mp.ret;
+    bm.boundary_salt = salt;
+    bm.rcpts = br;
+    bm.nrcpts = k;
+    /* XXX the original is read here, on the loop thread: at most its headers and 64 KiB
+       of body, from a segment that is usually still in the page cache. */
+    if ((src.fd = spool_segment_open(s->sp, m->seg)) >= 0) {
+        bm.read = bounce_read_fd;
+        bm.read_arg = &src;
+        bm.msg_len = m->body_len;
+    }
+    buf_init(&b, 0);
+    if (bounce_build(&bm, &b, &info, err, sizeof(err)) != 0) {
+        log_error(m->id, "event=bounce-failed error=\"%s\"", err);
+        goto out;
+    }
+    spool_new_id(s->sp, id);
+    if ((msg = spool_msg_new(s->sp, id)) == NULL || spool_msg_set_sender(msg, "") != 0 ||
+        spool_msg_add_rcpt(msg, to) != 0 || spool_msg_add_param(msg, "client=localhost") != 0 ||
+        (dbl && spool_msg_add_param(msg, "bounce=double") != 0) ||
+        (info.eightbit && spool_msg_add_param(msg, "BODY=8BITMIME") != 0) ||
+        spool_msg_write(msg, b.data, b.len) != 0) {
+        log_error(m->id, "event=bounce-failed error=\"cannot spool the DSN\"");
+        if (msg != NULL)
+            spool_msg_abort(msg);
+        goto out;
+    }
+    spool_msg_set_arrival(msg, now);
+    s->inj->refs++;
+    spool_commit_rec(s->sp, msg, sched_on_injected, s->inj);
+    log_info(m->id, "event=bounce dsn=%s to=<%s> recipients=%zu", id, to, k);
+out:
+    if (src.fd >= 0)
+        close(src.fd);
+    buf_free(&b);
+}
+
+/* ---- per-domain accounting ------------------------------------------------------ */
+
+static struct domcount **
+sched_dom_find(struct scheduler *s, const char *domain)
+{
+    uint32_t h = 2166136261u;
+    const char *p;
+    struct domcount **pp;
+
+    for (p = domain; *p; p++)
+        h = (h ^ (unsigned char)(*p | 0x20)) * 16777619u;
+    for (pp = &s->domtab[h % SCHED_DOMTAB]; *pp != NULL; pp = &(*pp)->next)
+        if (strcasecmp((*pp)->domain, domain) == 0)
+            break;
+    return pp;
+}
+
+static unsigned
+sched_dom_count(struct scheduler *s, const char *domain)
+{
+    struct domcount **pp = sched_dom_find(s, domain);
+
+    return *pp ? (*pp)->n : 0;
+}
+
+static void
+sched_dom_add(struct scheduler *s, const char *domain, int delta)
+{
+    struct domcount **pp = sched_dom_find(s, domain), *e = *pp;
+    size_t len = strlen(domain);
+
+    if (e == NULL) {
+        if (delta < 0 || (e = calloc(1, sizeof(*e) + len + 1)) == NULL)
+            return;
+        memcpy(e->domain, domain, len + 1);
+        *pp = e;
+    }
+    e->n += (unsigned)delta;
+    if (e->n == 0) {
+        *pp = e->next;
+        free(e);
+    }
+}
+
+/* ---- outcomes (loop thread) ----------------------------------------------------- */
+
+static const char *
+sched_relay_label(const struct scheduler *s, const struct job *j, const struct delivery_rcpt *r)
+{
+    if (j->kind == JOB_LMTP)
+        return s->lmtp_target;
+    if (j->kind == JOB_REMOTE)
+        return r->remote_mta[0] ? r->remote_mta : j->domain;
+    return "maildir";
+}
+
+/* A job is back (or was decided without a worker): apply it, release the message. */
+static void
+sched_job_finished(struct scheduler *s, struct job *j, time_t now)
+{
+    struct queue_msg *m = queue_find(s->q, j->id);
+    struct attempt *att = j->att;
+    unsigned i;
+
+    s->inflight--;
+    if (j->kind == JOB_REMOTE) {
+        s->outbound--;
+        sched_dom_add(s, j->domain, -1);
+    }
+    if (m != NULL) {
+        unsigned failed[64];
+        const char *mta[64];
+        size_t nf = 0;
+        for (i = 0; i < j->n; i++)
+            if (sched_apply(s, m, j->index[i], &j->rcpts[i], now,
+                    sched_relay_label(s, j, &j->rcpts[i])) &&
+                nf < 64) {
+                mta[nf] = j->kind == JOB_REMOTE && j->rcpts[i].remote_mta[0]
+                              ? j->rcpts[i].remote_mta
+                              : NULL;
+                failed[nf++] = j->index[i];
+            }
+        if (nf > 0)
+            sched_bounce(s, m, failed, mta, nf, now);
+    }
+    if (att != NULL && --att->jobs == 0) {
+        if (m != NULL)
+            queue_set_busy(s->q, m, false);
+        free(att);
+    }
+    if (m != NULL)
+        queue_update(s->q, m); /* may free m */
+    job_free(j);
+}
 
 static void
 sched_on_done(evutil_socket_t fd, short what, void *arg)
 {
     struct scheduler *s = arg;
     struct job *list, *j, *next;
-    struct queue_msg *m;
     uint64_t v;
     time_t now = time(NULL);
-    unsigned i;
 
     if (read(s->efd, &v, sizeof(v)) < 0) {
     }
@@ -312,36 +685,103 @@ sched_on_done(evutil_socket_t fd, short what, void *arg)
             job_free(j);
             continue;
         }
-        s->inflight--;
-        if ((m = queue_find(s->q, j->id)) != NULL) {
-            for (i = 0; i < j->n; i++)
-                sched_apply(s, m, j->index[i], &j->rcpts[i], now,
-                    j->kind == JOB_LMTP ? s->lmtp_target : "maildir");
-            queue_set_busy(s->q, m, false);
-            queue_update(s->q, m); /* may free m */
-        }
-        job_free(j);
+        sched_job_finished(s, j, now);
     }
     sched_dispatch(s);
 }
 
+static void
+sched_submit(struct scheduler *s, struct job *j)
+{
+    pthread_mutex_lock(&s->mu);
+    *s->todo_tail = j;
+    s->todo_tail = &j->next;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The route of a remote job is known: hand it to a worker, or decide it now. */
+static void
+sched_on_route(void *arg, const struct dns_route *r)
+{
+    struct job *j = arg;
+    struct scheduler *s = j->s;
+    unsigned i;
+
+    if (j->dns_prev)
+        j->dns_prev->dns_next = j->dns_next;
+    else
+        s->dns_wait = j->dns_next;
+    if (j->dns_next)
+        j->dns_next->dns_prev = j->dns_prev;
+    j->dns_prev = j->dns_next = NULL;
+
+    if (r->status == DNS_OK && r->nhosts > 0 &&
+        (j->hosts = calloc(r->nhosts, sizeof(*j->hosts))) != NULL) {
+        for (i = 0; i < r->nhosts; i++) {
+            snprintf(j->hosts[i].name, sizeof(j->hosts[i].name), "%s", r->hosts[i].name);
+            j->hosts[i].addr = r->hosts[i].addr;
+            j->hosts[i].addrlen = r->hosts[i].addrlen;
+        }
+        j->nhosts = r->nhosts;
+        sched_submit(s, j);
+        return;
+    }
+    for (i = 0; i < j->n; i++) {
+        if (r->status == DNS_NULL_MX)
+            delivery_set(&j->rcpts[i], R_DLV_NULL_MX, j->domain);
+        else if (r->status == DNS_NXDOMAIN)
+            delivery_set(&j->rcpts[i], R_DLV_NO_DOMAIN, j->domain);
+        else
+            delivery_set(&j->rcpts[i], R_DLV_DNS_TEMP, j->domain,
+                r->error[0] ? r->error : "no usable address");
+    }
+    sched_job_finished(s, j, time(NULL));
+    scheduler_kick(s); /* never dispatch from here: this may run inside sched_dispatch */
+}
+
 /* ---- dispatch (loop thread) ----------------------------------------------------- */
 
+/* The domain of an address (after the last '@'), or "" */
+static const char *
+sched_domain_of(const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+
+    return at ? at + 1 : "";
+}
+
+/* Add recipient i of m to job j (false: out of memory). */
+static bool
+sched_job_add(struct job *j, const struct queue_rcpt *r, unsigned i, const char *const *targets,
+    size_t ntargets)
+{
+    if ((j->rcpts[j->n].addr = strdup(r->addr)) == NULL)
+        return false;
+    j->rcpts[j->n].targets = targets;
+    j->rcpts[j->n].ntargets = (unsigned)ntargets;
+    j->index[j->n] = i;
+    j->n++;
+    j->dm.nrcpts = j->n;
+    return true;
+}
+
 /*
- * Route the due recipients of m: those that need no transport (remote, or
- * no longer existing) are decided now; the rest become one job.  Returns the
- * job (NULL if none is needed or memory ran out; then m was updated).
+ * Route the due recipients of m into jobs: one local job (Maildir or LMTP)
+ * and one remote job per destination domain (or one for relay_host).  Those
+ * that need no transport (no longer existing) are decided now.  A remote
+ * domain at its connection limit is left for later (*blocked).
  */
 static struct job *
-sched_route(struct scheduler *s, struct queue_msg *m, time_t now, bool *changed)
+sched_route(struct scheduler *s, struct queue_msg *m, time_t now, bool *changed, bool *blocked)
 {
-    struct job *j = job_new(s, m);
+    struct job *local = NULL, *remote = NULL, *j, *list = NULL;
     struct delivery_rcpt now_rcpt;
     const char *const *targets;
     size_t ntargets;
     unsigned i;
 
-    *changed = false;
+    *changed = *blocked = false;
     for (i = 0; i < m->nrcpts; i++) {
         struct queue_rcpt *r = &m->rcpts[i];
 
@@ -350,36 +790,65 @@ sched_route(struct scheduler *s, struct queue_msg *m, time_t now, bool *changed)
         memset(&now_rcpt, 0, sizeof(now_rcpt));
         now_rcpt.addr = r->addr;
         if (!local_is_local(s->local, r->addr)) {
-            delivery_set(&now_rcpt, R_DLV_NO_REMOTE);
-            sched_apply(s, m, i, &now_rcpt, now, "none");
-            *changed = true;
+            const char *dom = s->cfg->relay_host ? "relay_host" : sched_domain_of(r->addr);
+            for (j = remote; j != NULL && strcasecmp(j->domain, dom) != 0; j = j->next)
+                ;
+            if (j == NULL) {
+                if (s->outbound >= (unsigned)s->cfg->max_outbound ||
+                    sched_dom_count(s, dom) >= (unsigned)s->cfg->max_outbound_per_domain) {
+                    *blocked = true;
+                    continue;
+                }
+                if ((j = job_new(s, m)) == NULL)
+                    goto oom;
+                j->kind = JOB_REMOTE;
+                j->relay = s->cfg->relay_host != NULL;
+                j->s = s;
+                snprintf(j->domain, sizeof(j->domain), "%s", dom);
+                j->next = remote;
+                remote = j;
+                s->outbound++;
+                sched_dom_add(s, dom, 1);
+            }
+            if (!sched_job_add(j, r, i, NULL, 0))
+                goto oom;
             continue;
         }
         if (!local_resolve(s->local, r->addr, &targets, &ntargets)) {
             delivery_set(&now_rcpt, R_DLV_NO_SUCH_USER, r->addr);
-            sched_apply(s, m, i, &now_rcpt, now, "local");
+            if (sched_apply(s, m, i, &now_rcpt, now, "local"))
+                sched_bounce(s, m, &i, NULL, 1, now);
             *changed = true;
             continue;
         }
-        if (j == NULL || (j->rcpts[j->n].addr = strdup(r->addr)) == NULL) {
-            /* Out of memory: try again later rather than lose track. */
-            delivery_set(&now_rcpt, R_DLV_MAILDIR_ERROR, "out of memory");
-            sched_apply(s, m, i, &now_rcpt, now, "local");
-            *changed = true;
+        if ((local == NULL && (local = job_new(s, m)) == NULL) ||
+            !sched_job_add(local, r, i, targets, ntargets))
+            goto oom;
+        continue;
+    oom:
+        /* Out of memory: try again later rather than lose track. */
+        delivery_set(&now_rcpt, R_DLV_MAILDIR_ERROR, "out of memory");
+        sched_apply(s, m, i, &now_rcpt, now, "local");
+        *changed = true;
+    }
+    for (j = remote; j != NULL; j = remote) {
+        remote = j->next;
+        if (j->n == 0) { /* every recipient of it hit out-of-memory */
+            s->outbound--;
+            sched_dom_add(s, j->domain, -1);
+            job_free(j);
             continue;
         }
-        j->rcpts[j->n].targets = targets;
-        j->rcpts[j->n].ntargets = (unsigned)ntargets;
-        j->index[j->n] = i;
-        j->n++;
+        j->next = list;
+        list = j;
     }
-    if (j != NULL && j->n == 0) {
-        job_free(j);
-        j = NULL;
+    if (local != NULL && local->n > 0) {
+        local->next = list;
+        list = local;
+    } else {
+        job_free(local);
     }
-    if (j != NULL)
-        j->dm.nrcpts = j->n;
-    return j;
+    return list;
 }
 
 static void
@@ -387,28 +856,69 @@ sched_dispatch(struct scheduler *s)
 {
     time_t now = time(NULL);
     struct queue_msg *m;
-    struct job *j;
-    bool changed, submitted = false;
+    struct job *list, *j, *next;
+    struct attempt *att;
+    bool changed, blocked;
+    char err[256];
 
+    s->blocked = false;
     while (!s->stopping && s->inflight < s->max_inflight &&
            (m = queue_next_due(s->q, now)) != NULL) {
-        j = sched_route(s, m, now, &changed);
-        if (j != NULL) {
-            queue_set_busy(s->q, m, true);
-            pthread_mutex_lock(&s->mu);
-            *s->todo_tail = j;
-            s->todo_tail = &j->next;
-            pthread_mutex_unlock(&s->mu);
-            s->inflight++;
-            submitted = true;
+        list = sched_route(s, m, now, &changed, &blocked);
+        s->blocked = blocked;
+        if (list == NULL) {
+            if (changed)
+                queue_update(s->q, m); /* may free m when nothing is left to do */
+            if (blocked || !changed)
+                break; /* XXX a destination at its limit holds up the messages behind it */
+            continue;
         }
-        if (changed)
-            queue_update(s->q, m); /* may free m when nothing is left to do */
-        else if (j == NULL)
-            break; /* due but nothing routable: cannot happen; do not spin */
+        {
+            unsigned n = 0;
+            for (j = list; j != NULL; j = j->next)
+                n++;
+            if ((att = calloc(1, sizeof(*att))) != NULL) {
+                snprintf(att->id, sizeof(att->id), "%s", m->id);
+                att->jobs = n;
+            }
+            queue_set_busy(s->q, m, true);
+            if (changed)
+                queue_update(s->q, m); /* busy with jobs pending: m stays */
+            /* From here m may go away (a job can finish at once): do not touch it. */
+            for (j = list; j != NULL; j = next) {
+                next = j->next;
+                j->next = NULL;
+                j->att = att;
+                s->inflight++;
+                if (j->kind != JOB_REMOTE || j->relay) {
+                    sched_submit(s, j);
+                    continue;
+                }
+                if (s->dns == NULL &&
+                    (s->dns = dns_open(s->base, s->cfg->dns_config, err, sizeof(err))) == NULL) {
+                    log_error(NULL, "event=dns-unavailable error=\"%s\"", err);
+                    {
+                        struct dns_route r = {.status = DNS_TEMP};
+                        snprintf(r.error, sizeof(r.error), "resolver unavailable: %.90s", err);
+                        j->dns_next = s->dns_wait;
+                        if (s->dns_wait)
+                            s->dns_wait->dns_prev = j;
+                        s->dns_wait = j;
+                        sched_on_route(j, &r);
+                    }
+                    continue;
+                }
+                j->dns_next = s->dns_wait;
+                if (s->dns_wait)
+                    s->dns_wait->dns_prev = j;
+                s->dns_wait = j;
+                dns_route(s->dns, j->domain, (unsigned short)s->cfg->remote_port, sched_on_route,
+                    j);
+            }
+        }
+        if (blocked)
+            break; /* XXX a destination at its connection limit holds up the messages behind it */
     }
-    if (submitted)
-        pthread_cond_broadcast(&s->cv);
     sched_arm(s);
 }
 
@@ -459,6 +969,8 @@ sched_arm(struct scheduler *s)
     tv.tv_sec = next > now ? next - now : 0;
     if (tv.tv_sec == 0)
         tv.tv_usec = 1000; /* due now: soon, but after the current event */
+    if (s->blocked && tv.tv_sec == 0)
+        tv = (struct timeval){1, 0}; /* at an outbound limit: a finishing job kicks us sooner */
     evtimer_add(s->ev_timer, &tv);
 }
 
@@ -490,6 +1002,13 @@ scheduler_new(struct event_base *base, const struct config *cfg, struct queue *q
     s->sp = sp;
     s->local = local;
     s->max_inflight = (unsigned)cfg->delivery_concurrency;
+    if ((s->inj = calloc(1, sizeof(*s->inj))) == NULL) {
+        free(s);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->inj->s = s;
+    s->inj->refs = 1;
     s->rng = (uint64_t)time(NULL) * 6364136223846793005ull + (uint64_t)getpid();
     s->todo_tail = &s->todo;
     s->done_tail = &s->done;
@@ -500,6 +1019,11 @@ scheduler_new(struct event_base *base, const struct config *cfg, struct queue *q
         s->lmtp.hostname = cfg->hostname;
         s->lmtp.timeout = SCHED_LMTP_TIMEOUT;
     }
+    /* RFC 5321 §4.5.3.2 client timeouts */
+    s->rconf = (struct remote_conf){.hostname = cfg->hostname, .timeout_connect = 30,
+        .timeout_greeting = 300, .timeout_helo = 300, .timeout_mail = 300,
+        .timeout_rcpt = 300, .timeout_data = 120, .timeout_block = 180, .timeout_dot = 600,
+        .timeout_quit = 10};
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -539,6 +1063,15 @@ fail:
     return NULL;
 }
 
+/* At shutdown: a job that will not run (its attempt is forgotten with it). */
+static void
+job_abandon(struct job *j)
+{
+    if (j->att != NULL && --j->att->jobs == 0)
+        free(j->att);
+    job_free(j);
+}
+
 void
 scheduler_free(struct scheduler *s)
 {
@@ -556,10 +1089,24 @@ scheduler_free(struct scheduler *s)
     /* Attempts that finished: record their outcomes (the spool is still open). */
     if (s->ev_done != NULL)
         sched_on_done(s->efd, EV_READ, s);
+    /* Routes still being looked up: cancelled; those messages are tried at the next start. */
+    if (s->dns != NULL)
+        dns_close(s->dns);
+    for (j = s->dns_wait; j != NULL; j = next) {
+        next = j->dns_next;
+        job_abandon(j);
+    }
+    for (i = 0; i < SCHED_DOMTAB; i++) {
+        struct domcount *e, *en;
+        for (e = s->domtab[i]; e != NULL; e = en) {
+            en = e->next;
+            free(e);
+        }
+    }
     /* Attempts never started: the messages stay in the queue as they were. */
     for (j = s->todo; j != NULL; j = next) {
         next = j->next;
-        job_free(j);
+        job_abandon(j);
     }
     if (s->ev_done)
         event_free(s->ev_done);
@@ -572,6 +1119,8 @@ scheduler_free(struct scheduler *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s->threads);
+    s->inj->s = NULL;
+    injector_unref(s->inj);
     free(s);
 }
 

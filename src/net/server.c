@@ -316,6 +316,19 @@ conn_cb_commit(void *ctx, struct smtp_txn *t)
         spool_msg_add_param(m, "BODY=7BIT");
     if (t->params.smtputf8)
         spool_msg_add_param(m, "SMTPUTF8");
+    /* RFC 3461: kept xtext-encoded, as received, for the DSN and the next hop. */
+    if (dsn_msg_format(&t->params.dsn, kv + 4, sizeof(kv) - 4) > 0) {
+        memcpy(kv, "dsn=", 4);
+        spool_msg_add_param(m, kv);
+    }
+    for (i = 0; i < t->nrcpts; i++) {
+        char text[DSN_TEXT_MAX];
+        if (dsn_rcpt_format(&t->rcpt_dsn[i], text, sizeof(text)) > 0) {
+            char line[DSN_TEXT_MAX + 32];
+            snprintf(line, sizeof(line), "dsnrcpt=%u %s", i, text);
+            spool_msg_add_param(m, line);
+        }
+    }
     snprintf(kv, sizeof(kv), "client=%s", c->peer.addr);
     spool_msg_add_param(m, kv);
     snprintf(kv, sizeof(kv), "helo=%s", smtp_session_helo(c->sess));

@@ -69,6 +69,7 @@ static const char *const param_errors[PARAM_ERR__COUNT] = {
     [PARAM_ERR_VALUE_NOT_ALLOWED] = "parameter takes no value",
     [PARAM_ERR_DUPLICATE] = "parameter given twice",
     [PARAM_ERR_NUL] = "NUL character in parameters",
+    [PARAM_ERR_DSN] = "invalid DSN parameter",
 };
 
 /* One parameter split off a parameter list. */
@@ -362,6 +363,14 @@ smtp_parse_mail_params(
     while (pos < len) {
         if ((e = param_next(p, len, &pos, &pm)) != PARAM_OK)
             return param_fail(e, pm.tok, pm.toklen, bad, badlen);
+        switch (dsn_mail_param(&out->dsn, pm.kw, pm.kwlen, pm.val, pm.vallen, &out->why)) {
+        case DSN_PARAM_OK:
+            continue;
+        case DSN_PARAM_ERR:
+            return param_fail(PARAM_ERR_DSN, pm.kw, pm.kwlen, bad, badlen);
+        case DSN_PARAM_NOT_MINE:
+            break;
+        }
         for (i = 0; i < sizeof(mail_params) / sizeof(mail_params[0]); i++)
             if (name_eq(pm.kw, pm.kwlen, &mail_params[i].name))
                 break;
@@ -377,20 +386,29 @@ smtp_parse_mail_params(
 }
 
 enum param_err
-smtp_parse_rcpt_params(const char *p, size_t len, const char **bad, size_t *badlen)
+smtp_parse_rcpt_params(const char *p, size_t len, struct dsn_rcpt_params *dsn, const char **why,
+    const char **bad, size_t *badlen)
 {
     struct param pm;
     enum param_err e;
     size_t pos = 0;
 
+    memset(dsn, 0, sizeof(*dsn));
+    *why = NULL;
     param_fail(PARAM_OK, NULL, 0, bad, badlen);
     if ((e = params_nul(p, len, bad, badlen)) != PARAM_OK)
         return e;
     while (pos < len) {
         if ((e = param_next(p, len, &pos, &pm)) != PARAM_OK)
             return param_fail(e, pm.tok, pm.toklen, bad, badlen);
-        /* Well-formed, but nothing is supported yet. */
-        return param_fail(PARAM_ERR_UNKNOWN, pm.kw, pm.kwlen, bad, badlen);
+        switch (dsn_rcpt_param(dsn, pm.kw, pm.kwlen, pm.val, pm.vallen, why)) {
+        case DSN_PARAM_OK:
+            continue;
+        case DSN_PARAM_ERR:
+            return param_fail(PARAM_ERR_DSN, pm.kw, pm.kwlen, bad, badlen);
+        case DSN_PARAM_NOT_MINE:
+            return param_fail(PARAM_ERR_UNKNOWN, pm.kw, pm.kwlen, bad, badlen);
+        }
     }
     return PARAM_OK;
 }

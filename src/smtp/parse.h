@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "smtp/dsn.h"
+
 enum smtp_verb {
     VERB_UNKNOWN = 0,
     VERB_HELO,
@@ -77,6 +79,8 @@ struct smtp_mail_params {
     unsigned long long size;
     enum smtp_body body;
     bool smtputf8;
+    struct dsn_msg_params dsn; /* RFC 3461 RET, ENVID */
+    const char *why;           /* PARAM_ERR_DSN: what is wrong, for the reply */
 };
 
 enum param_err {
@@ -88,6 +92,7 @@ enum param_err {
     PARAM_ERR_VALUE_NOT_ALLOWED, /* "SMTPUTF8=x": 501 5.5.4 */
     PARAM_ERR_DUPLICATE,    /* the same keyword twice: 501 5.5.4 */
     PARAM_ERR_NUL,          /* NUL byte: 501 5.5.4 */
+    PARAM_ERR_DSN,          /* a bad RFC 3461 value (NOTIFY, ORCPT, RET, ENVID): 501 5.5.4 */
     PARAM_ERR__COUNT
 };
 
@@ -99,9 +104,9 @@ enum param_err {
 enum param_err smtp_parse_mail_params(const char *p, size_t len, struct smtp_mail_params *out,
     const char **bad, size_t *badlen);
 
-/* RCPT takes no parameters yet (DSN's NOTIFY/ORCPT arrive with issue 4). */
-enum param_err smtp_parse_rcpt_params(const char *p, size_t len, const char **bad,
-    size_t *badlen);
+/* RCPT parameters: RFC 3461 NOTIFY and ORCPT; *why explains a PARAM_ERR_DSN. */
+enum param_err smtp_parse_rcpt_params(const char *p, size_t len, struct dsn_rcpt_params *dsn,
+    const char **why, const char **bad, size_t *badlen);
 
 const char *smtp_param_strerror(enum param_err e);
 

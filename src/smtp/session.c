@@ -278,7 +278,7 @@ cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
         REPLY1(s, R_HELO, s->conf->hostname);
     } else {
         const char *ext[] = {"PIPELINING", session_ehlo_size(s), "8BITMIME", "SMTPUTF8",
-            "ENHANCEDSTATUSCODES", "CHUNKING"};
+            "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"};
         reply_write_lines(&s->out, R_EHLO, s->conf->hostname, ext, sizeof(ext) / sizeof(*ext));
     }
 }
@@ -322,7 +322,8 @@ session_path(struct smtp_session *s, const struct smtp_cmd *c, unsigned flags,
 
 /* Refuse a bad ESMTP parameter with the keyword named in the reply. */
 static void
-session_param_error(struct smtp_session *s, enum param_err e, const char *bad, size_t badlen)
+session_param_error(struct smtp_session *s, enum param_err e, const char *bad, size_t badlen,
+    const char *why)
 {
     char kw[64];
 
@@ -337,7 +338,7 @@ session_param_error(struct smtp_session *s, enum param_err e, const char *bad, s
     if (e == PARAM_ERR_UNKNOWN)
         REPLY1(s, R_PARAM_UNKNOWN, kw);
     else
-        REPLY2(s, R_PARAM_SYNTAX, kw, smtp_param_strerror(e));
+        REPLY2(s, R_PARAM_SYNTAX, kw, e == PARAM_ERR_DSN && why ? why : smtp_param_strerror(e));
 }
 
 static void
@@ -355,7 +356,7 @@ cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
     memset(&params, 0, sizeof(params));
     pe = smtp_parse_mail_params(rest, restlen, &params, &bad, &badlen);
     if (pe != PARAM_OK) {
-        session_param_error(s, pe, bad, badlen);
+        session_param_error(s, pe, bad, badlen, params.why);
         return;
     }
     if (s->txn.sender.utf8 && !params.smtputf8) {
@@ -387,7 +388,8 @@ static void
 cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 {
     struct smtp_path path;
-    const char *bad = NULL, *rest;
+    struct dsn_rcpt_params dsn;
+    const char *bad = NULL, *rest, *why = NULL;
     size_t restlen, badlen = 0;
     enum param_err pe;
     enum reply_id r;
@@ -395,9 +397,9 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 
     if (!session_path(s, c, ADDR_UTF8 | ADDR_NO_DOMAIN_OK, &path, &rest, &restlen))
         return;
-    pe = smtp_parse_rcpt_params(rest, restlen, &bad, &badlen);
+    pe = smtp_parse_rcpt_params(rest, restlen, &dsn, &why, &bad, &badlen);
     if (pe != PARAM_OK) {
-        session_param_error(s, pe, bad, badlen);
+        session_param_error(s, pe, bad, badlen, why);
         return;
     }
     if (path.utf8 && !s->txn.params.smtputf8) {
@@ -420,16 +422,22 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
     if (s->txn.nrcpts == s->txn.rcpts_cap) {
         unsigned cap = s->txn.rcpts_cap ? s->txn.rcpts_cap * 2 : 4;
         struct smtp_path *p;
+        struct dsn_rcpt_params *d;
         if (cap > s->conf->max_recipients)
             cap = s->conf->max_recipients;
         p = realloc(s->txn.rcpts, cap * sizeof(*p));
-        if (p == NULL) {
+        if (p != NULL)
+            s->txn.rcpts = p;
+        d = p ? realloc(s->txn.rcpt_dsn, cap * sizeof(*d)) : NULL;
+        if (d != NULL)
+            s->txn.rcpt_dsn = d;
+        if (p == NULL || d == NULL) {
             REPLY0(s, R_LOCAL_ERROR);
             return;
         }
-        s->txn.rcpts = p;
         s->txn.rcpts_cap = cap;
     }
+    s->txn.rcpt_dsn[s->txn.nrcpts] = dsn;
     s->txn.rcpts[s->txn.nrcpts++] = path;
     REPLY1(s, R_RCPT_OK, path.addr);
 }
@@ -787,6 +795,7 @@ smtp_session_free(struct smtp_session *s)
         txn_reset(s, true);
     free(s->line);
     free(s->txn.rcpts);
+    free(s->txn.rcpt_dsn);
     buf_free(&s->out);
     free(s);
 }

@@ -42,6 +42,7 @@ struct smtp_txn {
     struct smtp_path sender;
     struct smtp_mail_params params;
     struct smtp_path *rcpts;            /* accepted recipients */
+    struct dsn_rcpt_params *rcpt_dsn;   /* their RFC 3461 NOTIFY/ORCPT, parallel to rcpts */
     unsigned nrcpts;
     unsigned rcpts_cap;
     bool bdat;                          /* BDAT used in this transaction */

@@ -29,7 +29,12 @@ CASES = {
     'mail_body_9bit': (False, b'MAIL FROM:<a@b.org> BODY=9BIT', 501, '5.5.4', 'BODY'),
     # covers: R_PARAM_UNKNOWN
     'mail_unknown_param': (False, b'MAIL FROM:<a@b.org> FOO=bar', 555, '5.5.4', 'FOO'),
-    'rcpt_notify_param': (True, b'RCPT TO:<u@example.org> NOTIFY=NEVER', 555, '5.5.4', 'NOTIFY'),
+    'rcpt_unknown_param': (True, b'RCPT TO:<u@example.org> XFOO=1', 555, '5.5.4', 'XFOO'),
+    'rcpt_notify_param': (True, b'RCPT TO:<u@example.org> NOTIFY=NEVER', 250, '2.1.5', None),
+    'rcpt_notify_bad': (True, b'RCPT TO:<u@example.org> NOTIFY=NEVER,DELAY', 501, '5.5.4',
+                        'NOTIFY'),
+    'mail_ret_bad': (False, b'MAIL FROM:<a@b.org> RET=BODY', 501, '5.5.4', 'RET'),
+    'mail_ret_envid': (False, b'MAIL FROM:<a@b.org> RET=HDRS ENVID=QQ314159', 250, '2.1.0', None),
     # covers: R_UTF8_SENDER
     'mail_utf8_without_smtputf8': (False, 'MAIL FROM:<jörg@example.org>'.encode(), 553, '5.6.7',
                                    'SMTPUTF8'),

@@ -482,7 +482,13 @@ rcpt_n(const char *s, size_t n)
 
     r.bad = (const char *)&r;
     r.badlen = 999;
-    r.e = smtp_parse_rcpt_params(p, n, &r.bad, &r.badlen);
+    {
+        struct dsn_rcpt_params dsn;
+        const char *why;
+        r.e = smtp_parse_rcpt_params(p, n, &dsn, &why, &r.bad, &r.badlen);
+        if (r.e == PARAM_ERR_DSN)
+            assert_non_null(why);
+    }
     if (r.bad != NULL) {
         assert_true(r.bad >= p && r.bad + r.badlen <= p + n);
         r.bad = s + (r.bad - p);
@@ -500,8 +506,13 @@ test_rcpt_params(void **state)
     assert_int_equal(r.e, PARAM_OK);
     assert_null(r.bad);
     r = rcpt_n(" NOTIFY=NEVER", 13);
-    assert_int_equal(r.e, PARAM_ERR_UNKNOWN);
+    assert_int_equal(r.e, PARAM_OK); /* RFC 3461 */
+    r = rcpt_n(" NOTIFY=NEVER,DELAY", 19);
+    assert_int_equal(r.e, PARAM_ERR_DSN);
     assert_bad(&r, "NOTIFY");
+    r = rcpt_n(" XNOTIFY=NEVER", 14);
+    assert_int_equal(r.e, PARAM_ERR_UNKNOWN);
+    assert_bad(&r, "XNOTIFY");
     r = rcpt_n(" SIZE=1", 7);
     assert_int_equal(r.e, PARAM_ERR_UNKNOWN);
     r = rcpt_n(" ", 1);
@@ -512,6 +523,8 @@ test_rcpt_params(void **state)
     assert_int_equal(r.e, PARAM_ERR_SYNTAX);
     r = rcpt_n(" ORCPT=", 7);
     assert_int_equal(r.e, PARAM_ERR_SYNTAX);
+    r = rcpt_n(" ORCPT=rfc822;a+zz", 18);
+    assert_int_equal(r.e, PARAM_ERR_DSN);
     r = rcpt_n(" A\0", 3);
     assert_int_equal(r.e, PARAM_ERR_NUL);
     assert_bad(&r, "A");

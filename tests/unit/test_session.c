@@ -222,7 +222,7 @@ test_greeting_and_ehlo(void **state)
     h_run(&h, "EHLO c.example\r\n", 16, 0, out, sizeof(out));
     assert_string_equal(out, "220 mx.test ESMTP tern\r\n"
                              "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 4096\r\n250-8BITMIME\r\n"
-                             "250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n");
+                             "250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 DSN\r\n");
     smtp_session_free(h.s);
 }
 
@@ -295,7 +295,10 @@ test_501_family(void **state)
     R("RCPT TO:<>", "501 5.1.3");
     R("RCPT TO:u@example.org", "501 5.1.3");
     R("RCPT TO <u@example.org>", "501 5.5.4");
-    R("RCPT TO:<u@example.org> NOTIFY=NEVER", "555 5.5.4");
+    R("RCPT TO:<u@example.org> NOTIFY=NEVER", "250 2.1.5");
+    R("RCPT TO:<u@example.org> NOTIFY=NEVER,SUCCESS", "501 5.5.4");
+    R("RCPT TO:<u@example.org> FOO=1", "555 5.5.4");
+    R("RCPT TO:<u@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u+40example.org", "250 2.1.5");
     R("RCPT TO:<j\xc3\xb6rg@example.org>", "553 5.6.7");
     R("RCPT TO:<postmaster>", "250 2.1.5");
     R("RCPT TO:<@x.org,@y.org:u@example.org>", "250 2.1.5");

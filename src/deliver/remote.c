@@ -1,0 +1,483 @@
+/*
+ * remote.c - delivery to other mail servers over SMTP; see remote.h.
+ *
+ * The dialogue is smtp/client's pure state machine; this file is its
+ * blocking driver on a worker thread, built like lmtp.c: a non-blocking
+ * socket, every connect, read and write waiting in poll() up to the
+ * timeout of the step (RFC 5321 §4.5.3.2), the body read from the spool
+ * with pread as the client asks for it.  Promises:
+ *   - every recipient of the message gets an outcome;
+ *   - a recipient decided by one server is never offered to the next one;
+ *     only those the connection left open (421, refused greeting or EHLO,
+ *     malformed reply, lost connection, timeout) are, so a message is sent
+ *     twice only when a server broke off after taking it without saying so;
+ *   - when every host failed, a recipient keeps the last reply a server
+ *     gave it, else the last connection failure, always as TEMP: a 5xx
+ *     greeting says nothing final about the recipient (like Postfix's
+ *     smtp_skip_5xx_greeting), and the queue lifetime bounds the retries;
+ *   - only CRLF is sent (smtp/client's promise).
+ *
+ * XXX: one connection per message: connection reuse (smtp_client_next_message)
+ * needs the scheduler to hand several messages for one destination at once.
+ * XXX: delivery_msg does not say whether the message came with BODY=8BITMIME,
+ * nor its DSN parameters: the body goes without BODY= (passed through, see
+ * smtp/client.c) and no NOTIFY/ORCPT/RET/ENVID are relayed until it does.
+ * SMTPUTF8 is needed when an envelope address has a non-ASCII octet.
+ */
+#include "deliver/remote.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "smtp/client.h"
+
+#define REMOTE_IN_MAX 4096
+
+struct remote {
+    const struct remote_conf *c;
+    struct delivery_msg *m;
+    const struct remote_host *h;
+    char desc[340];   /* "name[ip]:port", for our messages */
+    char mta[300];    /* name, or ip: for remote_mta */
+    int fd;
+    uint64_t body_pos;
+    bool *open;       /* per recipient: not decided yet */
+    bool *had_reply;  /* per recipient: its reply is a server's, not a connection failure */
+    bool heard;       /* the server of this session sent something */
+    char in[REMOTE_IN_MAX];
+};
+
+static int
+remote_secs(int v, int dflt)
+{
+    if (v <= 0)
+        v = dflt;
+    return v > 86400 ? 86400 : v; /* a day is more than any step needs; keeps ms in an int */
+}
+
+static int
+remote_timeout_ms(const struct remote_conf *c, enum smtp_client_wait w)
+{
+    switch (w) {
+    case SMTP_CLIENT_W_GREETING:
+        return remote_secs(c->timeout_greeting, 300) * 1000;
+    case SMTP_CLIENT_W_HELLO:
+        return remote_secs(c->timeout_helo, 300) * 1000;
+    case SMTP_CLIENT_W_MAIL:
+        return remote_secs(c->timeout_mail, 300) * 1000;
+    case SMTP_CLIENT_W_RCPT:
+        return remote_secs(c->timeout_rcpt, 300) * 1000;
+    case SMTP_CLIENT_W_DATA:
+        return remote_secs(c->timeout_data, 120) * 1000;
+    case SMTP_CLIENT_W_BLOCK:
+        return remote_secs(c->timeout_block, 180) * 1000;
+    case SMTP_CLIENT_W_DOT:
+        return remote_secs(c->timeout_dot, 600) * 1000;
+    case SMTP_CLIENT_W_QUIT:
+        return remote_secs(c->timeout_quit, 10) * 1000;
+    default:
+        return 300 * 1000;
+    }
+}
+
+static const char *
+remote_stage(enum smtp_client_wait w)
+{
+    switch (w) {
+    case SMTP_CLIENT_W_GREETING:
+        return "the greeting";
+    case SMTP_CLIENT_W_HELLO:
+        return "the reply to EHLO/HELO";
+    case SMTP_CLIENT_W_MAIL:
+        return "the reply to MAIL FROM";
+    case SMTP_CLIENT_W_RCPT:
+        return "the reply to RCPT TO";
+    case SMTP_CLIENT_W_DATA:
+        return "the reply to DATA";
+    case SMTP_CLIENT_W_BLOCK:
+        return "the message data";
+    case SMTP_CLIENT_W_DOT:
+        return "the reply to the end of data";
+    case SMTP_CLIENT_W_QUIT:
+        return "the reply to QUIT";
+    default:
+        return "the session";
+    }
+}
+
+static long long
+remote_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait until fd is ready for events or the deadline passes.  0, or -1 with errno. */
+static int
+remote_wait(int fd, short events, long long deadline)
+{
+    struct pollfd pfd = {.fd = fd, .events = events};
+    long long left;
+    int rc;
+
+    for (;;) {
+        left = deadline - remote_now_ms();
+        if (left <= 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        rc = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
+        if (rc > 0)
+            return 0;
+        if (rc < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+static void
+remote_describe(struct remote *r)
+{
+    const struct sockaddr_storage *ss = &r->h->addr;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        port = ntohs(s4->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+        port = ntohs(s6->sin6_port);
+    }
+    snprintf(r->desc, sizeof(r->desc), "%.255s[%s]:%u", r->h->name, ip, port);
+    snprintf(r->mta, sizeof(r->mta), "%s", r->h->name[0] ? r->h->name : ip);
+}
+
+/* Connect with the connect timeout.  0, or -1 with why. */
+static int
+remote_connect(struct remote *r, const char **why)
+{
+    int err = 0;
+    socklen_t errlen = sizeof(err);
+
+    r->fd = socket(r->h->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (r->fd < 0) {
+        *why = strerror(errno);
+        return -1;
+    }
+    if (connect(r->fd, (const struct sockaddr *)&r->h->addr, r->h->addrlen) == 0)
+        return 0;
+    if (errno != EINPROGRESS && errno != EAGAIN) {
+        *why = strerror(errno);
+        return -1;
+    }
+    if (remote_wait(r->fd, POLLOUT, remote_now_ms() + remote_secs(r->c->timeout_connect, 30) *
+                                                          1000LL) < 0) {
+        *why = errno == ETIMEDOUT ? "timeout" : strerror(errno);
+        return -1;
+    }
+    if (getsockopt(r->fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0)
+        err = errno;
+    if (err != 0) {
+        *why = strerror(err);
+        return -1;
+    }
+    return 0;
+}
+
+/* The body, as smtp/client asks for it: the next octets from the spool. */
+static ssize_t
+remote_body(void *arg, char *buf, size_t n)
+{
+    struct remote *r = arg;
+    uint64_t left = r->m->body_len - r->body_pos;
+    ssize_t got;
+
+    if (left == 0)
+        return 0;
+    if (n > left)
+        n = (size_t)left;
+    do
+        got = pread(r->m->body_fd, buf, n, (off_t)(r->m->body_off + r->body_pos));
+    while (got < 0 && errno == EINTR);
+    if (got <= 0)
+        return -1; /* an error, or a spool shorter than the envelope says */
+    r->body_pos += (uint64_t)got;
+    return got;
+}
+
+/* Whatever the server said before it went away (a 421 as it closes, say): feed it. */
+static void
+remote_last_words(struct remote *r, struct smtp_client *cl)
+{
+    ssize_t got = recv(r->fd, r->in, sizeof(r->in), MSG_DONTWAIT);
+
+    if (got > 0) {
+        r->heard = true;
+        smtp_client_input(cl, r->in, (size_t)got);
+    }
+}
+
+static void
+remote_fail(struct smtp_client *cl, enum smtp_client_wait w, const char *what)
+{
+    char why[200];
+
+    snprintf(why, sizeof(why), "%s %s", what, remote_stage(w));
+    smtp_client_fail(cl, why);
+}
+
+/* Write the client's output.  -1 when the connection failed (the client knows). */
+static int
+remote_send(struct remote *r, struct smtp_client *cl)
+{
+    enum smtp_client_wait w = smtp_client_waiting(cl);
+    long long deadline = remote_now_ms() + remote_timeout_ms(r->c, w);
+    const char *p;
+    size_t n;
+    ssize_t sent;
+
+    p = smtp_client_output(cl, &n);
+    while (n > 0) {
+        sent = send(r->fd, p, n, MSG_NOSIGNAL);
+        if (sent > 0) {
+            smtp_client_sent(cl, (size_t)sent);
+            p = smtp_client_output(cl, &n);
+            continue;
+        }
+        if (sent < 0 && errno == EINTR)
+            continue;
+        if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+            remote_wait(r->fd, POLLOUT, deadline) == 0)
+            continue;
+        if (errno == ETIMEDOUT) {
+            remote_fail(cl, w, "timeout writing, waiting for");
+        } else {
+            remote_last_words(r, cl);
+            remote_fail(cl, w, "connection lost while sending, waiting for");
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* Read what the server sent and feed it.  -1 when the connection failed (the client knows). */
+static int
+remote_read(struct remote *r, struct smtp_client *cl)
+{
+    enum smtp_client_wait w = smtp_client_waiting(cl);
+    long long deadline = remote_now_ms() + remote_timeout_ms(r->c, w);
+    ssize_t got;
+
+    for (;;) {
+        got = recv(r->fd, r->in, sizeof(r->in), 0);
+        if (got > 0) {
+            r->heard = true;
+            smtp_client_input(cl, r->in, (size_t)got);
+            return 0;
+        }
+        if (got == 0) {
+            remote_fail(cl, w, "connection closed by the server while waiting for");
+            return -1;
+        }
+        if (errno == EINTR)
+            continue;
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) && remote_wait(r->fd, POLLIN, deadline) == 0)
+            continue;
+        remote_fail(cl, w, errno == ETIMEDOUT ? "timeout waiting for" : "read error waiting for");
+        return -1;
+    }
+}
+
+/* The outcome of recipient k (m->rcpts[map[k]]) from this host. */
+static void
+remote_record(struct remote *r, const struct smtp_client *cl, size_t k, size_t i, bool heard,
+    const char *limit)
+{
+    const struct smtp_client_outcome *o = smtp_client_outcome(cl, k);
+    struct delivery_rcpt *d = &r->m->rcpts[i];
+
+    switch (o->result) {
+    case SMTP_CLIENT_DELIVERED:
+    case SMTP_CLIENT_REFUSED:
+        delivery_set_received(d, o->code, o->text);
+        break;
+    case SMTP_CLIENT_NEED_SMTPUTF8:
+        delivery_set(d, R_DLV_NEED_SMTPUTF8, r->desc);
+        break;
+    case SMTP_CLIENT_TOO_BIG:
+        delivery_set(d, R_SIZE_MAIL, limit);
+        break;
+    case SMTP_CLIENT_LOCAL:
+        delivery_set(d, R_LOCAL_ERROR);
+        d->remote_mta[0] = '\0';
+        r->open[i] = false;
+        return;
+    case SMTP_CLIENT_PENDING: /* cannot happen: the client decides every recipient */
+    case SMTP_CLIENT_NEXT_HOST:
+        if (o->code != 0) {
+            delivery_set_received(d, o->code, o->text);
+            d->status = DLV_TEMP; /* another host, or a later attempt, may take it */
+            r->had_reply[i] = true;
+        } else if (!heard) {
+            if (r->had_reply[i])
+                return; /* an earlier server's reply says more than "no answer here" */
+            delivery_set(d, R_DLV_CONNECT_FAILED, r->desc, o->text[0] ? o->text : "no greeting");
+            d->remote_mta[0] = '\0';
+            return;
+        } else {
+            delivery_set(d, R_DLV_REMOTE_PROTOCOL, r->desc, o->text[0] ? o->text : "?");
+            d->status = DLV_TEMP;
+            r->had_reply[i] = true;
+        }
+        snprintf(d->remote_mta, sizeof(d->remote_mta), "%s", r->mta);
+        return; /* still open */
+    }
+    snprintf(d->remote_mta, sizeof(d->remote_mta), "%s", r->mta);
+    r->open[i] = false;
+}
+
+/* One host: connect, run the dialogue, record the outcomes. */
+static void
+remote_session(struct remote *r, const struct smtp_client_msg *msg, const size_t *map)
+{
+    struct smtp_client *cl;
+    const char *why = NULL;
+    bool local = false;
+    char limit[32];
+    size_t k;
+
+    remote_describe(r);
+    r->fd = -1;
+    r->body_pos = 0;
+    r->heard = false;
+    if (remote_connect(r, &why) < 0) {
+        for (k = 0; k < msg->nrcpts; k++) {
+            struct delivery_rcpt *d = &r->m->rcpts[map[k]];
+
+            if (r->had_reply[map[k]])
+                continue;
+            delivery_set(d, R_DLV_CONNECT_FAILED, r->desc, why);
+            d->remote_mta[0] = '\0';
+        }
+        goto out;
+    }
+    cl = smtp_client_new(r->c->hostname, msg);
+    if (cl == NULL) {
+        local = true;
+        goto out;
+    }
+    for (;;) {
+        enum smtp_client_action a = smtp_client_next(cl);
+
+        if (a == SMTP_CLIENT_CLOSE)
+            break;
+        if (a == SMTP_CLIENT_SEND)
+            (void)remote_send(r, cl);
+        else if (a == SMTP_CLIENT_READ)
+            (void)remote_read(r, cl);
+        else
+            smtp_client_quit(cl); /* XXX: reuse for the next message to this host */
+    }
+    snprintf(limit, sizeof(limit), "%llu", (unsigned long long)smtp_client_size_limit(cl));
+    for (k = 0; k < msg->nrcpts; k++)
+        remote_record(r, cl, k, map[k], r->heard, limit);
+    smtp_client_free(cl);
+out:
+    if (local) {
+        /* our EHLO name or memory: no other host would fare better */
+        for (k = 0; k < msg->nrcpts; k++) {
+            delivery_set(&r->m->rcpts[map[k]], R_LOCAL_ERROR);
+            r->open[map[k]] = false;
+        }
+    }
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+}
+
+static bool
+remote_8bit(const char *s)
+{
+    for (; s != NULL && *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            return true;
+    return false;
+}
+
+void
+remote_deliver(const struct remote_conf *c, const struct remote_host *hosts, size_t nhosts,
+    struct delivery_msg *m)
+{
+    struct remote r;
+    struct smtp_client_rcpt *rc;
+    struct smtp_client_msg msg;
+    size_t *map, i, h, n;
+    bool utf8;
+
+    memset(&r, 0, sizeof(r));
+    r.c = c;
+    r.m = m;
+    r.fd = -1;
+    rc = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*rc));
+    map = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*map));
+    r.open = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*r.open));
+    r.had_reply = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*r.had_reply));
+    if (rc == NULL || map == NULL || r.open == NULL || r.had_reply == NULL) {
+        for (i = 0; i < m->nrcpts; i++) {
+            delivery_set(&m->rcpts[i], R_LOCAL_ERROR);
+            m->rcpts[i].remote_mta[0] = '\0';
+        }
+        goto out;
+    }
+    utf8 = remote_8bit(m->sender);
+    for (i = 0; i < m->nrcpts; i++) {
+        r.open[i] = true;
+        m->rcpts[i].remote_mta[0] = '\0';
+        utf8 = utf8 || remote_8bit(m->rcpts[i].addr);
+        delivery_set(&m->rcpts[i], R_DLV_CONNECT_FAILED, "(no host)", "no address to connect to");
+    }
+    for (h = 0; h < nhosts; h++) {
+        for (i = n = 0; i < m->nrcpts; i++) {
+            if (!r.open[i])
+                continue;
+            memset(&rc[n], 0, sizeof(rc[n]));
+            rc[n].addr = m->rcpts[i].addr;
+            map[n++] = i;
+        }
+        if (n == 0)
+            break;
+        memset(&msg, 0, sizeof(msg));
+        msg.sender = m->sender != NULL ? m->sender : "";
+        msg.rcpts = rc;
+        msg.nrcpts = n;
+        msg.size = m->body_len;
+        msg.smtputf8 = utf8;
+        msg.body = remote_body;
+        msg.arg = &r;
+        r.h = &hosts[h];
+        remote_session(&r, &msg, map);
+    }
+    /* Every host failed them: retry later, with the last word we have. */
+    for (i = 0; i < m->nrcpts; i++)
+        if (r.open[i])
+            m->rcpts[i].status = DLV_TEMP;
+out:
+    free(rc);
+    free(map);
+    free(r.open);
+    free(r.had_reply);
+}

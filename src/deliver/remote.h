@@ -1,0 +1,52 @@
+/*
+ * remote.h - delivery to other mail servers over SMTP (RFC 5321), one
+ * message at a time, on a worker thread.
+ *
+ * The caller has already found the hosts (MX lookup, relay_host, address
+ * literal) and resolved them, in the order to try.  remote_deliver() tries
+ * them in turn until one takes responsibility for every recipient it can:
+ * a refused or timed-out connection, a 4xx/5xx greeting or EHLO, a 421 at
+ * any point, a malformed reply or a broken connection send the recipients
+ * still open to the next host.  A 4xx/5xx to MAIL, RCPT, DATA or the final
+ * dot decides the recipients it concerns, verbatim (4xx TEMP, 5xx PERM).
+ * When every host failed, the recipients still open are TEMP with the last
+ * failure (the last server's reply, or R_DLV_CONNECT_FAILED /
+ * R_DLV_REMOTE_PROTOCOL with the host and what happened).  A message that
+ * needs SMTPUTF8 to a server without it: R_DLV_NEED_SMTPUTF8 (PERM); one
+ * larger than the server's SIZE: R_SIZE_MAIL with its limit (PERM).  Each
+ * outcome that came from a server names it in remote_mta.
+ *
+ * The SMTP dialogue is smtp/client's; this file does the sockets, the
+ * timeouts of RFC 5321 §4.5.3.2 and the body (pread from the spool).
+ */
+#ifndef TERN_DELIVER_REMOTE_H
+#define TERN_DELIVER_REMOTE_H
+
+#include <sys/socket.h>
+
+#include "deliver/delivery.h"
+
+struct remote_host {
+    char name[256];               /* the host name (for logs and Remote-MTA); "" for none */
+    struct sockaddr_storage addr; /* with the port */
+    socklen_t addrlen;
+};
+
+/* Timeouts in seconds; 0 takes the RFC 5321 §4.5.3.2 value shown. */
+struct remote_conf {
+    const char *hostname; /* our EHLO name */
+    int timeout_connect;  /* 30 */
+    int timeout_greeting; /* 300 */
+    int timeout_helo;     /* 300: EHLO/HELO */
+    int timeout_mail;     /* 300: MAIL (and RSET) */
+    int timeout_rcpt;     /* 300 */
+    int timeout_data;     /* 120: the 354 */
+    int timeout_block;    /* 180: each body block written */
+    int timeout_dot;      /* 600: the final reply */
+    int timeout_quit;     /* 10: QUIT's reply is a courtesy, not waited for long */
+};
+
+void remote_deliver(const struct remote_conf *c, const struct remote_host *hosts, size_t nhosts,
+    struct delivery_msg *m);
+
+#endif

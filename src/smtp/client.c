@@ -1,0 +1,840 @@
+/*
+ * client.c - the SMTP client state machine (see client.h).
+ *
+ * A session: greeting, EHLO (HELO when EHLO gets 500 or 502), then one
+ * transaction per message: [RSET] MAIL, one RCPT per recipient, DATA, the
+ * dot-stuffed body, the final dot; then QUIT, or another message.
+ *
+ * Commands of a transaction are numbered in order ([RSET], MAIL, RCPTs,
+ * DATA).  With PIPELINING (RFC 2920) they go out in groups of at most
+ * CLIENT_WINDOW commands ahead of their replies, DATA last; so a message
+ * with up to CLIENT_WINDOW - 2 recipients is one write, and a server that
+ * stops reading while its replies pile up cannot deadlock us.  Without
+ * PIPELINING, one command at a time, and no RCPT after a refused MAIL and
+ * no DATA when no recipient was accepted.
+ *
+ * Why some replies mean "next host": 421 says this server cannot serve now
+ * (RFC 5321 §3.8), and a greeting or EHLO/HELO refusal says nothing about
+ * the recipients, so another MX may well take the message (as Postfix does
+ * with smtp_skip_5xx_greeting).  A reply of the wrong kind (a 3xx to RCPT, a
+ * 2xx to DATA) or a malformed one means the dialogue is out of step: the
+ * connection is closed without QUIT and the open recipients go elsewhere.
+ * A 4xx or 5xx to MAIL, RCPT, DATA or the dot is the server's word on the
+ * recipients and is kept as their outcome.
+ */
+#include "smtp/client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "smtp/replyparse.h"
+#include "util/buf.h"
+
+#define CLIENT_WINDOW 100     /* commands written ahead of their replies (RFC 2920 §3.1) */
+#define CLIENT_CHUNK 16384    /* body octets asked of the driver at once */
+#define CLIENT_OUT_MAX (1u << 20)
+
+enum client_state {
+    ST_GREETING,
+    ST_EHLO,
+    ST_HELO,
+    ST_ENVELOPE, /* [RSET] MAIL RCPT... DATA, with replies outstanding */
+    ST_BODY,     /* 354 received: the body goes out */
+    ST_DOT,      /* the final dot sent: waiting for its reply */
+    ST_IDLE,     /* between transactions */
+    ST_QUIT,     /* QUIT sent */
+    ST_DONE,
+};
+
+enum client_cmd { CMD_RSET, CMD_MAIL, CMD_RCPT, CMD_DATA };
+
+struct smtp_client {
+    char helo[256];
+    enum client_state st;
+    unsigned ext;
+    uint64_t size_limit;
+    struct replyparse rp;
+    struct buf out;
+    size_t outoff; /* octets of out already written */
+
+    /* the message */
+    const struct smtp_client_msg *m;
+    struct smtp_client_outcome *oc; /* m->nrcpts */
+    bool *accepted;                 /* 2xx to its RCPT, final reply pending */
+    size_t *send;                   /* recipients sent a RCPT, in order */
+    size_t cap, nsend, naccepted;
+
+    /* the transaction */
+    bool need_rset; /* the previous transaction may still be open at the server */
+    bool rset;      /* this one starts with RSET */
+    size_t ncmd, sent, answered;
+    bool mail_failed;
+
+    /* the body */
+    bool bol, cr;
+    char chunk[CLIENT_CHUNK];
+};
+
+/* ---- outcomes ---------------------------------------------------------- */
+
+static void
+client_set(struct smtp_client *c, size_t i, enum smtp_client_result res, unsigned code,
+    const char *text)
+{
+    struct smtp_client_outcome *o = &c->oc[i];
+
+    o->result = res;
+    o->code = code;
+    snprintf(o->text, sizeof(o->text), "%s", text != NULL ? text : "");
+}
+
+/* The reply just parsed, as kept in an outcome: "ESC text" without the code. */
+static void
+client_reply_text(const struct smtp_client *c, char *s, size_t n)
+{
+    const struct replyparse *r = &c->rp;
+
+    size_t k, tl = strlen(r->text);
+    int w = snprintf(s, n, "%s%s", r->esc, r->esc[0] && r->text[0] ? " " : "");
+
+    /* the text is cut to fit (a reply's text can be longer than an outcome keeps) */
+    if (w < 0 || (size_t)w >= n)
+        return;
+    k = (size_t)w;
+    if (tl > n - k - 1)
+        tl = n - k - 1;
+    memcpy(s + k, r->text, tl);
+    s[k + tl] = '\0';
+}
+
+/* Every recipient still pending (only the accepted ones, if accepted_only) gets the reply. */
+static void
+client_reply_pending(struct smtp_client *c, enum smtp_client_result res, bool accepted_only)
+{
+    char text[SMTP_CLIENT_TEXT_MAX];
+    size_t i;
+
+    client_reply_text(c, text, sizeof(text));
+    for (i = 0; c->m != NULL && i < c->m->nrcpts; i++) {
+        if (c->oc[i].result != SMTP_CLIENT_PENDING || (accepted_only && !c->accepted[i]))
+            continue;
+        client_set(c, i, res, c->rp.code, text);
+    }
+}
+
+static void
+client_set_pending(struct smtp_client *c, enum smtp_client_result res, const char *why)
+{
+    size_t i;
+
+    for (i = 0; c->m != NULL && i < c->m->nrcpts; i++)
+        if (c->oc[i].result == SMTP_CLIENT_PENDING)
+            client_set(c, i, res, 0, why);
+}
+
+/* The end: nothing more is sent, unsent output is dropped. */
+static void
+client_done(struct smtp_client *c)
+{
+    c->st = ST_DONE;
+    buf_reset(&c->out);
+    c->outoff = 0;
+}
+
+/* The dialogue is out of step: close without QUIT; open recipients go to the next host. */
+static void
+client_protocol(struct smtp_client *c, const char *what)
+{
+    char why[SMTP_CLIENT_TEXT_MAX + 64]; /* client_set() truncates */
+    char text[SMTP_CLIENT_TEXT_MAX];
+
+    client_reply_text(c, text, sizeof(text));
+    snprintf(why, sizeof(why), "%s: %u %s", what, c->rp.code, text);
+    client_set_pending(c, SMTP_CLIENT_NEXT_HOST, why);
+    client_done(c);
+}
+
+/* 421 (or a session-level refusal when quit): open recipients go to the next host. */
+static void
+client_next_host(struct smtp_client *c, bool quit)
+{
+    client_reply_pending(c, SMTP_CLIENT_NEXT_HOST, false);
+    if (!quit || c->rp.code == 421) {
+        client_done(c);
+        return;
+    }
+    if (buf_puts(&c->out, "QUIT\r\n") < 0) {
+        client_done(c);
+        return;
+    }
+    c->st = ST_QUIT;
+}
+
+/* ---- commands ---------------------------------------------------------- */
+
+/* Text we put in a command: printable, no angle brackets; 8-bit octets only when allowed. */
+static bool
+client_text_ok(const char *s, bool path, bool eightbit)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    for (; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f || (*p >= 0x80 && !eightbit))
+            return false;
+        if (path && (*p == '<' || *p == '>'))
+            return false;
+        if (!path && *p == ' ')
+            return false;
+    }
+    return true;
+}
+
+/* An ESMTP parameter value worth sending: non-empty xtext-ish, no space, no control. */
+static bool
+client_param_ok(const char *s, bool utf8)
+{
+    return s != NULL && *s != '\0' && strlen(s) < 500 && client_text_ok(s, false, utf8);
+}
+
+static enum client_cmd
+client_cmd_kind(const struct smtp_client *c, size_t k)
+{
+    if (c->rset) {
+        if (k == 0)
+            return CMD_RSET;
+        k--;
+    }
+    if (k == 0)
+        return CMD_MAIL;
+    if (k <= c->nsend)
+        return CMD_RCPT;
+    return CMD_DATA;
+}
+
+/* The recipient command k (a RCPT) is for. */
+static size_t
+client_cmd_rcpt(const struct smtp_client *c, size_t k)
+{
+    return c->send[k - (c->rset ? 2 : 1)];
+}
+
+static int
+client_put_cmd(struct smtp_client *c, size_t k)
+{
+    const struct smtp_client_msg *m = c->m;
+    struct buf *b = &c->out;
+    bool dsn = (c->ext & SMTP_CLIENT_EXT_DSN) != 0, u = m->smtputf8;
+    int rc = 0;
+
+    switch (client_cmd_kind(c, k)) {
+    case CMD_RSET:
+        return buf_puts(b, "RSET\r\n");
+    case CMD_MAIL:
+        rc |= buf_printf(b, "MAIL FROM:<%s>", m->sender);
+        if (c->ext & SMTP_CLIENT_EXT_SIZE)
+            rc |= buf_printf(b, " SIZE=%llu", (unsigned long long)m->size);
+        /* XXX: an 8-bit body to a server without 8BITMIME goes as it is: RFC 6152 says
+           downgrade or bounce; like Postfix by default, we pass it through. */
+        if (m->eightbit && (c->ext & SMTP_CLIENT_EXT_8BITMIME))
+            rc |= buf_puts(b, " BODY=8BITMIME");
+        if (m->smtputf8)
+            rc |= buf_puts(b, " SMTPUTF8");
+        if (dsn && client_param_ok(m->ret, false))
+            rc |= buf_printf(b, " RET=%s", m->ret);
+        if (dsn && client_param_ok(m->envid, false))
+            rc |= buf_printf(b, " ENVID=%s", m->envid);
+        return rc | buf_puts(b, "\r\n");
+    case CMD_RCPT: {
+        const struct smtp_client_rcpt *r = &m->rcpts[client_cmd_rcpt(c, k)];
+
+        rc |= buf_printf(b, "RCPT TO:<%s>", r->addr);
+        if (dsn && client_param_ok(r->notify, false))
+            rc |= buf_printf(b, " NOTIFY=%s", r->notify);
+        if (dsn && client_param_ok(r->orcpt, u))
+            rc |= buf_printf(b, " ORCPT=%s", r->orcpt);
+        return rc | buf_puts(b, "\r\n");
+    }
+    case CMD_DATA:
+        return buf_puts(b, "DATA\r\n");
+    }
+    return -1;
+}
+
+/* Transaction over, every recipient decided: the session waits for the driver. */
+static void
+client_idle(struct smtp_client *c)
+{
+    c->st = ST_IDLE;
+}
+
+/* Write the commands the window allows; end the transaction when nothing is left to do. */
+static void
+client_advance(struct smtp_client *c)
+{
+    size_t win = (c->ext & SMTP_CLIENT_EXT_PIPELINING) ? CLIENT_WINDOW : 1;
+
+    if (c->st != ST_ENVELOPE)
+        return;
+    while (!c->mail_failed && c->sent < c->ncmd && c->sent - c->answered < win) {
+        /* Without a reply outstanding and no recipient accepted, DATA is pointless. */
+        if (client_cmd_kind(c, c->sent) == CMD_DATA && c->naccepted == 0 &&
+            c->sent == c->answered)
+            break;
+        if (client_put_cmd(c, c->sent) < 0) {
+            client_set_pending(c, SMTP_CLIENT_LOCAL, "out of memory for commands");
+            client_done(c);
+            return;
+        }
+        c->sent++;
+    }
+    if (c->sent == c->answered) {
+        /* MAIL refused, no recipient accepted, or DATA refused: over. */
+        c->need_rset = true;
+        client_idle(c);
+    }
+}
+
+static void
+client_begin(struct smtp_client *c)
+{
+    const struct smtp_client_msg *m = c->m;
+    size_t i;
+
+    c->nsend = c->naccepted = 0;
+    c->sent = c->answered = 0;
+    c->mail_failed = false;
+    for (i = 0; i < m->nrcpts; i++) {
+        c->accepted[i] = false;
+        c->oc[i].result = SMTP_CLIENT_PENDING;
+        c->oc[i].code = 0;
+        c->oc[i].text[0] = '\0';
+    }
+    if (m->sender == NULL || !client_text_ok(m->sender, true, m->smtputf8)) {
+        client_set_pending(c, SMTP_CLIENT_LOCAL, "sender address cannot be sent as it is");
+        client_idle(c);
+        return;
+    }
+    for (i = 0; i < m->nrcpts; i++) {
+        const char *a = m->rcpts[i].addr;
+
+        if (a == NULL || *a == '\0' || !client_text_ok(a, true, m->smtputf8))
+            client_set(c, i, SMTP_CLIENT_LOCAL, 0, "recipient address cannot be sent as it is");
+        else
+            c->send[c->nsend++] = i;
+    }
+    if (c->nsend == 0) {
+        client_idle(c);
+        return;
+    }
+    if (m->smtputf8 && !(c->ext & SMTP_CLIENT_EXT_SMTPUTF8)) {
+        client_set_pending(c, SMTP_CLIENT_NEED_SMTPUTF8, "SMTPUTF8 not offered");
+        client_idle(c);
+        return;
+    }
+    if ((c->ext & SMTP_CLIENT_EXT_SIZE) && c->size_limit > 0 && m->size > c->size_limit) {
+        client_set_pending(c, SMTP_CLIENT_TOO_BIG, "message larger than the server's SIZE");
+        client_idle(c);
+        return;
+    }
+    c->rset = c->need_rset;
+    c->need_rset = false;
+    c->ncmd = (c->rset ? 1 : 0) + 1 + c->nsend + 1;
+    c->st = ST_ENVELOPE;
+    client_advance(c);
+}
+
+/* Room for m's recipients.  -1 when memory is short. */
+static int
+client_alloc(struct smtp_client *c, size_t n)
+{
+    void *p;
+
+    if (n <= c->cap && c->oc != NULL)
+        return 0;
+    if (n == 0)
+        n = 1;
+    if ((p = realloc(c->oc, n * sizeof(*c->oc))) == NULL)
+        return -1;
+    c->oc = p;
+    if ((p = realloc(c->accepted, n * sizeof(*c->accepted))) == NULL)
+        return -1;
+    c->accepted = p;
+    if ((p = realloc(c->send, n * sizeof(*c->send))) == NULL)
+        return -1;
+    c->send = p;
+    c->cap = n;
+    return 0;
+}
+
+/* ---- EHLO ---------------------------------------------------------------- */
+
+/* The EHLO reply's keywords: its lines after the first, joined with "; " by replyparse. */
+static void
+client_ehlo_keywords(struct smtp_client *c)
+{
+    const char *p = c->rp.text, *next, *sp;
+    size_t len, kl;
+
+    c->ext = 0;
+    c->size_limit = 0;
+    if (c->rp.lines < 2)
+        return;
+    p = strstr(p, "; ");
+    while (p != NULL) {
+        p += 2;
+        next = strstr(p, "; ");
+        len = next != NULL ? (size_t)(next - p) : strlen(p);
+        sp = memchr(p, ' ', len);
+        kl = sp != NULL ? (size_t)(sp - p) : len;
+#define KW(s) (kl == sizeof(s) - 1 && strncasecmp(p, s, kl) == 0)
+        if (KW("PIPELINING"))
+            c->ext |= SMTP_CLIENT_EXT_PIPELINING;
+        else if (KW("8BITMIME"))
+            c->ext |= SMTP_CLIENT_EXT_8BITMIME;
+        else if (KW("SMTPUTF8"))
+            c->ext |= SMTP_CLIENT_EXT_SMTPUTF8;
+        else if (KW("DSN"))
+            c->ext |= SMTP_CLIENT_EXT_DSN;
+        else if (KW("CHUNKING"))
+            c->ext |= SMTP_CLIENT_EXT_CHUNKING;
+        else if (KW("STARTTLS"))
+            c->ext |= SMTP_CLIENT_EXT_STARTTLS;
+        else if (KW("SIZE")) {
+            uint64_t v = 0;
+            size_t i;
+
+            c->ext |= SMTP_CLIENT_EXT_SIZE;
+            /* "SIZE", "SIZE 0" or a number too big for us: no limit we must respect. */
+            for (i = kl + 1; sp != NULL && i < len && p[i] >= '0' && p[i] <= '9'; i++) {
+                if (v > (UINT64_MAX - 9) / 10) {
+                    v = 0;
+                    break;
+                }
+                v = v * 10 + (uint64_t)(p[i] - '0');
+            }
+            c->size_limit = v;
+        }
+#undef KW
+        p = next;
+    }
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+static void
+client_envelope_reply(struct smtp_client *c)
+{
+    unsigned code = c->rp.code, cls = code / 100;
+    size_t k = c->answered++;
+
+    if (code == 421) {
+        client_next_host(c, false);
+        return;
+    }
+    switch (client_cmd_kind(c, k)) {
+    case CMD_RSET:
+        if (cls != 2) {
+            /* The server cannot even reset: this session is of no use. */
+            if (cls == 3)
+                client_protocol(c, "RSET answered");
+            else
+                client_next_host(c, true);
+            return;
+        }
+        break;
+    case CMD_MAIL:
+        if (cls == 3) {
+            client_protocol(c, "MAIL FROM answered");
+            return;
+        }
+        if (cls != 2) {
+            c->mail_failed = true;
+            client_reply_pending(c, SMTP_CLIENT_REFUSED, false);
+        }
+        break;
+    case CMD_RCPT: {
+        size_t i = client_cmd_rcpt(c, k);
+
+        if (c->mail_failed)
+            break; /* it has MAIL's reply; this one is likely a 503 */
+        if (cls == 3) {
+            client_protocol(c, "RCPT TO answered");
+            return;
+        }
+        if (cls == 2) {
+            c->accepted[i] = true;
+            c->naccepted++;
+        } else {
+            char text[SMTP_CLIENT_TEXT_MAX];
+
+            client_reply_text(c, text, sizeof(text));
+            client_set(c, i, SMTP_CLIENT_REFUSED, code, text);
+        }
+        break;
+    }
+    case CMD_DATA:
+        if (code == 354) {
+            if (c->mail_failed || c->naccepted == 0) {
+                /* RFC 2920 §3.1 says the server must refuse DATA here; it did not.  Close
+                   without sending anything: every recipient already has its outcome. */
+                client_done(c);
+                return;
+            }
+            c->st = ST_BODY;
+            c->bol = true;
+            c->cr = false;
+            return;
+        }
+        if (cls == 2 || cls == 3) {
+            client_protocol(c, "DATA answered");
+            return;
+        }
+        if (!c->mail_failed && c->naccepted > 0)
+            client_reply_pending(c, SMTP_CLIENT_REFUSED, true);
+        break;
+    }
+    client_advance(c);
+}
+
+static void
+client_hello(struct smtp_client *c, const char *verb)
+{
+    if (buf_printf(&c->out, "%s %s\r\n", verb, c->helo) < 0) {
+        client_set_pending(c, SMTP_CLIENT_LOCAL, "out of memory for commands");
+        client_done(c);
+    }
+}
+
+static void
+client_reply(struct smtp_client *c)
+{
+    unsigned code = c->rp.code, cls = code / 100;
+
+    switch (c->st) {
+    case ST_GREETING:
+        if (cls == 2) {
+            c->st = ST_EHLO;
+            client_hello(c, "EHLO");
+        } else if (cls == 3) {
+            client_protocol(c, "greeting");
+        } else {
+            client_next_host(c, true);
+        }
+        return;
+    case ST_EHLO:
+    case ST_HELO:
+        if (cls == 2) {
+            if (c->st == ST_EHLO)
+                client_ehlo_keywords(c);
+            else
+                c->ext = 0;
+            client_begin(c);
+        } else if (c->st == ST_EHLO && (code == 500 || code == 502)) {
+            c->st = ST_HELO;
+            client_hello(c, "HELO");
+        } else if (cls == 3) {
+            client_protocol(c, c->st == ST_EHLO ? "EHLO answered" : "HELO answered");
+        } else {
+            client_next_host(c, true);
+        }
+        return;
+    case ST_ENVELOPE:
+        client_envelope_reply(c);
+        return;
+    case ST_DOT:
+        if (code == 421) {
+            client_next_host(c, false);
+            return;
+        }
+        if (cls == 3) {
+            client_protocol(c, "end of data answered");
+            return;
+        }
+        client_reply_pending(c, cls == 2 ? SMTP_CLIENT_DELIVERED : SMTP_CLIENT_REFUSED, true);
+        c->need_rset = false; /* the transaction ended with the dot, whatever its reply */
+        client_idle(c);
+        return;
+    case ST_BODY:
+        /* A reply before the dot (the server gave up on the message): it is the
+           message's outcome, but the dialogue cannot go on. */
+        if (code == 421 || cls < 4) {
+            if (code == 421)
+                client_next_host(c, false);
+            else
+                client_protocol(c, "reply during the message data");
+            return;
+        }
+        client_reply_pending(c, SMTP_CLIENT_REFUSED, true);
+        client_done(c);
+        return;
+    case ST_IDLE:
+        /* An idle server speaks only to say goodbye (421) or out of turn: either way, over. */
+        client_done(c);
+        return;
+    case ST_QUIT:
+    case ST_DONE:
+        client_done(c);
+        return;
+    }
+}
+
+/* ---- body ---------------------------------------------------------------- */
+
+/* Stuff in[0..n) into out: CRLF for bare CR or LF, '.' doubled at line starts. */
+static int
+client_stuff(struct smtp_client *c, const char *in, size_t n)
+{
+    char tmp[3 * 256];
+    size_t i, o = 0;
+
+    for (i = 0; i < n; i++) {
+        char ch = in[i];
+
+        if (o > sizeof(tmp) - 4) {
+            if (buf_append(&c->out, tmp, o) < 0)
+                return -1;
+            o = 0;
+        }
+        if (c->cr) {
+            /* CRLF, or a bare CR made into one */
+            c->cr = false;
+            tmp[o++] = '\n';
+            c->bol = true;
+            if (ch == '\n')
+                continue;
+        }
+        if (ch == '\r') {
+            tmp[o++] = '\r';
+            c->cr = true;
+            c->bol = false;
+            continue;
+        }
+        if (ch == '\n') {
+            tmp[o++] = '\r';
+            tmp[o++] = '\n';
+            c->bol = true;
+            continue;
+        }
+        if (c->bol && ch == '.')
+            tmp[o++] = '.';
+        tmp[o++] = ch;
+        c->bol = false;
+    }
+    return buf_append(&c->out, tmp, o);
+}
+
+/* The next piece of the body, or its end: the final dot. */
+static void
+client_body(struct smtp_client *c)
+{
+    ssize_t r = c->m->body != NULL ? c->m->body(c->m->arg, c->chunk, sizeof(c->chunk)) : 0;
+
+    if (r > 0 && (size_t)r <= sizeof(c->chunk)) {
+        if (client_stuff(c, c->chunk, (size_t)r) < 0)
+            r = -1;
+        else
+            return;
+    }
+    if (r < 0 || (size_t)r > sizeof(c->chunk)) {
+        /* Close without the dot: the server must drop what it got. */
+        client_set_pending(c, SMTP_CLIENT_LOCAL, "the message body could not be read");
+        client_done(c);
+        return;
+    }
+    if (c->cr) {
+        c->cr = false;
+        c->bol = true;
+        if (buf_puts(&c->out, "\n") < 0)
+            goto oom;
+    } else if (!c->bol && buf_puts(&c->out, "\r\n") < 0) {
+        goto oom;
+    }
+    if (buf_puts(&c->out, ".\r\n") < 0)
+        goto oom;
+    c->st = ST_DOT;
+    return;
+oom:
+    client_set_pending(c, SMTP_CLIENT_LOCAL, "out of memory for the body");
+    client_done(c);
+}
+
+/* ---- the interface ------------------------------------------------------ */
+
+struct smtp_client *
+smtp_client_new(const char *helo_name, const struct smtp_client_msg *m)
+{
+    struct smtp_client *c;
+    size_t n = helo_name != NULL ? strlen(helo_name) : 0;
+
+    if (n == 0 || n >= sizeof(c->helo) || !client_text_ok(helo_name, false, false) || m == NULL)
+        return NULL;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    memcpy(c->helo, helo_name, n + 1);
+    buf_init(&c->out, CLIENT_OUT_MAX);
+    replyparse_init(&c->rp);
+    if (client_alloc(c, m->nrcpts) < 0) {
+        smtp_client_free(c);
+        return NULL;
+    }
+    c->m = m;
+    memset(c->oc, 0, m->nrcpts * sizeof(*c->oc));
+    memset(c->accepted, 0, m->nrcpts * sizeof(*c->accepted));
+    c->st = ST_GREETING;
+    return c;
+}
+
+void
+smtp_client_free(struct smtp_client *c)
+{
+    if (c == NULL)
+        return;
+    buf_free(&c->out);
+    free(c->oc);
+    free(c->accepted);
+    free(c->send);
+    free(c);
+}
+
+enum smtp_client_action
+smtp_client_next(struct smtp_client *c)
+{
+    if (c->st == ST_DONE)
+        return SMTP_CLIENT_CLOSE;
+    if (c->outoff < c->out.len)
+        return SMTP_CLIENT_SEND;
+    buf_reset(&c->out);
+    c->outoff = 0;
+    if (c->st == ST_BODY) {
+        client_body(c);
+        if (c->st == ST_DONE)
+            return SMTP_CLIENT_CLOSE;
+        return SMTP_CLIENT_SEND;
+    }
+    if (c->st == ST_IDLE)
+        return SMTP_CLIENT_IDLE;
+    return SMTP_CLIENT_READ;
+}
+
+enum smtp_client_wait
+smtp_client_waiting(const struct smtp_client *c)
+{
+    switch (c->st) {
+    case ST_GREETING:
+        return SMTP_CLIENT_W_GREETING;
+    case ST_EHLO:
+    case ST_HELO:
+        return SMTP_CLIENT_W_HELLO;
+    case ST_ENVELOPE:
+        switch (client_cmd_kind(c, c->answered)) {
+        case CMD_RCPT:
+            return SMTP_CLIENT_W_RCPT;
+        case CMD_DATA:
+            return SMTP_CLIENT_W_DATA;
+        default:
+            return SMTP_CLIENT_W_MAIL;
+        }
+    case ST_BODY:
+        return SMTP_CLIENT_W_BLOCK;
+    case ST_DOT:
+        return SMTP_CLIENT_W_DOT;
+    case ST_QUIT:
+        return SMTP_CLIENT_W_QUIT;
+    default:
+        return SMTP_CLIENT_W_NONE;
+    }
+}
+
+const char *
+smtp_client_output(const struct smtp_client *c, size_t *n)
+{
+    *n = c->out.len - c->outoff;
+    return *n > 0 ? c->out.data + c->outoff : "";
+}
+
+void
+smtp_client_sent(struct smtp_client *c, size_t n)
+{
+    if (n > c->out.len - c->outoff)
+        n = c->out.len - c->outoff;
+    c->outoff += n;
+    if (c->outoff == c->out.len) {
+        buf_reset(&c->out);
+        c->outoff = 0;
+    }
+}
+
+void
+smtp_client_input(struct smtp_client *c, const char *p, size_t n)
+{
+    enum replyparse_status st;
+    size_t used;
+
+    while (n > 0 && c->st != ST_DONE) {
+        st = replyparse_feed(&c->rp, p, n, &used);
+        p += used;
+        n -= used;
+        if (st == REPLYPARSE_MORE)
+            return;
+        if (st == REPLYPARSE_ERROR) {
+            char why[SMTP_CLIENT_TEXT_MAX];
+
+            snprintf(why, sizeof(why), "malformed reply: %s",
+                c->rp.error != NULL ? c->rp.error : "?");
+            client_set_pending(c, SMTP_CLIENT_NEXT_HOST, why);
+            client_done(c);
+            return;
+        }
+        client_reply(c);
+    }
+}
+
+void
+smtp_client_fail(struct smtp_client *c, const char *why)
+{
+    client_set_pending(c, SMTP_CLIENT_NEXT_HOST, why != NULL ? why : "connection lost");
+    client_done(c);
+}
+
+int
+smtp_client_next_message(struct smtp_client *c, const struct smtp_client_msg *m)
+{
+    if (c->st != ST_IDLE || m == NULL || client_alloc(c, m->nrcpts) < 0)
+        return -1;
+    c->m = m;
+    client_begin(c);
+    return 0;
+}
+
+void
+smtp_client_quit(struct smtp_client *c)
+{
+    if (c->st != ST_IDLE)
+        return;
+    if (buf_puts(&c->out, "QUIT\r\n") < 0) {
+        client_done(c);
+        return;
+    }
+    c->st = ST_QUIT;
+}
+
+const struct smtp_client_outcome *
+smtp_client_outcome(const struct smtp_client *c, size_t i)
+{
+    return &c->oc[i];
+}
+
+unsigned
+smtp_client_extensions(const struct smtp_client *c)
+{
+    return c->ext;
+}
+
+uint64_t
+smtp_client_size_limit(const struct smtp_client *c)
+{
+    return c->size_limit;
+}

@@ -1,0 +1,158 @@
+/*
+ * client.h - the SMTP client as a pure state machine (RFC 5321, for relaying).
+ *
+ * No I/O, no clock: the driver (deliver/remote.c) connects, then loops on
+ * smtp_client_next(), which says what to do: write the pending output,
+ * read server bytes and feed them in, start another message or quit on an
+ * idle session, or close.  The driver picks each read's timeout from
+ * smtp_client_waiting() and reports a timeout or a lost connection with
+ * smtp_client_fail().  The body is pulled from the driver through the
+ * message's callback and dot-stuffed here.
+ *
+ * Promises:
+ *   - only CRLF is sent: commands are checked (no control characters, no
+ *     angle brackets in a path), and a bare CR or LF in the body goes out as
+ *     CRLF; a '.' starting a body line is doubled; the body ends with
+ *     CRLF "." CRLF whatever its last octets were;
+ *   - every recipient of a message gets exactly one outcome before
+ *     smtp_client_next() returns SMTP_CLIENT_IDLE or SMTP_CLIENT_CLOSE, and
+ *     it never changes afterwards (until smtp_client_next_message());
+ *   - nothing is output once SMTP_CLIENT_CLOSE was returned;
+ *   - replies are read with smtp/replyparse (multi-line, bounded); a
+ *     malformed one ends the connection (the stream can no longer be trusted).
+ *
+ * Outcomes (rule 7 of STYLE.md: the scheduler decides what happens next):
+ *   DELIVERED   the final reply to the dot was 2xx (the reply is kept);
+ *   REFUSED     this server answered 4xx or 5xx for the recipient: to its
+ *               RCPT, to MAIL, or to DATA / the dot (the reply is kept);
+ *   NEXT_HOST   this connection could not decide: 421 at any point, a 4xx
+ *               or 5xx greeting, EHLO or HELO refused, a malformed reply,
+ *               a lost connection or a timeout.  The reply is kept when
+ *               there was one (code != 0), else text says what happened;
+ *   NEED_SMTPUTF8  the message needs SMTPUTF8 and the server lacks it;
+ *   TOO_BIG     the server's SIZE limit (smtp_client_size_limit()) is
+ *               smaller than the message;
+ *   LOCAL       our side failed: the body could not be read, or an address
+ *               cannot be sent as it is (text says which).
+ */
+#ifndef TERN_SMTP_CLIENT_H
+#define TERN_SMTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define SMTP_CLIENT_TEXT_MAX 512
+
+/* EHLO keywords understood (smtp_client_extensions()). */
+#define SMTP_CLIENT_EXT_PIPELINING 0x01u
+#define SMTP_CLIENT_EXT_SIZE 0x02u
+#define SMTP_CLIENT_EXT_8BITMIME 0x04u
+#define SMTP_CLIENT_EXT_SMTPUTF8 0x08u
+#define SMTP_CLIENT_EXT_DSN 0x10u
+#define SMTP_CLIENT_EXT_CHUNKING 0x20u
+#define SMTP_CLIENT_EXT_STARTTLS 0x40u
+
+struct smtp_client_rcpt {
+    const char *addr;   /* without angle brackets */
+    const char *notify; /* DSN NOTIFY value ("SUCCESS,FAILURE", "NEVER"), or NULL */
+    const char *orcpt;  /* DSN ORCPT value ("rfc822;a@example.org", xtext), or NULL */
+};
+
+/*
+ * One message.  Everything it points to must stay valid until the
+ * transaction ends (smtp_client_next() returns IDLE or CLOSE).
+ */
+struct smtp_client_msg {
+    const char *sender; /* "" for the null reverse-path */
+    const struct smtp_client_rcpt *rcpts;
+    size_t nrcpts;
+    uint64_t size;      /* body octets, announced with SIZE= */
+    bool smtputf8;      /* UTF-8 in the envelope: needs SMTPUTF8 */
+    bool eightbit;      /* received with BODY=8BITMIME */
+    const char *ret;    /* DSN RET (FULL or HDRS), or NULL */
+    const char *envid;  /* DSN ENVID (xtext), or NULL */
+    /*
+     * The next body octets into buf (at most n): how many (0 at the end of
+     * the body), or -1 when they cannot be read (the connection is then
+     * closed without the final dot, so the server drops the message).
+     */
+    ssize_t (*body)(void *arg, char *buf, size_t n);
+    void *arg;
+};
+
+enum smtp_client_result {
+    SMTP_CLIENT_PENDING,
+    SMTP_CLIENT_DELIVERED,
+    SMTP_CLIENT_REFUSED,
+    SMTP_CLIENT_NEXT_HOST,
+    SMTP_CLIENT_NEED_SMTPUTF8,
+    SMTP_CLIENT_TOO_BIG,
+    SMTP_CLIENT_LOCAL,
+};
+
+struct smtp_client_outcome {
+    enum smtp_client_result result;
+    unsigned code;                   /* the server's reply code, or 0 when there was none */
+    char text[SMTP_CLIENT_TEXT_MAX]; /* with a code: the reply as received, without the code
+                                        ("5.1.1 no such user", lines joined with "; "); without:
+                                        what happened ("timeout waiting for the greeting") */
+};
+
+enum smtp_client_action {
+    SMTP_CLIENT_SEND,  /* write smtp_client_output(), then smtp_client_sent() */
+    SMTP_CLIENT_READ,  /* read; feed bytes to smtp_client_input(), or smtp_client_fail() */
+    SMTP_CLIENT_IDLE,  /* the transaction is over: smtp_client_next_message() or _quit() */
+    SMTP_CLIENT_CLOSE, /* close the connection; the client is finished */
+};
+
+/* What the client waits for, so the driver can choose the timeout (RFC 5321 §4.5.3.2). */
+enum smtp_client_wait {
+    SMTP_CLIENT_W_GREETING,
+    SMTP_CLIENT_W_HELLO,  /* EHLO or HELO */
+    SMTP_CLIENT_W_MAIL,   /* MAIL (or RSET) */
+    SMTP_CLIENT_W_RCPT,
+    SMTP_CLIENT_W_DATA,   /* the 354 */
+    SMTP_CLIENT_W_BLOCK,  /* writing the body */
+    SMTP_CLIENT_W_DOT,    /* the final reply */
+    SMTP_CLIENT_W_QUIT,
+    SMTP_CLIENT_W_NONE,   /* idle or closed */
+};
+
+struct smtp_client;
+
+/*
+ * A client for a new connection, which will greet with helo_name and send m
+ * once the session is open.  NULL when helo_name is not a plain name (empty,
+ * over 255 octets, a space or control character) or memory is short.
+ */
+struct smtp_client *smtp_client_new(const char *helo_name, const struct smtp_client_msg *m);
+void smtp_client_free(struct smtp_client *c);
+
+enum smtp_client_action smtp_client_next(struct smtp_client *c);
+enum smtp_client_wait smtp_client_waiting(const struct smtp_client *c);
+
+/* The octets to write now (valid until the next call on c), and how many were written. */
+const char *smtp_client_output(const struct smtp_client *c, size_t *n);
+void smtp_client_sent(struct smtp_client *c, size_t n);
+
+/* Server bytes; all are taken (bytes after the end of the session are ignored). */
+void smtp_client_input(struct smtp_client *c, const char *p, size_t n);
+
+/* The connection broke or timed out: every recipient still pending gets NEXT_HOST with why. */
+void smtp_client_fail(struct smtp_client *c, const char *why);
+
+/* On an idle session: send m on the same connection (0), or -1 (not idle, or no memory). */
+int smtp_client_next_message(struct smtp_client *c, const struct smtp_client_msg *m);
+/* On an idle session: send QUIT; its reply (or the driver's timeout) ends the session. */
+void smtp_client_quit(struct smtp_client *c);
+
+/* The current message's outcome for recipient i. */
+const struct smtp_client_outcome *smtp_client_outcome(const struct smtp_client *c, size_t i);
+
+unsigned smtp_client_extensions(const struct smtp_client *c);
+/* The server's SIZE limit (0: none announced). */
+uint64_t smtp_client_size_limit(const struct smtp_client *c);
+
+#endif

@@ -1,0 +1,808 @@
+/*
+ * test_client.c - smtp/client.c against scripted server replies.
+ *
+ * Each scenario is a list of server replies, one handed over each time the
+ * client asks to read (a list that runs out is a lost connection).  The
+ * dialogue is recorded as the client's output with "~" where it read, so a
+ * test sees both what was sent and what went out in one write (PIPELINING).
+ * Every scenario runs with each reply fed whole, split at every offset, and
+ * byte by byte, with the output taken in pieces and the body pulled in
+ * small chunks: the dialogue and every outcome must be the same each time.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp/client.h"
+
+#define MAXR 8
+
+struct body_src {
+    const char *p;
+    size_t len, off, chunk;
+    bool fail; /* -1 after the first chunk */
+};
+
+static ssize_t
+body_read(void *arg, char *buf, size_t n)
+{
+    struct body_src *b = arg;
+    size_t k = b->len - b->off;
+
+    if (b->fail && b->off > 0)
+        return -1;
+    if (k > n)
+        k = n;
+    if (b->chunk > 0 && k > b->chunk)
+        k = b->chunk;
+    memcpy(buf, b->p + b->off, k);
+    b->off += k;
+    return (ssize_t)k;
+}
+
+struct run {
+    char seq[16384]; /* the client's output, "~" where it read */
+    size_t len;
+    struct smtp_client_outcome oc[MAXR];  /* the (first) message's */
+    struct smtp_client_outcome oc2[MAXR]; /* the second message's, when there is one */
+    unsigned ext;
+    uint64_t size_limit;
+    size_t nreplies_used;
+};
+
+static void
+seq_add(struct run *r, const char *p, size_t n)
+{
+    assert_true(r->len + n < sizeof(r->seq));
+    memcpy(r->seq + r->len, p, n);
+    r->len += n;
+    r->seq[r->len] = '\0';
+}
+
+/* The output so far is whole CRLF lines and has no bare CR or LF. */
+static void
+assert_crlf_lines(const struct run *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->len; i++) {
+        if (r->seq[i] == '\r')
+            assert_true(i + 1 < r->len && r->seq[i + 1] == '\n');
+        if (r->seq[i] == '\n')
+            assert_true(i > 0 && r->seq[i - 1] == '\r');
+    }
+    assert_true(r->len == 0 || r->seq[r->len - 1] == '\n' || r->seq[r->len - 1] == '~');
+}
+
+static void
+snapshot(struct smtp_client *c, const struct smtp_client_msg *m, struct smtp_client_outcome *oc)
+{
+    size_t i;
+
+    assert_true(m->nrcpts <= MAXR);
+    for (i = 0; i < m->nrcpts; i++) {
+        oc[i] = *smtp_client_outcome(c, i);
+        assert_int_not_equal(oc[i].result, SMTP_CLIENT_PENDING);
+    }
+}
+
+/*
+ * Run a scenario: split 0 feeds each reply whole, SIZE_MAX byte by byte, k
+ * in two pieces at k.  With m2, the second message follows on the same
+ * connection.
+ */
+static void
+drive(const struct smtp_client_msg *m, const struct smtp_client_msg *m2,
+    const char *const *replies, size_t split, struct run *r)
+{
+    struct smtp_client *c;
+    size_t ri = 0, steps, n, k;
+    const char *p;
+    int idles = 0;
+
+    memset(r, 0, sizeof(*r));
+    ((struct body_src *)m->arg)->off = 0;
+    if (m2 != NULL)
+        ((struct body_src *)m2->arg)->off = 0;
+    c = smtp_client_new("client.test", m);
+    assert_non_null(c);
+    for (steps = 0; steps < 100000; steps++) {
+        switch (smtp_client_next(c)) {
+        case SMTP_CLIENT_SEND:
+            p = smtp_client_output(c, &n);
+            assert_true(n > 0);
+            /* a short write now and then */
+            k = (split % 2 == 1 && n > 1) ? n / 2 : n;
+            seq_add(r, p, k);
+            smtp_client_sent(c, k);
+            break;
+        case SMTP_CLIENT_READ:
+            assert_crlf_lines(r);
+            seq_add(r, "~", 1);
+            if (replies[ri] == NULL) {
+                smtp_client_fail(c, "connection closed");
+                break;
+            }
+            p = replies[ri++];
+            n = strlen(p);
+            if (split == SIZE_MAX) {
+                for (k = 0; k < n; k++)
+                    smtp_client_input(c, p + k, 1);
+            } else {
+                k = split > 0 && split < n ? split : n;
+                smtp_client_input(c, p, k);
+                smtp_client_input(c, p + k, n - k);
+            }
+            break;
+        case SMTP_CLIENT_IDLE:
+            assert_crlf_lines(r);
+            if (idles++ == 0) {
+                snapshot(c, m, r->oc);
+                if (m2 != NULL) {
+                    assert_int_equal(smtp_client_next_message(c, m2), 0);
+                    break;
+                }
+            } else {
+                snapshot(c, m2, r->oc2);
+            }
+            smtp_client_quit(c);
+            break;
+        case SMTP_CLIENT_CLOSE:
+            assert_crlf_lines(r);
+            if (idles == 0)
+                snapshot(c, m, r->oc);
+            else if (idles == 1 && m2 != NULL)
+                snapshot(c, m2, r->oc2);
+            /* closed means closed */
+            assert_int_equal(smtp_client_next(c), SMTP_CLIENT_CLOSE);
+            p = smtp_client_output(c, &n);
+            assert_int_equal(n, 0);
+            r->ext = smtp_client_extensions(c);
+            r->size_limit = smtp_client_size_limit(c);
+            r->nreplies_used = ri;
+            smtp_client_free(c);
+            return;
+        }
+    }
+    fail_msg("the client did not finish");
+}
+
+static void
+assert_same_outcomes(const struct smtp_client_outcome *a, const struct smtp_client_outcome *b,
+    size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        assert_int_equal(a[i].result, b[i].result);
+        assert_int_equal(a[i].code, b[i].code);
+        assert_string_equal(a[i].text, b[i].text);
+    }
+}
+
+/* drive() every way; all must agree; r gets the first. */
+static void
+run_all(const struct smtp_client_msg *m, const struct smtp_client_msg *m2,
+    const char *const *replies, struct run *r)
+{
+    static struct run other;
+    size_t i, maxlen = 0, split;
+
+    for (i = 0; replies[i] != NULL; i++)
+        if (strlen(replies[i]) > maxlen)
+            maxlen = strlen(replies[i]);
+    drive(m, m2, replies, 0, r);
+    for (split = 1; split <= maxlen + 1; split++) {
+        drive(m, m2, replies, split, &other);
+        if (strcmp(r->seq, other.seq) != 0)
+            fail_msg("split %zu: dialogue\n%s\ninstead of\n%s", split, other.seq, r->seq);
+        assert_same_outcomes(r->oc, other.oc, m->nrcpts);
+        if (m2 != NULL)
+            assert_same_outcomes(r->oc2, other.oc2, m2->nrcpts);
+    }
+    drive(m, m2, replies, SIZE_MAX, &other);
+    assert_string_equal(r->seq, other.seq);
+    assert_same_outcomes(r->oc, other.oc, m->nrcpts);
+}
+
+static void
+expect(const struct smtp_client_outcome *o, enum smtp_client_result res, unsigned code,
+    const char *text_prefix)
+{
+    if (o->result != res || o->code != code ||
+        strncmp(o->text, text_prefix, strlen(text_prefix)) != 0)
+        fail_msg("outcome %d %u \"%s\"; wanted %d %u \"%s...\"", o->result, o->code, o->text, res,
+            code, text_prefix);
+}
+
+static void
+expect_seq(const struct run *r, const char *want)
+{
+    if (strcmp(r->seq, want) != 0)
+        fail_msg("dialogue\n%s\nwanted\n%s", r->seq, want);
+}
+
+/* ---- the message ----------------------------------------------------------- */
+
+static const char body1[] = "Subject: hi\r\n\r\nHello.\r\n";
+
+struct fixture {
+    struct smtp_client_rcpt rcpts[MAXR];
+    struct smtp_client_msg m;
+    struct body_src b;
+};
+
+static void
+fixture_init(struct fixture *f, const char *const *addrs, const char *body, size_t chunk)
+{
+    size_t i;
+
+    memset(f, 0, sizeof(*f));
+    for (i = 0; addrs[i] != NULL; i++)
+        f->rcpts[i].addr = addrs[i];
+    f->b.p = body;
+    f->b.len = strlen(body);
+    f->b.chunk = chunk;
+    f->m.sender = "s@example.net";
+    f->m.rcpts = f->rcpts;
+    f->m.nrcpts = i;
+    f->m.size = f->b.len;
+    f->m.body = body_read;
+    f->m.arg = &f->b;
+}
+
+static const char *const ab[] = {"a@example.org", "b@example.org", NULL};
+static const char *const abc[] = {"a@example.org", "b@example.org", "c@example.org", NULL};
+
+#define GREET "220 mx.test ESMTP\r\n"
+#define EHLO_PIPE "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10000\r\n250 8BITMIME\r\n"
+#define EHLO_PLAIN "250-mx.test\r\n250 ENHANCEDSTATUSCODES\r\n"
+
+/* ---- the tests ------------------------------------------------------------- */
+
+static void
+test_pipelined_delivery(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, EHLO_PIPE,
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550-5.1.1 <b@example.org>: no\r\n550 5.1.1 such user\r\n"
+        "354 go\r\n",
+        "250 2.0.0 Ok: queued as X\r\n", "221 2.0.0 Bye\r\n", NULL};
+
+    fixture_init(&f, ab, body1, 5);
+    run_all(&f.m, NULL, replies, &r);
+    /* MAIL, the RCPTs and DATA in one write, DATA last (RFC 2920) */
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net> SIZE=23\r\n"
+                   "RCPT TO:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+                   "~Subject: hi\r\n\r\nHello.\r\n.\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok: queued as X");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 <b@example.org>: no; such user");
+    assert_int_equal(r.ext, SMTP_CLIENT_EXT_PIPELINING | SMTP_CLIENT_EXT_SIZE |
+                                SMTP_CLIENT_EXT_8BITMIME);
+    assert_int_equal(r.size_limit, 10000);
+}
+
+static void
+test_one_by_one(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, EHLO_PLAIN, "250 2.1.0 Ok\r\n", "450 4.2.1 later\r\n",
+        "250 2.1.5 Ok\r\n", "354 go\r\n", "250 2.0.0 Ok\r\n", "221 Bye\r\n", NULL};
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, replies, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net>\r\n~RCPT TO:<a@example.org>\r\n"
+                   "~RCPT TO:<b@example.org>\r\n~DATA\r\n~Subject: hi\r\n\r\nHello.\r\n.\r\n"
+                   "~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 450, "4.2.1 later");
+    expect(&r.oc[1], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok");
+}
+
+static void
+test_no_data_when_all_refused(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, EHLO_PLAIN, "250 Ok\r\n", "550 5.1.1 no\r\n",
+        "553 5.1.3 bad\r\n", "221 Bye\r\n", NULL};
+    const char *piped[] = {GREET, EHLO_PIPE,
+        "250 Ok\r\n550 5.1.1 no\r\n553 5.1.3 bad\r\n554 5.5.1 No valid recipients\r\n",
+        "221 Bye\r\n", NULL};
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, replies, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net>\r\n~RCPT TO:<a@example.org>\r\n"
+                   "~RCPT TO:<b@example.org>\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 553, "5.1.3 bad");
+
+    run_all(&f.m, NULL, piped, &r);
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 553, "5.1.3 bad");
+    assert_non_null(strstr(r.seq, "DATA\r\n~QUIT\r\n~"));
+}
+
+static void
+test_helo_fallback(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *r502[] = {GREET, "502 5.5.1 no EHLO\r\n", "250 mx.test\r\n", "250 Ok\r\n",
+        "250 Ok\r\n", "354 go\r\n", "250 Ok\r\n", "221 Bye\r\n", NULL};
+    const char *r500[] = {GREET, "500 what\r\n", "250 mx.test\r\n", "250 Ok\r\n", "250 Ok\r\n",
+        "354 go\r\n", "250 Ok\r\n", "221 Bye\r\n", NULL};
+
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, body1, 0);
+    f.m.eightbit = true;
+    run_all(&f.m, NULL, r502, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~HELO client.test\r\n~MAIL FROM:<s@example.net>\r\n"
+                   "~RCPT TO:<a@example.org>\r\n~DATA\r\n~Subject: hi\r\n\r\nHello.\r\n.\r\n"
+                   "~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "Ok");
+    assert_int_equal(r.ext, 0);
+    run_all(&f.m, NULL, r500, &r);
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "Ok");
+    assert_non_null(strstr(r.seq, "~HELO client.test\r\n"));
+}
+
+static void
+test_greeting_refused(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *r421[] = {"421 4.3.2 busy\r\n", NULL};
+    const char *r554[] = {"554-5.7.1 go\r\n554 5.7.1 away\r\n", "221 Bye\r\n", NULL};
+    const char *r450[] = {"450 not now\r\n", NULL}; /* and no reply to QUIT */
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, r421, &r);
+    expect_seq(&r, "~"); /* nothing sent after a 421 */
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2 busy");
+    expect(&r.oc[1], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2 busy");
+    run_all(&f.m, NULL, r554, &r);
+    expect_seq(&r, "~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 554, "5.7.1 go; away");
+    run_all(&f.m, NULL, r450, &r);
+    expect_seq(&r, "~QUIT\r\n~");
+    expect(&r.oc[1], SMTP_CLIENT_NEXT_HOST, 450, "not now");
+}
+
+static void
+test_ehlo_refused(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *r421[] = {GREET, "421 4.7.0 bye\r\n", NULL};
+    const char *r554[] = {GREET, "554 5.7.1 not you\r\n", "221 Bye\r\n", NULL};
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, r421, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 421, "4.7.0 bye");
+    run_all(&f.m, NULL, r554, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~QUIT\r\n~");
+    expect(&r.oc[1], SMTP_CLIENT_NEXT_HOST, 554, "5.7.1 not you");
+}
+
+/* 421 at each later stage: what was decided stays, everything else goes to the next host. */
+static void
+test_421_everywhere(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *mail[] = {GREET, EHLO_PLAIN, "421 4.3.2 shutting down\r\n", NULL};
+    const char *rcpt[] = {GREET, EHLO_PLAIN, "250 Ok\r\n", "550 5.1.1 no\r\n", "250 Ok\r\n",
+        "421 4.3.2 shutting down\r\n", NULL};
+    const char *data[] = {GREET, EHLO_PIPE,
+        "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n250 Ok\r\n421 4.3.2 shutting down\r\n", NULL};
+    const char *dot[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n250 Ok\r\n354 go\r\n",
+        "421 4.3.2 shutting down\r\n", NULL};
+
+    fixture_init(&f, abc, body1, 0);
+    run_all(&f.m, NULL, mail, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net>\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2 shutting down");
+    expect(&r.oc[2], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2 shutting down");
+
+    run_all(&f.m, NULL, rcpt, &r);
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+    expect(&r.oc[1], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2"); /* accepted, not delivered */
+    expect(&r.oc[2], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2");
+    assert_true(strlen(r.seq) > 0 && strcmp(r.seq + strlen(r.seq) - 3, "\r\n~") == 0);
+    assert_null(strstr(r.seq, "QUIT"));
+
+    run_all(&f.m, NULL, data, &r);
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+    expect(&r.oc[2], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2");
+    assert_null(strstr(r.seq, "QUIT"));
+
+    run_all(&f.m, NULL, dot, &r);
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+    expect(&r.oc[2], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2");
+    assert_non_null(strstr(r.seq, "Hello.\r\n.\r\n~"));
+    assert_null(strstr(r.seq, "QUIT"));
+}
+
+static void
+test_mail_refused(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *r451[] = {GREET, EHLO_PLAIN, "451 4.3.0 try later\r\n", "221 Bye\r\n", NULL};
+    const char *r553[] = {GREET, EHLO_PIPE,
+        "553 5.1.8 bad sender\r\n503 5.5.1 MAIL first\r\n503 5.5.1 MAIL first\r\n"
+        "503 5.5.1 MAIL first\r\n",
+        "221 Bye\r\n", NULL};
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, r451, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net>\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 451, "4.3.0 try later");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 451, "4.3.0 try later");
+    run_all(&f.m, NULL, r553, &r);
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 553, "5.1.8 bad sender");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 553, "5.1.8 bad sender");
+    assert_non_null(strstr(r.seq, "DATA\r\n~QUIT\r\n~"));
+}
+
+static void
+test_data_refusals(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *at_data[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n554 5.3.0 no\r\n",
+        "221 Bye\r\n", NULL};
+    const char *at_end[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n354 go\r\n",
+        "452 4.3.1 Insufficient system storage\r\n", "221 Bye\r\n", NULL};
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, at_data, &r);
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 554, "5.3.0 no");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+    assert_non_null(strstr(r.seq, "DATA\r\n~QUIT\r\n~"));
+    run_all(&f.m, NULL, at_end, &r);
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 452, "4.3.1 Insufficient system storage");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+}
+
+static void
+test_malformed_replies(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *bad_rcpt[] = {GREET, EHLO_PLAIN, "250 Ok\r\n", "550 5.1.1 no\r\n", "25O 2.1.5 Ok\r\n",
+        "221 Bye\r\n", NULL};
+    const char *mixed[] = {GREET, "250-mx.test\r\n251 PIPELINING\r\n", NULL};
+    const char *three_xx[] = {GREET, EHLO_PLAIN, "250 Ok\r\n", "354 what\r\n", NULL};
+    const char *bare_cr[] = {"220 mx\rtest\r\n", NULL};
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, bad_rcpt, &r);
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+    expect(&r.oc[1], SMTP_CLIENT_NEXT_HOST, 0, "malformed reply: ");
+    assert_int_equal(r.nreplies_used, 5);
+    assert_null(strstr(r.seq, "QUIT")); /* the stream is out of step: just close */
+    run_all(&f.m, NULL, mixed, &r);
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 0, "malformed reply: lines of one reply");
+    run_all(&f.m, NULL, three_xx, &r);
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 0, "RCPT TO answered: 354 what");
+    run_all(&f.m, NULL, bare_cr, &r);
+    expect(&r.oc[1], SMTP_CLIENT_NEXT_HOST, 0, "malformed reply: bare CR");
+}
+
+static void
+test_connection_lost(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n354 go\r\n",
+        NULL};
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, replies, &r);
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 0, "connection closed");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+}
+
+static void
+test_dot_stuffing(void **state)
+{
+    static const char body[] = ".hi\r\nx\n.\r\n..y\rz\r\r\n.";
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok\r\n",
+        "221 Bye\r\n", NULL};
+    size_t chunk;
+
+    for (chunk = 0; chunk < 5; chunk++) {
+        fixture_init(&f, (const char *const[]){"a@example.org", NULL}, body, chunk);
+        run_all(&f.m, NULL, replies, &r);
+        assert_non_null(strstr(r.seq, "DATA\r\n~..hi\r\nx\r\n..\r\n...y\r\nz\r\n\r\n..\r\n.\r\n~"));
+        expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "Ok");
+    }
+    /* an empty body, and one ending in a bare CR */
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, "", 0);
+    run_all(&f.m, NULL, replies, &r);
+    assert_non_null(strstr(r.seq, "DATA\r\n~.\r\n~"));
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, "x\r", 0);
+    run_all(&f.m, NULL, replies, &r);
+    assert_non_null(strstr(r.seq, "DATA\r\n~x\r\n.\r\n~"));
+}
+
+static void
+test_size_refusal(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, "250-mx.test\r\n250-SIZE 10\r\n250 PIPELINING\r\n",
+        "221 Bye\r\n", NULL};
+    const char *nolimit[] = {GREET, "250-mx.test\r\n250-SIZE\r\n250 PIPELINING\r\n",
+        "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok\r\n", "221 Bye\r\n", NULL};
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, replies, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_TOO_BIG, 0, "");
+    expect(&r.oc[1], SMTP_CLIENT_TOO_BIG, 0, "");
+    assert_int_equal(r.size_limit, 10);
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, body1, 0);
+    run_all(&f.m, NULL, nolimit, &r);
+    assert_non_null(strstr(r.seq, "MAIL FROM:<s@example.net> SIZE=23\r\n"));
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "Ok");
+}
+
+static void
+test_smtputf8(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *without[] = {GREET, EHLO_PIPE, "221 Bye\r\n", NULL};
+    const char *with[] = {GREET, "250-mx.test\r\n250-SMTPUTF8\r\n250 8BITMIME\r\n", "250 Ok\r\n",
+        "250 Ok\r\n", "354 go\r\n", "250 Ok\r\n", "221 Bye\r\n", NULL};
+
+    fixture_init(&f, (const char *const[]){"j\xc3\xb6rg@example.org", NULL}, body1, 0);
+    f.m.smtputf8 = true;
+    f.m.eightbit = true;
+    run_all(&f.m, NULL, without, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_NEED_SMTPUTF8, 0, "");
+    run_all(&f.m, NULL, with, &r);
+    assert_non_null(strstr(r.seq, "MAIL FROM:<s@example.net> BODY=8BITMIME SMTPUTF8\r\n"
+                                  "~RCPT TO:<j\xc3\xb6rg@example.org>\r\n"));
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "Ok");
+    /* a UTF-8 address the message did not declare is not sent */
+    f.m.smtputf8 = false;
+    run_all(&f.m, NULL, with, &r);
+    expect(&r.oc[0], SMTP_CLIENT_LOCAL, 0, "recipient address");
+}
+
+static void
+test_8bitmime_and_dsn(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *plain[] = {GREET, "250-mx.test\r\n250 PIPELINING\r\n",
+        "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok\r\n", "221 Bye\r\n", NULL};
+    const char *dsn[] = {GREET, "250-mx.test\r\n250-DSN\r\n250 PIPELINING\r\n",
+        "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok\r\n", "221 Bye\r\n", NULL};
+
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, body1, 0);
+    f.m.eightbit = true;
+    f.m.ret = "HDRS";
+    f.m.envid = "QQ314159";
+    f.rcpts[0].notify = "SUCCESS,FAILURE";
+    f.rcpts[0].orcpt = "rfc822;a@example.org";
+    run_all(&f.m, NULL, plain, &r);
+    /* no BODY=8BITMIME without 8BITMIME (passed through: XXX in client.c), no DSN params */
+    assert_non_null(strstr(r.seq, "~MAIL FROM:<s@example.net>\r\nRCPT TO:<a@example.org>\r\n"));
+    run_all(&f.m, NULL, dsn, &r);
+    assert_non_null(strstr(r.seq, "~MAIL FROM:<s@example.net> RET=HDRS ENVID=QQ314159\r\n"
+                                  "RCPT TO:<a@example.org> NOTIFY=SUCCESS,FAILURE "
+                                  "ORCPT=rfc822;a@example.org\r\n"));
+    /* a parameter with a space would break the command: it is left out */
+    f.m.envid = "a b";
+    run_all(&f.m, NULL, dsn, &r);
+    assert_non_null(strstr(r.seq, "~MAIL FROM:<s@example.net> RET=HDRS\r\n"));
+}
+
+static void
+test_bad_addresses(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok\r\n",
+        "221 Bye\r\n", NULL};
+    const char *bye[] = {GREET, EHLO_PIPE, "221 Bye\r\n", NULL};
+
+    fixture_init(&f, (const char *const[]){"a@example.org\r\nRSET", "b@example.org", NULL}, body1,
+        0);
+    run_all(&f.m, NULL, replies, &r);
+    expect(&r.oc[0], SMTP_CLIENT_LOCAL, 0, "recipient address");
+    expect(&r.oc[1], SMTP_CLIENT_DELIVERED, 250, "Ok");
+    assert_null(strstr(r.seq, "RSET"));
+    f.m.sender = "x>@y";
+    run_all(&f.m, NULL, bye, &r);
+    expect(&r.oc[0], SMTP_CLIENT_LOCAL, 0, "");
+    expect(&r.oc[1], SMTP_CLIENT_LOCAL, 0, "sender address");
+    assert_null(strstr(r.seq, "MAIL"));
+    assert_null(smtp_client_new("bad name", &f.m));
+    assert_null(smtp_client_new("", &f.m));
+}
+
+static void
+test_body_read_error(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n354 go\r\n", NULL};
+    struct smtp_client *c;
+    size_t n;
+
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, body1, 4);
+    f.b.fail = true;
+    /* by hand: the output stops mid-line, which drive() would flag */
+    c = smtp_client_new("client.test", &f.m);
+    assert_non_null(c);
+    (void)r;
+    for (n = 0; replies[n] != NULL;) {
+        enum smtp_client_action a = smtp_client_next(c);
+
+        if (a == SMTP_CLIENT_SEND) {
+            size_t k;
+
+            (void)smtp_client_output(c, &k);
+            smtp_client_sent(c, k);
+        } else if (a == SMTP_CLIENT_READ) {
+            smtp_client_input(c, replies[n], strlen(replies[n]));
+            n++;
+        } else {
+            break;
+        }
+    }
+    assert_int_equal(smtp_client_next(c), SMTP_CLIENT_SEND); /* the first 4 octets */
+    (void)smtp_client_output(c, &n);
+    assert_int_equal(n, 4);
+    smtp_client_sent(c, n);
+    assert_int_equal(smtp_client_next(c), SMTP_CLIENT_CLOSE); /* no dot */
+    expect(smtp_client_outcome(c, 0), SMTP_CLIENT_LOCAL, 0, "the message body");
+    smtp_client_free(c);
+}
+
+static void
+test_connection_reuse(void **state)
+{
+    struct fixture f, g;
+    struct run r;
+    const char *replies[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok 1\r\n",
+        "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok 2\r\n", "221 Bye\r\n", NULL};
+    const char *after_fail[] = {GREET, EHLO_PIPE, "550 5.7.1 no\r\n503 no\r\n503 no\r\n",
+        "250 2.0.0 reset\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok 2\r\n", "221 Bye\r\n",
+        NULL};
+
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, body1, 0);
+    fixture_init(&g, (const char *const[]){"b@example.org", NULL}, "Two\r\n", 0);
+    g.m.sender = "";
+    run_all(&f.m, &g.m, replies, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net> SIZE=23\r\n"
+                   "RCPT TO:<a@example.org>\r\nDATA\r\n~Subject: hi\r\n\r\nHello.\r\n.\r\n"
+                   "~MAIL FROM:<> SIZE=5\r\nRCPT TO:<b@example.org>\r\nDATA\r\n~Two\r\n.\r\n"
+                   "~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "Ok 1");
+    expect(&r.oc2[0], SMTP_CLIENT_DELIVERED, 250, "Ok 2");
+    /* after a refused MAIL, the next transaction starts with RSET */
+    run_all(&f.m, &g.m, after_fail, &r);
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 550, "5.7.1 no");
+    expect(&r.oc2[0], SMTP_CLIENT_DELIVERED, 250, "Ok 2");
+    assert_non_null(strstr(r.seq, "DATA\r\n~RSET\r\nMAIL FROM:<> SIZE=5\r\n"));
+}
+
+static void
+test_many_recipients_window(void **state)
+{
+    /* 150 recipients: the pipelined window (100 commands) splits the envelope in two writes */
+    static struct smtp_client_rcpt rc[150];
+    static char names[150][32];
+    static char replies_buf[150 * 16 + 64];
+    struct smtp_client_msg m;
+    struct body_src b = {.p = "x\r\n", .len = 3};
+    struct smtp_client *c;
+    size_t i, n, writes = 0, fed = 0, len;
+    const char *p;
+    int guard = 0;
+
+    for (i = 0; i < 150; i++) {
+        snprintf(names[i], sizeof(names[i]), "r%zu@example.org", i);
+        rc[i].addr = names[i];
+    }
+    memset(&m, 0, sizeof(m));
+    m.sender = "s@example.net";
+    m.rcpts = rc;
+    m.nrcpts = 150;
+    m.size = 3;
+    m.body = body_read;
+    m.arg = &b;
+    p = replies_buf;
+    strcpy(replies_buf, "250 Ok\r\n");
+    for (i = 0; i < 150; i++)
+        strcat(replies_buf, i % 2 ? "250 Ok\r\n" : "450 4.2.1 later\r\n");
+    strcat(replies_buf, "354 go\r\n250 done\r\n221 Bye\r\n");
+    len = strlen(replies_buf);
+    c = smtp_client_new("client.test", &m);
+    assert_non_null(c);
+    smtp_client_input(c, GREET, strlen(GREET));
+    assert_int_equal(smtp_client_next(c), SMTP_CLIENT_SEND);
+    (void)smtp_client_output(c, &n);
+    smtp_client_sent(c, n);
+    smtp_client_input(c, EHLO_PIPE, strlen(EHLO_PIPE));
+    while (guard++ < 1000) {
+        enum smtp_client_action a = smtp_client_next(c);
+
+        if (a == SMTP_CLIENT_SEND) {
+            const char *o = smtp_client_output(c, &n);
+
+            if (writes == 0) { /* MAIL + 99 RCPTs */
+                assert_non_null(memmem(o, n, "RCPT TO:<r98@example.org>\r\n", 27));
+                assert_null(memmem(o, n, "RCPT TO:<r99@example.org>\r\n", 27));
+            }
+            writes++;
+            smtp_client_sent(c, n);
+        } else if (a == SMTP_CLIENT_READ) {
+            /* one reply at a time */
+            const char *e = strstr(p + fed, "\r\n");
+
+            assert_non_null(e);
+            smtp_client_input(c, p + fed, (size_t)(e + 2 - (p + fed)));
+            fed = (size_t)(e + 2 - p);
+            assert_true(fed <= len);
+        } else if (a == SMTP_CLIENT_IDLE) {
+            smtp_client_quit(c);
+        } else {
+            break;
+        }
+    }
+    for (i = 0; i < 150; i++)
+        expect(smtp_client_outcome(c, i), i % 2 ? SMTP_CLIENT_DELIVERED : SMTP_CLIENT_REFUSED,
+            i % 2 ? 250 : 450, i % 2 ? "done" : "4.2.1 later");
+    smtp_client_free(c);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pipelined_delivery),
+        cmocka_unit_test(test_one_by_one),
+        cmocka_unit_test(test_no_data_when_all_refused),
+        cmocka_unit_test(test_helo_fallback),
+        cmocka_unit_test(test_greeting_refused),
+        cmocka_unit_test(test_ehlo_refused),
+        cmocka_unit_test(test_421_everywhere),
+        cmocka_unit_test(test_mail_refused),
+        cmocka_unit_test(test_data_refusals),
+        cmocka_unit_test(test_malformed_replies),
+        cmocka_unit_test(test_connection_lost),
+        cmocka_unit_test(test_dot_stuffing),
+        cmocka_unit_test(test_size_refusal),
+        cmocka_unit_test(test_smtputf8),
+        cmocka_unit_test(test_8bitmime_and_dsn),
+        cmocka_unit_test(test_bad_addresses),
+        cmocka_unit_test(test_body_read_error),
+        cmocka_unit_test(test_connection_reuse),
+        cmocka_unit_test(test_many_recipients_window),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
