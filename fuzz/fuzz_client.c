@@ -70,8 +70,8 @@ out_whole_lines(const struct out_check *o)
 }
 
 static void
-check_outcomes(struct smtp_client *c, const struct smtp_client_msg *m,
-    enum smtp_client_result *seen, bool all)
+check_outcomes(
+    struct smtp_client *c, const struct smtp_client_msg *m, enum smtp_client_result *seen, bool all)
 {
     size_t i;
 
@@ -91,10 +91,10 @@ check_outcomes(struct smtp_client *c, const struct smtp_client_msg *m,
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const char *const addrs[] = {"a@example.org", "b@example.org", "c@example.org",
-        "d@example.org"};
-    static const char *const uaddrs[] = {"\xc3\xa4@example.org", "b@example.org",
-        "c@example.org", "d@example.org"};
+    static const char *const addrs[] = {
+        "a@example.org", "b@example.org", "c@example.org", "d@example.org"};
+    static const char *const uaddrs[] = {
+        "\xc3\xa4@example.org", "b@example.org", "c@example.org", "d@example.org"};
     static const char body[] = ".a\r\nb\n\r.\r\n..c\rd";
     struct smtp_client_rcpt rc[4];
     struct smtp_client_msg m, m2;

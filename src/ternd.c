@@ -87,8 +87,6 @@ warn_unimplemented(const struct config *c)
     } keys[] = {
         {"user", c->user != NULL},
         {"metrics_listen", c->metrics_listen != NULL},
-        {"relay_host", c->relay_host != NULL},
-        {"dns_config", c->dns_config != NULL},
         {"greylist", c->greylist},
         {"state_store", c->state_store != NULL},
         {"tls_cert", c->tls_cert != NULL},

@@ -45,13 +45,13 @@ struct remote {
     const struct remote_conf *c;
     struct delivery_msg *m;
     const struct remote_host *h;
-    char desc[340];   /* "name[ip]:port", for our messages */
-    char mta[300];    /* name, or ip: for remote_mta */
+    char desc[340]; /* "name[ip]:port", for our messages */
+    char mta[300];  /* name, or ip: for remote_mta */
     int fd;
     uint64_t body_pos;
-    bool *open;       /* per recipient: not decided yet */
-    bool *had_reply;  /* per recipient: its reply is a server's, not a connection failure */
-    bool heard;       /* the server of this session sent something */
+    bool *open;      /* per recipient: not decided yet */
+    bool *had_reply; /* per recipient: its reply is a server's, not a connection failure */
+    bool heard;      /* the server of this session sent something */
     char in[REMOTE_IN_MAX];
 };
 
@@ -184,8 +184,8 @@ remote_connect(struct remote *r, const char **why)
         *why = strerror(errno);
         return -1;
     }
-    if (remote_wait(r->fd, POLLOUT, remote_now_ms() + remote_secs(r->c->timeout_connect, 30) *
-                                                          1000LL) < 0) {
+    if (remote_wait(r->fd, POLLOUT,
+            remote_now_ms() + remote_secs(r->c->timeout_connect, 30) * 1000LL) < 0) {
         *why = errno == ETIMEDOUT ? "timeout" : strerror(errno);
         return -1;
     }

@@ -54,9 +54,15 @@ struct injector {
 };
 
 /* One delivery attempt of one message: its jobs (local, one per remote domain). */
+#define SCHED_BOUNCE_MAX 64
+
 struct attempt {
     char id[SPOOL_ID_LEN + 1];
     unsigned jobs; /* not yet back */
+    /* recipients failed in this attempt, reported in one DSN when all jobs are back */
+    unsigned failed[SCHED_BOUNCE_MAX];
+    char mta[SCHED_BOUNCE_MAX][128];
+    unsigned nfailed;
 };
 
 /* Remote jobs in flight per destination domain (max_outbound_per_domain). */
@@ -638,22 +644,35 @@ sched_job_finished(struct scheduler *s, struct job *j, time_t now)
         sched_dom_add(s, j->domain, -1);
     }
     if (m != NULL) {
-        unsigned failed[64];
-        const char *mta[64];
+        unsigned failed[SCHED_BOUNCE_MAX];
+        const char *mta[SCHED_BOUNCE_MAX];
         size_t nf = 0;
-        for (i = 0; i < j->n; i++)
-            if (sched_apply(s, m, j->index[i], &j->rcpts[i], now,
-                    sched_relay_label(s, j, &j->rcpts[i])) &&
-                nf < 64) {
-                mta[nf] = j->kind == JOB_REMOTE && j->rcpts[i].remote_mta[0]
-                              ? j->rcpts[i].remote_mta
-                              : NULL;
+        for (i = 0; i < j->n; i++) {
+            const char *rm = j->kind == JOB_REMOTE && j->rcpts[i].remote_mta[0]
+                                 ? j->rcpts[i].remote_mta
+                                 : NULL;
+            if (!sched_apply(s, m, j->index[i], &j->rcpts[i], now,
+                    sched_relay_label(s, j, &j->rcpts[i])))
+                continue;
+            if (att != NULL && att->nfailed < SCHED_BOUNCE_MAX) {
+                /* one DSN per message: collect until the attempt's last job is back */
+                snprintf(att->mta[att->nfailed], sizeof(att->mta[0]), "%.127s", rm ? rm : "");
+                att->failed[att->nfailed++] = j->index[i];
+            } else if (nf < SCHED_BOUNCE_MAX) {
+                mta[nf] = rm;
                 failed[nf++] = j->index[i];
             }
+        }
         if (nf > 0)
             sched_bounce(s, m, failed, mta, nf, now);
     }
     if (att != NULL && --att->jobs == 0) {
+        if (m != NULL && att->nfailed > 0) {
+            const char *mta[SCHED_BOUNCE_MAX];
+            for (i = 0; i < att->nfailed; i++)
+                mta[i] = att->mta[i][0] ? att->mta[i] : NULL;
+            sched_bounce(s, m, att->failed, mta, att->nfailed, now);
+        }
         if (m != NULL)
             queue_set_busy(s->q, m, false);
         free(att);

@@ -32,8 +32,8 @@
 #include "smtp/replyparse.h"
 #include "util/buf.h"
 
-#define CLIENT_WINDOW 100     /* commands written ahead of their replies (RFC 2920 §3.1) */
-#define CLIENT_CHUNK 16384    /* body octets asked of the driver at once */
+#define CLIENT_WINDOW 100  /* commands written ahead of their replies (RFC 2920 §3.1) */
+#define CLIENT_CHUNK 16384 /* body octets asked of the driver at once */
 #define CLIENT_OUT_MAX (1u << 20)
 
 enum client_state {
@@ -80,8 +80,8 @@ struct smtp_client {
 /* ---- outcomes ---------------------------------------------------------- */
 
 static void
-client_set(struct smtp_client *c, size_t i, enum smtp_client_result res, unsigned code,
-    const char *text)
+client_set(
+    struct smtp_client *c, size_t i, enum smtp_client_result res, unsigned code, const char *text)
 {
     struct smtp_client_outcome *o = &c->oc[i];
 
@@ -279,8 +279,7 @@ client_advance(struct smtp_client *c)
         return;
     while (!c->mail_failed && c->sent < c->ncmd && c->sent - c->answered < win) {
         /* Without a reply outstanding and no recipient accepted, DATA is pointless. */
-        if (client_cmd_kind(c, c->sent) == CMD_DATA && c->naccepted == 0 &&
-            c->sent == c->answered)
+        if (client_cmd_kind(c, c->sent) == CMD_DATA && c->naccepted == 0 && c->sent == c->answered)
             break;
         if (client_put_cmd(c, c->sent) < 0) {
             client_set_pending(c, SMTP_CLIENT_LOCAL, "out of memory for commands");
@@ -782,8 +781,8 @@ smtp_client_input(struct smtp_client *c, const char *p, size_t n)
         if (st == REPLYPARSE_ERROR) {
             char why[SMTP_CLIENT_TEXT_MAX];
 
-            snprintf(why, sizeof(why), "malformed reply: %s",
-                c->rp.error != NULL ? c->rp.error : "?");
+            snprintf(
+                why, sizeof(why), "malformed reply: %s", c->rp.error != NULL ? c->rp.error : "?");
             client_set_pending(c, SMTP_CLIENT_NEXT_HOST, why);
             client_done(c);
             return;

@@ -68,11 +68,11 @@ struct smtp_client_msg {
     const char *sender; /* "" for the null reverse-path */
     const struct smtp_client_rcpt *rcpts;
     size_t nrcpts;
-    uint64_t size;      /* body octets, announced with SIZE= */
-    bool smtputf8;      /* UTF-8 in the envelope: needs SMTPUTF8 */
-    bool eightbit;      /* received with BODY=8BITMIME */
-    const char *ret;    /* DSN RET (FULL or HDRS), or NULL */
-    const char *envid;  /* DSN ENVID (xtext), or NULL */
+    uint64_t size;     /* body octets, announced with SIZE= */
+    bool smtputf8;     /* UTF-8 in the envelope: needs SMTPUTF8 */
+    bool eightbit;     /* received with BODY=8BITMIME */
+    const char *ret;   /* DSN RET (FULL or HDRS), or NULL */
+    const char *envid; /* DSN ENVID (xtext), or NULL */
     /*
      * The next body octets into buf (at most n): how many (0 at the end of
      * the body), or -1 when they cannot be read (the connection is then
@@ -110,14 +110,14 @@ enum smtp_client_action {
 /* What the client waits for, so the driver can choose the timeout (RFC 5321 §4.5.3.2). */
 enum smtp_client_wait {
     SMTP_CLIENT_W_GREETING,
-    SMTP_CLIENT_W_HELLO,  /* EHLO or HELO */
-    SMTP_CLIENT_W_MAIL,   /* MAIL (or RSET) */
+    SMTP_CLIENT_W_HELLO, /* EHLO or HELO */
+    SMTP_CLIENT_W_MAIL,  /* MAIL (or RSET) */
     SMTP_CLIENT_W_RCPT,
-    SMTP_CLIENT_W_DATA,   /* the 354 */
-    SMTP_CLIENT_W_BLOCK,  /* writing the body */
-    SMTP_CLIENT_W_DOT,    /* the final reply */
+    SMTP_CLIENT_W_DATA,  /* the 354 */
+    SMTP_CLIENT_W_BLOCK, /* writing the body */
+    SMTP_CLIENT_W_DOT,   /* the final reply */
     SMTP_CLIENT_W_QUIT,
-    SMTP_CLIENT_W_NONE,   /* idle or closed */
+    SMTP_CLIENT_W_NONE, /* idle or closed */
 };
 
 struct smtp_client;

@@ -101,8 +101,8 @@ snapshot(struct smtp_client *c, const struct smtp_client_msg *m, struct smtp_cli
  * connection.
  */
 static void
-drive(const struct smtp_client_msg *m, const struct smtp_client_msg *m2,
-    const char *const *replies, size_t split, struct run *r)
+drive(const struct smtp_client_msg *m, const struct smtp_client_msg *m2, const char *const *replies,
+    size_t split, struct run *r)
 {
     struct smtp_client *c;
     size_t ri = 0, steps, n, k;
@@ -177,8 +177,8 @@ drive(const struct smtp_client_msg *m, const struct smtp_client_msg *m2,
 }
 
 static void
-assert_same_outcomes(const struct smtp_client_outcome *a, const struct smtp_client_outcome *b,
-    size_t n)
+assert_same_outcomes(
+    const struct smtp_client_outcome *a, const struct smtp_client_outcome *b, size_t n)
 {
     size_t i;
 
@@ -287,8 +287,8 @@ test_pipelined_delivery(void **state)
                    "~Subject: hi\r\n\r\nHello.\r\n.\r\n~QUIT\r\n~");
     expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok: queued as X");
     expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 <b@example.org>: no; such user");
-    assert_int_equal(r.ext, SMTP_CLIENT_EXT_PIPELINING | SMTP_CLIENT_EXT_SIZE |
-                                SMTP_CLIENT_EXT_8BITMIME);
+    assert_int_equal(
+        r.ext, SMTP_CLIENT_EXT_PIPELINING | SMTP_CLIENT_EXT_SIZE | SMTP_CLIENT_EXT_8BITMIME);
     assert_int_equal(r.size_limit, 10000);
 }
 
@@ -406,8 +406,9 @@ test_421_everywhere(void **state)
         "421 4.3.2 shutting down\r\n", NULL};
     const char *data[] = {GREET, EHLO_PIPE,
         "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n250 Ok\r\n421 4.3.2 shutting down\r\n", NULL};
-    const char *dot[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n250 Ok\r\n354 go\r\n",
-        "421 4.3.2 shutting down\r\n", NULL};
+    const char *dot[] = {GREET, EHLO_PIPE,
+        "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n250 Ok\r\n354 go\r\n", "421 4.3.2 shutting down\r\n",
+        NULL};
 
     fixture_init(&f, abc, body1, 0);
     run_all(&f.m, NULL, mail, &r);
@@ -463,8 +464,8 @@ test_data_refusals(void **state)
 {
     struct fixture f;
     struct run r;
-    const char *at_data[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n554 5.3.0 no\r\n",
-        "221 Bye\r\n", NULL};
+    const char *at_data[] = {GREET, EHLO_PIPE,
+        "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n554 5.3.0 no\r\n", "221 Bye\r\n", NULL};
     const char *at_end[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n354 go\r\n",
         "452 4.3.1 Insufficient system storage\r\n", "221 Bye\r\n", NULL};
 
@@ -483,8 +484,8 @@ test_malformed_replies(void **state)
 {
     struct fixture f;
     struct run r;
-    const char *bad_rcpt[] = {GREET, EHLO_PLAIN, "250 Ok\r\n", "550 5.1.1 no\r\n", "25O 2.1.5 Ok\r\n",
-        "221 Bye\r\n", NULL};
+    const char *bad_rcpt[] = {GREET, EHLO_PLAIN, "250 Ok\r\n", "550 5.1.1 no\r\n",
+        "25O 2.1.5 Ok\r\n", "221 Bye\r\n", NULL};
     const char *mixed[] = {GREET, "250-mx.test\r\n251 PIPELINING\r\n", NULL};
     const char *three_xx[] = {GREET, EHLO_PLAIN, "250 Ok\r\n", "354 what\r\n", NULL};
     const char *bare_cr[] = {"220 mx\rtest\r\n", NULL};
@@ -508,8 +509,8 @@ test_connection_lost(void **state)
 {
     struct fixture f;
     struct run r;
-    const char *replies[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n354 go\r\n",
-        NULL};
+    const char *replies[] = {
+        GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n354 go\r\n", NULL};
 
     fixture_init(&f, ab, body1, 0);
     run_all(&f.m, NULL, replies, &r);
@@ -523,8 +524,8 @@ test_dot_stuffing(void **state)
     static const char body[] = ".hi\r\nx\n.\r\n..y\rz\r\r\n.";
     struct fixture f;
     struct run r;
-    const char *replies[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok\r\n",
-        "221 Bye\r\n", NULL};
+    const char *replies[] = {
+        GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok\r\n", "221 Bye\r\n", NULL};
     size_t chunk;
 
     for (chunk = 0; chunk < 5; chunk++) {
@@ -547,8 +548,8 @@ test_size_refusal(void **state)
 {
     struct fixture f;
     struct run r;
-    const char *replies[] = {GREET, "250-mx.test\r\n250-SIZE 10\r\n250 PIPELINING\r\n",
-        "221 Bye\r\n", NULL};
+    const char *replies[] = {
+        GREET, "250-mx.test\r\n250-SIZE 10\r\n250 PIPELINING\r\n", "221 Bye\r\n", NULL};
     const char *nolimit[] = {GREET, "250-mx.test\r\n250-SIZE\r\n250 PIPELINING\r\n",
         "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok\r\n", "221 Bye\r\n", NULL};
 
@@ -623,12 +624,12 @@ test_bad_addresses(void **state)
 {
     struct fixture f;
     struct run r;
-    const char *replies[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok\r\n",
-        "221 Bye\r\n", NULL};
+    const char *replies[] = {
+        GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok\r\n", "221 Bye\r\n", NULL};
     const char *bye[] = {GREET, EHLO_PIPE, "221 Bye\r\n", NULL};
 
-    fixture_init(&f, (const char *const[]){"a@example.org\r\nRSET", "b@example.org", NULL}, body1,
-        0);
+    fixture_init(
+        &f, (const char *const[]){"a@example.org\r\nRSET", "b@example.org", NULL}, body1, 0);
     run_all(&f.m, NULL, replies, &r);
     expect(&r.oc[0], SMTP_CLIENT_LOCAL, 0, "recipient address");
     expect(&r.oc[1], SMTP_CLIENT_DELIVERED, 250, "Ok");
@@ -689,8 +690,7 @@ test_connection_reuse(void **state)
     const char *replies[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok 1\r\n",
         "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok 2\r\n", "221 Bye\r\n", NULL};
     const char *after_fail[] = {GREET, EHLO_PIPE, "550 5.7.1 no\r\n503 no\r\n503 no\r\n",
-        "250 2.0.0 reset\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok 2\r\n", "221 Bye\r\n",
-        NULL};
+        "250 2.0.0 reset\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok 2\r\n", "221 Bye\r\n", NULL};
 
     fixture_init(&f, (const char *const[]){"a@example.org", NULL}, body1, 0);
     fixture_init(&g, (const char *const[]){"b@example.org", NULL}, "Two\r\n", 0);

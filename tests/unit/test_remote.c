@@ -492,8 +492,8 @@ test_timeouts(void **state)
 
     msg_init(&x, body1, rcpts);
     msg_deliver(&x, &c, h + 1, 1);
-    assert_outcome(&x.r[0], DLV_TEMP, "451 4.5.0 Protocol error with mx2.test[127.0.0.1]:",
-        "mx2.test");
+    assert_outcome(
+        &x.r[0], DLV_TEMP, "451 4.5.0 Protocol error with mx2.test[127.0.0.1]:", "mx2.test");
     assert_non_null(strstr(x.r[0].reply, "timeout waiting for the reply to the end of data"));
 }
 
