@@ -10,6 +10,7 @@
 #ifndef TERN_DELIVER_DELIVERY_H
 #define TERN_DELIVER_DELIVERY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -27,6 +28,8 @@ struct delivery_rcpt {
     const char *addr;              /* the envelope recipient, as accepted */
     const char *const *targets;    /* local mailboxes after alias expansion (NULL: addr itself) */
     unsigned ntargets;
+    const char *dsn_notify;        /* RFC 3461 NOTIFY to pass on ("FAILURE,DELAY"), or NULL */
+    const char *dsn_orcpt;         /* RFC 3461 ORCPT to pass on (xtext), or NULL */
     enum delivery_status status;   /* set by the transport */
     char reply[DELIVERY_REPLY_MAX]; /* one reply line, no CRLF: ours from the catalogue, or
                                        the remote/LMTP server's verbatim (multi-line replies
@@ -45,6 +48,9 @@ struct delivery_msg {
     uint64_t body_len;
     struct delivery_rcpt *rcpts;
     unsigned nrcpts;
+    bool eightbit;                 /* received with BODY=8BITMIME */
+    const char *dsn_ret;           /* RFC 3461 RET to pass on ("FULL"/"HDRS"), or NULL */
+    const char *dsn_envid;         /* RFC 3461 ENVID to pass on (xtext), or NULL */
     void *arg;                     /* the scheduler's */
 };
 

@@ -19,10 +19,10 @@
  *
  * XXX: one connection per message: connection reuse (smtp_client_next_message)
  * needs the scheduler to hand several messages for one destination at once.
- * XXX: delivery_msg does not say whether the message came with BODY=8BITMIME,
- * nor its DSN parameters: the body goes without BODY= (passed through, see
- * smtp/client.c) and no NOTIFY/ORCPT/RET/ENVID are relayed until it does.
- * SMTPUTF8 is needed when an envelope address has a non-ASCII octet.
+ * BODY=8BITMIME and the RFC 3461 parameters (NOTIFY/ORCPT/RET/ENVID) come
+ * from the queue through delivery_msg and are passed on when the next hop
+ * offers them.  SMTPUTF8 is needed when an envelope address has a non-ASCII
+ * octet.
  */
 #include "deliver/remote.h"
 
@@ -456,6 +456,8 @@ remote_deliver(const struct remote_conf *c, const struct remote_host *hosts, siz
                 continue;
             memset(&rc[n], 0, sizeof(rc[n]));
             rc[n].addr = m->rcpts[i].addr;
+            rc[n].notify = m->rcpts[i].dsn_notify;
+            rc[n].orcpt = m->rcpts[i].dsn_orcpt;
             map[n++] = i;
         }
         if (n == 0)
@@ -466,6 +468,9 @@ remote_deliver(const struct remote_conf *c, const struct remote_host *hosts, siz
         msg.nrcpts = n;
         msg.size = m->body_len;
         msg.smtputf8 = utf8;
+        msg.eightbit = m->eightbit;
+        msg.ret = m->dsn_ret;
+        msg.envid = m->dsn_envid;
         msg.body = remote_body;
         msg.arg = &r;
         r.h = &hosts[h];

@@ -83,6 +83,11 @@ struct job {
     unsigned *index;           /* rcpts[i] is the message's recipient index[i] */
     unsigned n;
     struct attempt *att;
+    /* RFC 3461 parameters passed on by a remote job */
+    char (*notify)[32];
+    char (*orcpt)[DSN_ORCPT_MAX + 1];
+    char ret[8];
+    char envid[DSN_ENVID_MAX + 1];
     /* JOB_REMOTE */
     char domain[256];
     struct remote_host *hosts;
@@ -170,6 +175,8 @@ job_free(struct job *j)
     free(j->index);
     free(j->sender);
     free(j->hosts);
+    free(j->notify);
+    free(j->orcpt);
     free(j);
 }
 
@@ -199,6 +206,32 @@ job_new(struct scheduler *s, const struct queue_msg *m)
     j->dm.rcpts = j->rcpts;
     j->dm.arg = j;
     return j;
+}
+
+static const char *sched_param(const struct queue_msg *m, const char *key, size_t keylen);
+static void sched_rcpt_dsn(const struct queue_msg *m, unsigned idx, struct dsn_rcpt_params *p);
+
+/* What a remote job passes on to the next hop: BODY=8BITMIME and the DSN parameters. */
+static bool
+job_remote_params(struct job *j, const struct queue_msg *m)
+{
+    struct dsn_msg_params mp = {0};
+    const char *t;
+
+    j->dm.eightbit = sched_param(m, "BODY=8BITMIME", 13) != NULL;
+    if ((t = sched_param(m, "dsn=", 4)) != NULL && dsn_msg_parse_text(t, strlen(t), &mp) == 0) {
+        if (mp.ret == DSN_RET_FULL || mp.ret == DSN_RET_HDRS) {
+            snprintf(j->ret, sizeof(j->ret), "%s", mp.ret == DSN_RET_FULL ? "FULL" : "HDRS");
+            j->dm.dsn_ret = j->ret;
+        }
+        if (mp.envid[0]) {
+            snprintf(j->envid, sizeof(j->envid), "%s", mp.envid);
+            j->dm.dsn_envid = j->envid;
+        }
+    }
+    j->notify = calloc(m->nrcpts, sizeof(*j->notify));
+    j->orcpt = calloc(m->nrcpts, sizeof(*j->orcpt));
+    return j->notify != NULL && j->orcpt != NULL;
 }
 
 /* ---- worker threads ------------------------------------------------------------- */
@@ -824,6 +857,10 @@ sched_route(struct scheduler *s, struct queue_msg *m, time_t now, bool *changed,
                 j->relay = s->cfg->relay_host != NULL;
                 j->s = s;
                 snprintf(j->domain, sizeof(j->domain), "%s", dom);
+                if (!job_remote_params(j, m)) {
+                    job_free(j);
+                    goto oom;
+                }
                 j->next = remote;
                 remote = j;
                 s->outbound++;
@@ -831,6 +868,17 @@ sched_route(struct scheduler *s, struct queue_msg *m, time_t now, bool *changed,
             }
             if (!sched_job_add(j, r, i, NULL, 0))
                 goto oom;
+            {
+                struct dsn_rcpt_params rp;
+                unsigned k = j->n - 1;
+                sched_rcpt_dsn(m, i, &rp);
+                if (rp.notify && dsn_notify_format(rp.notify, j->notify[k], sizeof(j->notify[k])) >= 0)
+                    j->rcpts[k].dsn_notify = j->notify[k];
+                if (rp.orcpt[0]) {
+                    snprintf(j->orcpt[k], sizeof(j->orcpt[k]), "%.500s", rp.orcpt);
+                    j->rcpts[k].dsn_orcpt = j->orcpt[k];
+                }
+            }
             continue;
         }
         if (!local_resolve(s->local, r->addr, &targets, &ntargets)) {
