@@ -1087,9 +1087,15 @@ scheduler_new(struct event_base *base, const struct config *cfg, struct queue *q
         s->lmtp.timeout = SCHED_LMTP_TIMEOUT;
     }
     /* RFC 5321 §4.5.3.2 client timeouts */
-    s->rconf = (struct remote_conf){.hostname = cfg->hostname, .timeout_connect = 30,
-        .timeout_greeting = 300, .timeout_helo = 300, .timeout_mail = 300,
-        .timeout_rcpt = 300, .timeout_data = 120, .timeout_block = 180, .timeout_dot = 600,
+    s->rconf = (struct remote_conf){.hostname = cfg->hostname,
+        .timeout_connect = (int)cfg->remote_timeout_connect,
+        .timeout_greeting = (int)cfg->remote_timeout_command,
+        .timeout_helo = (int)cfg->remote_timeout_command,
+        .timeout_mail = (int)cfg->remote_timeout_command,
+        .timeout_rcpt = (int)cfg->remote_timeout_command,
+        .timeout_data = (int)cfg->remote_timeout_data_init,
+        .timeout_block = (int)cfg->remote_timeout_data_block,
+        .timeout_dot = (int)cfg->remote_timeout_data_done,
         .timeout_quit = 10};
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);

@@ -139,6 +139,11 @@ static const struct config_key config_keys[] = {
     K_CIDR(relay_networks, "127.0.0.0/8, ::1/128", CONFIG_OPTIONAL),
     K_STR(relay_host, NULL, CONFIG_OPTIONAL, config_check_hostport),
     K_NUM(remote_port, CONFIG_INT, "25", 1, 65535),
+    K_NUM(remote_timeout_connect, CONFIG_TIME, "30", 1, CONFIG_DAY),
+    K_NUM(remote_timeout_command, CONFIG_TIME, "300", 1, CONFIG_DAY), /* §4.5.3.2.1-3 */
+    K_NUM(remote_timeout_data_init, CONFIG_TIME, "120", 1, CONFIG_DAY), /* §4.5.3.2.4 */
+    K_NUM(remote_timeout_data_block, CONFIG_TIME, "180", 1, CONFIG_DAY), /* §4.5.3.2.5 */
+    K_NUM(remote_timeout_data_done, CONFIG_TIME, "600", 1, CONFIG_DAY), /* §4.5.3.2.6 */
     K_NUM(max_outbound, CONFIG_INT, "100", 1, 10000),
     K_NUM(max_outbound_per_domain, CONFIG_INT, "20", 1, 10000),
     K_STR(dns_config, NULL, CONFIG_OPTIONAL, NULL),

@@ -72,6 +72,11 @@ struct config {
     size_t nrelay_networks;
     char *relay_host;
     long remote_port;             /* port for MX hosts (25; tests use others) */
+    long remote_timeout_connect;  /* RFC 5321 §4.5.3.2 client timeouts, seconds */
+    long remote_timeout_command;  /* greeting, EHLO, MAIL, RCPT */
+    long remote_timeout_data_init; /* DATA's 354 */
+    long remote_timeout_data_block; /* each block of the body */
+    long remote_timeout_data_done; /* the reply to the final dot */
     long max_outbound;            /* remote SMTP connections at once, in all */
     long max_outbound_per_domain; /* ... to one destination domain */
     char *dns_config;
