@@ -9,14 +9,21 @@
  * whole reply line from a log or a bounce ("550 5.1.1 <bob@example.org>:
  * User unknown").  Options may come anywhere; "--" ends them.  Exit status:
  * 0 done, 2 unknown code or nothing recognisable in an argument, 64 usage.
- * (probe, send, queue, sendmail and mailq: see issue 5.)
+ *
+ *   tern send ...      cli/send.h        tern probe ...   cli/probe.h
+ *   tern queue ...     cli/queue.h       tern sendmail ... (or as `sendmail`) cli/sendmail.h
+ *   mailq              cli/queue.h
+ * Those take the rest of the command line as it is, with their own options.
  */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/probe.h"
 #include "cli/queue.h"
+#include "cli/send.h"
+#include "cli/sendmail.h"
 #include "smtp/explain.h"
 
 /* Where `tern queue` finds ternd unless -s or TERN_CONTROL_SOCKET says otherwise. */
@@ -30,6 +37,9 @@ static const char usage_text[] =
     "       tern [--json] [--lang en|fr] compare CODE CODE\n"
     "       tern queue [-s SOCKET] [list [--json] | count | flush [ID...] |\n"
     "                  delete ID... | hold ID... | release ID...]\n"
+    "       tern send --server HOST[:PORT] --from ADDR --to ADDR... [options] [FILE|-]\n"
+    "       tern probe HOST:PORT|IP|DOMAIN [--from ADDR] [--to ADDR]... [options]\n"
+    "       tern sendmail [sendmail(8) options] [RECIPIENT...]\n"
     "CODE: a reply code (421), an enhanced status code (4.7.1, X.7.1), or a whole\n"
     "reply line in quotes (\"550 5.1.1 <bob@example.org>: User unknown\").\n";
 
@@ -123,9 +133,25 @@ main(int argc, char **argv)
             free(args);
             return cli_mailq_main(argc, argv, sock);
         }
+        if (strcmp(base, "sendmail") == 0) {
+            free(args);
+            return cli_sendmail_main(argc, argv);
+        }
         if (argc > 1 && strcmp(argv[1], "queue") == 0) {
             free(args);
             return cli_queue_main(argc - 1, argv + 1, sock);
+        }
+        if (argc > 1 && strcmp(argv[1], "send") == 0) {
+            free(args);
+            return cli_send_main(argc - 1, argv + 1);
+        }
+        if (argc > 1 && strcmp(argv[1], "probe") == 0) {
+            free(args);
+            return cli_probe_main(argc - 1, argv + 1);
+        }
+        if (argc > 1 && strcmp(argv[1], "sendmail") == 0) {
+            free(args);
+            return cli_sendmail_main(argc - 1, argv + 1);
         }
     }
     for (i = 1; i < argc; i++) {

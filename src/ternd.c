@@ -1,6 +1,10 @@
 /*
  * ternd.c - the daemon's main: options, configuration, spool, server.
  * Thin on purpose: everything else links into the tests.
+ *
+ * Local submission (sendmail) arrives by the control socket's SUBMIT or
+ * through the maildrop directory (spool_dir/maildrop, scanned at start and
+ * every MAILDROP_INTERVAL seconds); both end in daemon_submit().
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -9,19 +13,27 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "deliver/local.h"
 #include "deliver/scheduler.h"
 #include "net/control.h"
 #include "net/server.h"
+#include "queue/maildrop.h"
 #include "queue/queue.h"
 #include "queue/spool.h"
+#include "smtp/addr.h"
+#include "smtp/reply.h"
+#include "util/buf.h"
 #include "util/config.h"
 #include "util/log.h"
 
 #define MAX_OVERRIDES 64
 #define SPILL_THRESHOLD (256 * 1024)
+#define MAILDROP_INTERVAL 5 /* seconds between scans of spool_dir/maildrop */
 
 static void
 usage(void)
@@ -110,6 +122,10 @@ struct daemon {
     struct queue *queue;
     struct scheduler *sched;
     struct local *local;
+    struct spool *sp;
+    const struct config *cfg;
+    struct maildrop *maildrop;
+    struct event *ev_maildrop;
 };
 
 static enum reply_id
@@ -129,6 +145,191 @@ daemon_committed(void *arg, const struct spool_record *rec)
         log_error(rec->id, "event=queue-add-failed reason=\"out of memory\"; the message "
                            "is safe on disk and is delivered after a restart");
     scheduler_kick(d->sched);
+}
+
+/* ---- local submission (sendmail) ---------------------------------------------------------- */
+
+struct submit_ticket {
+    struct daemon *d;
+    maildrop_done_fn *done;
+    void *donearg;
+};
+
+static void
+daemon_submit_committed(void *arg, int err, const struct spool_record *rec)
+{
+    struct submit_ticket *t = arg;
+
+    if (err == 0 && rec != NULL) {
+        log_info(rec->id, "event=queued origin=sendmail");
+        daemon_committed(t->d, rec);
+        t->done(t->donearg, 0, rec->id);
+    } else {
+        t->done(t->donearg, err != 0 ? err : EIO, "the spool could not store the message");
+    }
+    free(t);
+}
+
+/*
+ * An address as the spool keeps it: checked like a RCPT TO path; one without a
+ * domain gets "@" and the first local domain (else our hostname), as sendmail
+ * qualifies a bare user name.  0, or -1 (not a valid address).
+ */
+static int
+daemon_qualify(const struct daemon *d, const char *in, bool sender, char *out, size_t outlen)
+{
+    struct smtp_path path;
+    char tmp[600];
+    size_t used;
+    const char *dom = d->cfg->local_domains.n ? d->cfg->local_domains.items[0] : d->cfg->hostname;
+
+    if (sender && in[0] == '\0') {
+        out[0] = '\0';
+        return 0;
+    }
+    if (strchr(in, '@') == NULL)
+        snprintf(tmp, sizeof(tmp), "<%s@%s>", in, dom);
+    else
+        snprintf(tmp, sizeof(tmp), "<%s>", in);
+    if (smtp_addr_parse(tmp, strlen(tmp), ADDR_UTF8, &path, &used) != ADDR_OK ||
+        used != strlen(tmp))
+        return -1;
+    snprintf(out, outlen, "%s", path.addr);
+    return 0;
+}
+
+static bool
+daemon_8bit(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s >= 0x80)
+            return true;
+    return false;
+}
+
+/* "Thu, 01 Jan 2026 12:00:00 +0000" (RFC 5322 §3.3), in local time, fixed English names. */
+static void
+daemon_rfc5322_date(time_t t, char *out, size_t n)
+{
+    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const months[] = {
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    long off;
+
+    localtime_r(&t, &tm);
+    off = tm.tm_gmtoff / 60;
+    snprintf(out, n, "%s, %02d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday % 7],
+        tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
+        off < 0 ? '-' : '+', (off < 0 ? -off : off) / 60, (off < 0 ? -off : off) % 60);
+}
+
+/*
+ * The submit hook of the control socket and the maildrop: spool the message
+ * like one received over SMTP (params client=local, origin=sendmail; a
+ * Received line first; CRLF line ends), and answer once it is durable.
+ * Local recipients are judged like at RCPT: a permanent refusal (unknown user)
+ * refuses the submission (EPERM with the reply), a transient one (mailbox
+ * full) is queued and retried like any deferred delivery.
+ */
+static int
+daemon_submit(void *arg, const char *sender, const char *const *rcpts, size_t nrcpts,
+    const char *msg, size_t len, maildrop_done_fn *done, void *donearg)
+{
+    struct daemon *d = arg;
+    struct submit_ticket *t;
+    struct spool_msg *m;
+    char id[SPOOL_ID_LEN + 1], addr[600], date[64], why[400];
+    struct buf b;
+    size_t i;
+    bool utf8;
+    time_t now = time(NULL);
+
+    if (len > (size_t)d->cfg->max_message_size) {
+        done(donearg, EFBIG, "message larger than max_message_size");
+        return 0;
+    }
+    spool_new_id(d->sp, id);
+    if ((m = spool_msg_new(d->sp, id)) == NULL)
+        return ENOMEM;
+    spool_msg_set_arrival(m, now);
+    if (daemon_qualify(d, sender, true, addr, sizeof(addr)) < 0) {
+        spool_msg_abort(m);
+        snprintf(why, sizeof(why), "invalid sender address <%.300s>", sender);
+        done(donearg, EINVAL, why);
+        return 0;
+    }
+    spool_msg_set_sender(m, addr);
+    utf8 = daemon_8bit(addr);
+    for (i = 0; i < nrcpts; i++) {
+        if (daemon_qualify(d, rcpts[i], false, addr, sizeof(addr)) < 0) {
+            spool_msg_abort(m);
+            snprintf(why, sizeof(why), "invalid recipient address <%.300s>", rcpts[i]);
+            done(donearg, EINVAL, why);
+            return 0;
+        }
+        if (local_is_local(d->local, addr)) {
+            enum reply_id r = local_check_rcpt(d->local, addr, len);
+
+            if (reply_get(r)->code / 100 == 5) {
+                struct buf rb;
+
+                buf_init(&rb, 512);
+                if (reply_write(&rb, r, addr) == 0 && rb.len >= 2) {
+                    snprintf(why, sizeof(why), "%.*s", (int)rb.len - 2, rb.data);
+                } else {
+                    snprintf(why, sizeof(why), "recipient <%.300s> refused", addr);
+                }
+                buf_free(&rb);
+                spool_msg_abort(m);
+                log_info(id, "event=submit-refused to=<%s> reply=\"%s\"", addr, why);
+                done(donearg, EPERM, why);
+                return 0;
+            }
+        }
+        utf8 = utf8 || daemon_8bit(addr);
+        spool_msg_add_rcpt(m, addr);
+    }
+    /* what an SMTP client would have declared: the relay must know it */
+    for (i = 0; i < len && (unsigned char)msg[i] < 0x80; i++)
+        ;
+    if (i < len)
+        spool_msg_add_param(m, "BODY=8BITMIME");
+    if (utf8)
+        spool_msg_add_param(m, "SMTPUTF8");
+    spool_msg_add_param(m, "client=local");
+    spool_msg_add_param(m, "origin=sendmail");
+    daemon_rfc5322_date(now, date, sizeof(date));
+    buf_init(&b, 0);
+    if (buf_printf(&b, "Received: by %s (tern sendmail) id %s; %s\r\n", d->cfg->hostname, id,
+            date) < 0 ||
+        maildrop_crlf(&b, msg, len) < 0 || spool_msg_write(m, b.data, b.len) < 0) {
+        int e = errno ? errno : ENOMEM;
+
+        buf_free(&b);
+        spool_msg_abort(m);
+        return e;
+    }
+    buf_free(&b);
+    if ((t = malloc(sizeof(*t))) == NULL) {
+        spool_msg_abort(m);
+        return ENOMEM;
+    }
+    t->d = d;
+    t->done = done;
+    t->donearg = donearg;
+    spool_commit_rec(d->sp, m, daemon_submit_committed, t);
+    return 0;
+}
+
+static void
+daemon_maildrop_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+
+    (void)fd;
+    (void)what;
+    maildrop_scan(d->maildrop);
 }
 
 static void
@@ -243,6 +444,23 @@ main(int argc, char **argv)
         (ctl = control_open(server_base(srv), cfg.control_socket, d.queue, daemon_flush, &d,
              err, sizeof(err))) == NULL)
         log_fatal("event=start control_socket=%s error=\"%s\"", cfg.control_socket, err);
+    d.sp = sp;
+    d.cfg = &cfg;
+    if (ctl != NULL)
+        control_set_submit(ctl, daemon_submit, &d, (size_t)cfg.max_message_size);
+    {
+        char dir[4200];
+        struct timeval tv = {MAILDROP_INTERVAL, 0};
+
+        snprintf(dir, sizeof(dir), "%s/maildrop", cfg.spool_dir);
+        if ((d.maildrop = maildrop_open(dir, (size_t)cfg.max_message_size, daemon_submit, &d,
+                 err, sizeof(err))) == NULL)
+            log_fatal("event=start error=\"maildrop: %s\"", err);
+        d.ev_maildrop = event_new(server_base(srv), -1, EV_PERSIST, daemon_maildrop_tick, &d);
+        if (d.ev_maildrop == NULL || event_add(d.ev_maildrop, &tv) < 0)
+            log_fatal("event=start error=\"maildrop: cannot create its timer\"");
+        maildrop_scan(d.maildrop);
+    }
     log_info(NULL, "event=recovered messages=%zu", queue_count(d.queue));
     log_info(NULL, "event=started hostname=%s spool_dir=%s", cfg.hostname, cfg.spool_dir);
     if (server_run(srv) == -1)
@@ -256,6 +474,8 @@ main(int argc, char **argv)
                        "failed=%llu worker_batches=%llu",
             ss.attempts, ss.delivered, ss.deferred, ss.failed, ss.batches);
     }
+    event_free(d.ev_maildrop);
+    maildrop_close(d.maildrop);
     control_close(ctl);
     queue_close(d.queue);
     server_free(srv);

@@ -208,11 +208,13 @@ usage_reserve(const char *mbox, uint64_t size, uint64_t limit)
     time_t now = mono_now();
     size_t len;
     int full;
+    bool counted = false; /* the usage was just counted from the directory */
 
     pthread_mutex_lock(&usage_lock);
     u = usage_find_locked(mbox, now);
     pthread_mutex_unlock(&usage_lock);
     if (u == NULL) {
+        counted = true;
         scanned = usage_scan_dir(mbox, "new") + usage_scan_dir(mbox, "cur");
         len = strlen(mbox);
         pthread_mutex_lock(&usage_lock);
@@ -238,7 +240,7 @@ usage_reserve(const char *mbox, uint64_t size, uint64_t limit)
         }
     }
     full = u->bytes + size > limit;
-    if (full && u->stamp != now) {
+    if (full && !counted) {
         /*
          * "Full" from a cached count: the user may have made room since
          * (R_DLV_MAILBOX_FULL tells them to, then to flush).  Count again

@@ -424,7 +424,15 @@ sched_apply(struct scheduler *s, struct queue_msg *m, unsigned idx,
         if (now - m->arrival >= s->cfg->max_queue_lifetime) {
             struct delivery_rcpt x = {0};
             char age[32];
-            snprintf(age, sizeof(age), "%ld days", (long)((now - m->arrival) / 86400));
+            long t = (long)(now - m->arrival);
+            if (t >= 2 * 86400)
+                snprintf(age, sizeof(age), "%ld days", t / 86400);
+            else if (t >= 2 * 3600)
+                snprintf(age, sizeof(age), "%ld hours", t / 3600);
+            else if (t >= 120)
+                snprintf(age, sizeof(age), "%ld minutes", t / 60);
+            else
+                snprintf(age, sizeof(age), "%ld seconds", t);
             delivery_set(&x, R_DLV_EXPIRED, age, d->reply);
             queue_rcpt_set(r, QR_FAILED, x.reply, 0);
             s->stats.failed++;
@@ -545,7 +553,7 @@ sched_bounce(struct scheduler *s, const struct queue_msg *m, const unsigned *idx
             continue;
         memset(&br[k], 0, sizeof(br[k]));
         br[k].addr = r->addr;
-        br[k].orcpt = rp.orcpt[0] && dsn_orcpt_decode(rp.orcpt, orcpt[k], sizeof(orcpt[k])) == 0
+        br[k].orcpt = rp.orcpt[0] && dsn_orcpt_decode(rp.orcpt, orcpt[k], sizeof(orcpt[k])) >= 0
                           ? orcpt[k]
                           : NULL;
         br[k].action = BOUNCE_FAILED;

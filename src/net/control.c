@@ -15,6 +15,12 @@
  * the queue frees finished messages).  The totals of the text format count
  * what was printed.
  *
+ * SUBMIT reads its payload (a counted length, bounded before anything is
+ * allocated) into one buffer, parses it with queue/maildrop.c, and hands it
+ * to the submit hook; the answer waits for the hook's done callback, i.e.
+ * for the spool's fsync.  A ticket between the two survives the client, so
+ * a client that hangs up during the commit costs nothing but the ticket.
+ *
  * The socket file is mode 0600 (only ternd's user and root may connect);
  * the peer's uid is checked as well, in case the directory was made
  * reachable to others and the mode changed by hand.
@@ -36,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "queue/maildrop.h"
 #include "queue/queue.h"
 #include "util/buf.h"
 #include "util/log.h"
@@ -44,6 +51,13 @@
 #define CONTROL_BACKLOG 32
 
 typedef char control_id[SPOOL_ID_LEN + 1];
+
+struct client;
+
+/* A SUBMIT waiting for its commit; cl is NULL once the client is gone. */
+struct control_ticket {
+    struct client *cl;
+};
 
 struct client {
     struct control *ctl;
@@ -63,6 +77,12 @@ struct client {
     bool oom;       /* the ID snapshot could not be taken */
     size_t shown;   /* messages printed */
     uint64_t bytes; /* their body sizes, for the text summary */
+    /* SUBMIT in progress */
+    size_t reqlen;  /* octets of in[] taken by the request line (the rest is payload) */
+    bool submitting;
+    char *payload;
+    size_t paylen, payneed;
+    struct control_ticket *ticket; /* the commit in flight */
 };
 
 struct control {
@@ -70,6 +90,9 @@ struct control {
     struct queue *q;
     void (*on_flush)(void *arg);
     void *on_flush_arg;
+    control_submit_fn *submit;
+    void *submit_arg;
+    size_t submit_max; /* message octets */
     char *path;
     dev_t dev; /* the socket file we created, so close removes only ours */
     ino_t ino;
@@ -392,7 +415,7 @@ control_collect_id(void *arg, const struct queue_msg *m)
 
 /* ---- the command table ------------------------------------------------------------------ */
 
-enum control_arg { ARG_NONE, ARG_OPT_ID, ARG_ID, ARG_OPT_JSON };
+enum control_arg { ARG_NONE, ARG_OPT_ID, ARG_ID, ARG_OPT_JSON, ARG_LENGTH };
 
 struct control_cmd {
     const char *name;
@@ -463,6 +486,137 @@ control_cmd_release(struct client *cl, const char *arg)
     return NULL;
 }
 
+/* ---- SUBMIT ----------------------------------------------------------------------------- */
+
+static void
+control_submit_done(void *donearg, int err, const char *id)
+{
+    struct control_ticket *t = donearg;
+    struct client *cl = t->cl;
+    char msg[160];
+
+    free(t);
+    if (cl == NULL)
+        return; /* the client went away; the message is queued (or not) all the same */
+    cl->ticket = NULL;
+    if (err != 0) {
+        snprintf(msg, sizeof(msg), "%s", id != NULL ? id : strerror(err));
+        control_reply_err(cl, msg);
+        return;
+    }
+    buf_reset(&cl->out);
+    cl->outoff = 0;
+    if (buf_printf(&cl->out, "OK %s\n", id) < 0) {
+        control_client_free(cl);
+        return;
+    }
+    control_start_write(cl);
+}
+
+/* The whole payload is in: parse it and hand it over. */
+static void
+control_submit_run(struct client *cl)
+{
+    struct control *c = cl->ctl;
+    struct maildrop_env env;
+    char why[160];
+    int rc;
+
+    cl->submitting = false;
+    event_del(cl->ev_read);
+    event_del(cl->ev_timer);
+    if (maildrop_parse(cl->payload, cl->paylen, &env, why, sizeof(why)) < 0) {
+        control_reply_err(cl, why);
+        return;
+    }
+    if (env.msglen > c->submit_max) {
+        maildrop_env_free(&env);
+        control_reply_err(cl, "message larger than max_message_size");
+        return;
+    }
+    if ((cl->ticket = malloc(sizeof(*cl->ticket))) == NULL) {
+        maildrop_env_free(&env);
+        control_reply_err(cl, "out of memory");
+        return;
+    }
+    cl->ticket->cl = cl;
+    /* Nothing may touch cl after this call when it returns 0: done may have run already. */
+    rc = c->submit(c->submit_arg, env.sender, (const char *const *)env.rcpts, env.nrcpts,
+        env.msg, env.msglen, control_submit_done, cl->ticket);
+    maildrop_env_free(&env);
+    if (rc != 0) {
+        free(cl->ticket);
+        cl->ticket = NULL;
+        control_reply_err(cl, strerror(rc));
+    }
+}
+
+static const char *
+control_cmd_submit(struct client *cl, const char *arg)
+{
+    struct control *c = cl->ctl;
+    unsigned long long n = 0;
+    size_t max, have;
+    const char *p;
+
+    if (c->submit == NULL)
+        return "SUBMIT is not enabled in this ternd";
+    for (p = arg; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9' || n > (1ull << 40))
+            return "SUBMIT needs a length in octets";
+        n = n * 10 + (unsigned long long)(*p - '0');
+    }
+    max = c->submit_max + (size_t)MAILDROP_LINE_MAX * (MAILDROP_MAX_RCPTS + 2);
+    if (n > max)
+        return "message larger than max_message_size";
+    have = cl->inlen - cl->reqlen;
+    if (have > n)
+        return "more data than the length says";
+    if ((cl->payload = malloc(n ? (size_t)n : 1)) == NULL)
+        return "out of memory";
+    memcpy(cl->payload, cl->in + cl->reqlen, have);
+    cl->paylen = have;
+    cl->payneed = (size_t)n;
+    cl->submitting = true;
+    buf_reset(&cl->out);
+    if (cl->paylen == cl->payneed)
+        control_submit_run(cl);
+    else
+        control_arm_timer(cl);
+    return NULL;
+}
+
+/* More payload bytes from the client. */
+static void
+control_submit_read(struct client *cl)
+{
+    ssize_t n = recv(cl->fd, cl->payload + cl->paylen, cl->payneed - cl->paylen, 0);
+
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        control_client_free(cl);
+        return;
+    }
+    if (n == 0) {
+        control_reply_err(cl, "connection closed before the end of the message");
+        return;
+    }
+    cl->paylen += (size_t)n;
+    control_arm_timer(cl); /* progress: the read timeout starts over */
+    if (cl->paylen == cl->payneed)
+        control_submit_run(cl);
+}
+
+void
+control_set_submit(
+    struct control *c, control_submit_fn *submit, void *arg, size_t max_message_size)
+{
+    c->submit = submit;
+    c->submit_arg = arg;
+    c->submit_max = max_message_size ? max_message_size : CONTROL_SUBMIT_MAX;
+}
+
 static const struct control_cmd control_cmds[] = {
     {"LIST", ARG_OPT_JSON, control_cmd_list},
     {"COUNT", ARG_NONE, control_cmd_count},
@@ -470,6 +624,7 @@ static const struct control_cmd control_cmds[] = {
     {"DELETE", ARG_ID, control_cmd_delete},
     {"HOLD", ARG_ID, control_cmd_hold},
     {"RELEASE", ARG_ID, control_cmd_release},
+    {"SUBMIT", ARG_LENGTH, control_cmd_submit},
 };
 
 /* Queue IDs are [0-9A-Z]; accept lower case from a human and fold it. */
@@ -509,8 +664,8 @@ control_request(struct client *cl, char *line)
         }
     }
     if (cmd == NULL) {
-        control_reply_err(
-            cl, "unknown command (LIST [JSON], COUNT, FLUSH [ID], DELETE ID, HOLD ID, RELEASE ID)");
+        control_reply_err(cl, "unknown command (LIST [JSON], COUNT, FLUSH [ID], DELETE ID, "
+                              "HOLD ID, RELEASE ID, SUBMIT LENGTH)");
         return;
     }
     if (extra != NULL || (arg != NULL && cmd->arg == ARG_NONE)) {
@@ -518,8 +673,9 @@ control_request(struct client *cl, char *line)
         control_reply_err(cl, msg);
         return;
     }
-    if (arg == NULL && cmd->arg == ARG_ID) {
-        snprintf(msg, sizeof(msg), "%s needs a queue ID", cmd->name);
+    if (arg == NULL && (cmd->arg == ARG_ID || cmd->arg == ARG_LENGTH)) {
+        snprintf(msg, sizeof(msg), "%s needs %s", cmd->name,
+            cmd->arg == ARG_ID ? "a queue ID" : "a length in octets");
         control_reply_err(cl, msg);
         return;
     }
@@ -546,6 +702,8 @@ control_request(struct client *cl, char *line)
         control_reply_err(cl, msg);
         return;
     }
+    if (cmd->arg == ARG_LENGTH)
+        return; /* SUBMIT reads its payload, then answers when the commit is done */
     if (control_list_fill(cl) < 0) {
         log_warn(NULL, "control: one message's LIST entry is past %u bytes", CONTROL_OUT_MAX);
         control_reply_err(cl, "response too large");
@@ -562,6 +720,10 @@ control_on_read(evutil_socket_t fd, short what, void *arg)
     char *nl;
 
     (void)what;
+    if (cl->submitting) {
+        control_submit_read(cl);
+        return;
+    }
     n = recv(fd, cl->in + cl->inlen, sizeof(cl->in) - cl->inlen, 0);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -591,6 +753,7 @@ control_on_read(evutil_socket_t fd, short what, void *arg)
         control_reply_err(cl, "NUL in request");
         return;
     }
+    cl->reqlen = n == 0 ? cl->inlen : (size_t)(nl - cl->in) + 1;
     *nl = '\0';
     if (nl > cl->in && nl[-1] == '\r')
         nl[-1] = '\0';
@@ -692,6 +855,9 @@ control_client_free(struct client *cl)
     close(cl->fd);
     buf_free(&cl->out);
     free(cl->ids);
+    free(cl->payload);
+    if (cl->ticket != NULL)
+        cl->ticket->cl = NULL; /* the commit goes on; its answer has nowhere to go */
     free(cl);
 }
 

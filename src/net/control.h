@@ -14,6 +14,13 @@
  *   DELETE ID       the message gets no more delivery attempts
  *   HOLD ID         no delivery until released
  *   RELEASE ID      undo HOLD
+ *   SUBMIT LENGTH   local submission (sendmail): exactly LENGTH bytes follow
+ *                   the request line, a payload in the format of
+ *                   queue/maildrop.h (envelope lines, a blank line, the
+ *                   message); the answer "OK <queue ID>" comes only once the
+ *                   message is durable in the spool.  LENGTH is bounded by
+ *                   the size given to control_set_submit() plus room for
+ *                   the envelope; without a submit hook, "ERR ...".
  *
  * The response's first line is "OK" or "ERR <reason>"; the payload follows
  * an OK.  Verbs are case-insensitive.
@@ -54,6 +61,24 @@ struct control *control_open(struct event_base *base, const char *path, struct q
 
 /* Drop every client, stop listening, remove the socket file (if still ours). */
 void control_close(struct control *c);
+
+/*
+ * The SUBMIT hook.  submit() is called on the loop thread with the parsed
+ * payload (the strings and msg are valid only during the call; msg's line
+ * ends are as the client sent them) and returns 0 when done will be called
+ * exactly once (maybe before submit returns), or an errno for an immediate
+ * refusal.  done(donearg, 0, queue_id) once the message is durable, or
+ * done(donearg, errno, reason-or-NULL).  The client may have gone by then:
+ * control.c keeps donearg valid until done runs.
+ */
+typedef void control_submit_done_fn(void *donearg, int err, const char *id);
+typedef int control_submit_fn(void *arg, const char *sender, const char *const *rcpts,
+    size_t nrcpts, const char *msg, size_t len, control_submit_done_fn *done, void *donearg);
+
+/* Enable SUBMIT: messages up to max_message_size octets (0: CONTROL_SUBMIT_MAX). */
+void control_set_submit(
+    struct control *c, control_submit_fn *submit, void *arg, size_t max_message_size);
+#define CONTROL_SUBMIT_MAX (64u * 1024 * 1024)
 
 /* Change the timeouts (milliseconds; for tests and tuning). */
 void control_set_timeouts(struct control *c, unsigned read_ms, unsigned write_ms);

@@ -72,10 +72,12 @@ class Ctx:
         return problems
 
 
-def load_tests():
+def load_tests(modules=()):
     tests = []
     for name in sorted(os.listdir(HERE)):
         if not (name.startswith('test_') and name.endswith('.py')):
+            continue
+        if modules and name[:-3] not in modules:
             continue
         spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(HERE, name))
         mod = importlib.util.module_from_spec(spec)
@@ -149,11 +151,13 @@ def main():
                     help='run only tests whose name contains PATTERN (or matches it as a glob)')
     ap.add_argument('--list', action='store_true', help='list the tests and exit')
     ap.add_argument('--test-timeout', type=int, default=60)
+    ap.add_argument('--module', action='append', default=[],
+                    help='run only the tests of module NAME (test_basic, ...); repeatable')
     ap.add_argument('--keep', action='store_true', help="keep failed tests' temp dirs")
     args = ap.parse_args()
 
     repo = os.path.dirname(os.path.dirname(HERE))
-    tests = load_tests()
+    tests = load_tests(args.module)
     if args.pattern:
         tests = [(n, f) for n, f in tests
                  if any(p in n or fnmatch.fnmatch(n, p) for p in args.pattern)]
