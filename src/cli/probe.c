@@ -164,8 +164,7 @@ probe_reply(struct probe *p, const char *waiting_for)
             {
                 char t[REPLYPARSE_TEXT_MAX + 24];
 
-                snprintf(t, sizeof(t), "%s%s%s", p->rp.esc, p->rp.esc[0] ? " " : "",
-                    p->rp.text);
+                snprintf(t, sizeof(t), "%s%s%s", p->rp.esc, p->rp.esc[0] ? " " : "", p->rp.text);
                 cli_send_explain(stdout, p->rp.code, t, false, 4);
             }
             return 0;
@@ -179,7 +178,9 @@ probe_reply(struct probe *p, const char *waiting_for)
         got = cli_send_read(p->fd, p->in, sizeof(p->in), deadline);
         if (got <= 0) {
             printf("%s!!! %s waiting for %s\n", bol ? "" : "\n",
-                got == 0 ? "connection closed" : errno == ETIMEDOUT ? "timeout" : strerror(errno),
+                got == 0             ? "connection closed"
+                : errno == ETIMEDOUT ? "timeout"
+                                     : strerror(errno),
                 waiting_for);
             return -1;
         }
@@ -312,8 +313,7 @@ probe_session(struct probe *p)
             snprintf(p->why[i], sizeof(p->why[i]), "out-of-step reply %u to RCPT", p->rp.code);
         }
     }
-    if (probe_send(p, "RSET") == 0 && probe_reply(p, "the reply to RSET") == 0 &&
-        p->rp.code != 421)
+    if (probe_send(p, "RSET") == 0 && probe_reply(p, "the reply to RSET") == 0 && p->rp.code != 421)
         probe_quit(p);
 }
 
@@ -406,8 +406,9 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
     if (pr.r.status == DNS_NXDOMAIN || pr.r.status == DNS_NULL_MX) {
         *verdict = PV_PERM;
         snprintf(why, whylen, "%s takes no mail: %s", host,
-            pr.r.status == DNS_NULL_MX ? "null MX (RFC 7505)" : "no such domain, or no MX and "
-                                                                 "no address");
+            pr.r.status == DNS_NULL_MX ? "null MX (RFC 7505)"
+                                       : "no such domain, or no MX and "
+                                         "no address");
         return -1;
     }
     if (p->verbose)
@@ -416,11 +417,11 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
             const struct dns_host *h = &pr.r.hosts[i];
 
             if (h->addr.ss_family == AF_INET)
-                inet_ntop(AF_INET, &((const struct sockaddr_in *)&h->addr)->sin_addr, ip,
-                    sizeof(ip));
+                inet_ntop(
+                    AF_INET, &((const struct sockaddr_in *)&h->addr)->sin_addr, ip, sizeof(ip));
             else
-                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&h->addr)->sin6_addr, ip,
-                    sizeof(ip));
+                inet_ntop(
+                    AF_INET6, &((const struct sockaddr_in6 *)&h->addr)->sin6_addr, ip, sizeof(ip));
             printf("route: MX %u %s [%s]\n", h->preference, h->name, ip);
         }
     for (i = 0; i < pr.r.nhosts && fd < 0; i++) {
@@ -489,8 +490,7 @@ cli_probe_main(int argc, char **argv)
             dst = &p->helo;
         else if (strcmp(a, "--dns-config") == 0)
             dst = &p->dns_config;
-        else if (strcmp(a, "--to") == 0 || strcmp(a, "--port") == 0 ||
-                 strcmp(a, "--timeout") == 0)
+        else if (strcmp(a, "--to") == 0 || strcmp(a, "--port") == 0 || strcmp(a, "--timeout") == 0)
             ;
         else {
             fprintf(stderr, "tern probe: unknown option %s\n", a);
@@ -506,8 +506,7 @@ cli_probe_main(int argc, char **argv)
         if (dst != NULL) {
             *dst = argv[k];
         } else if (strcmp(a, "--to") == 0) {
-            if (p->nrcpts == PROBE_MAX_RCPTS || argv[k][0] == '\0' ||
-                !cli_send_addr_ok(argv[k])) {
+            if (p->nrcpts == PROBE_MAX_RCPTS || argv[k][0] == '\0' || !cli_send_addr_ok(argv[k])) {
                 free(p);
                 return probe_usage("--to: an address (no spaces, controls or angle brackets), "
                                    "at most 100");

@@ -319,8 +319,8 @@ cli_send_date(long long t, char *out, size_t n)
         return;
     }
     off = tm.tm_gmtoff / 60;
-    snprintf(out, n, "%s, %02d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday % 7],
-        tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
+    snprintf(out, n, "%s, %02d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday % 7], tm.tm_mday,
+        months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
         off < 0 ? '-' : '+', (off < 0 ? -off : off) / 60, (off < 0 ? -off : off) % 60);
 }
 
@@ -445,7 +445,8 @@ send_build(const struct send_opts *o, const struct buf *in, bool eightbit, struc
     for (i = 0; i < o->nrcpts; i++)
         rc |= buf_printf(msg, "%s<%s>", i ? ",\r\n    " : "", o->rcpts[i]);
     rc |= buf_puts(msg, "\r\n");
-    rc |= buf_printf(msg, "Subject: %s\r\n", o->subject != NULL ? o->subject : "test from tern send");
+    rc |=
+        buf_printf(msg, "Subject: %s\r\n", o->subject != NULL ? o->subject : "test from tern send");
     if (eightbit)
         rc |= buf_puts(msg, "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n"
                             "Content-Transfer-Encoding: 8bit\r\n");
@@ -689,8 +690,7 @@ cli_send_main(int argc, char **argv)
     if (port[0] == '\0')
         snprintf(port, sizeof(port), "25");
     if (o.helo == NULL) {
-        if (gethostname(helo, sizeof(helo) - 1) < 0 || helo[0] == '\0' ||
-            !cli_send_addr_ok(helo))
+        if (gethostname(helo, sizeof(helo) - 1) < 0 || helo[0] == '\0' || !cli_send_addr_ok(helo))
             snprintf(helo, sizeof(helo), "localhost");
         helo[sizeof(helo) - 1] = '\0';
         o.helo = helo;
@@ -768,11 +768,16 @@ cli_send_main(int argc, char **argv)
 
         if (oc->code != 0)
             printf("<%s>: %s: %u %s\n", o.rcpts[i],
-                v == V_OK ? "accepted" : v == V_TEMP ? "deferred" : "refused", oc->code,
-                oc->text);
+                v == V_OK     ? "accepted"
+                : v == V_TEMP ? "deferred"
+                              : "refused",
+                oc->code, oc->text);
         else
             printf("<%s>: %s: %s\n", o.rcpts[i],
-                v == V_OK ? "accepted" : v == V_TEMP ? "deferred" : "refused", oc->text);
+                v == V_OK     ? "accepted"
+                : v == V_TEMP ? "deferred"
+                              : "refused",
+                oc->text);
         if (v == V_TEMP && !any_temp)
             decider = oc;
         if (v == V_PERM && !any_perm && !any_temp)

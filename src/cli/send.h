@@ -49,16 +49,16 @@ long long cli_send_now_ms(void);
  * "host", "host:port", "[v6]:port", "[v6]" or a bare IPv6 address: host and
  * port (port "" when none was given).  -1 when malformed.
  */
-int cli_send_split_hostport(const char *arg, char *host, size_t hostlen, char *port,
-    size_t portlen);
+int cli_send_split_hostport(
+    const char *arg, char *host, size_t hostlen, char *port, size_t portlen);
 
 /*
  * Resolve host (getaddrinfo) and connect to its addresses in turn, each
  * within timeout_s.  A non-blocking fd, with "host[ip]:port" in desc; or -1
  * with a reason in why.
  */
-int cli_send_connect(const char *host, const char *port, int timeout_s, char *desc,
-    size_t desclen, char *why, size_t whylen);
+int cli_send_connect(const char *host, const char *port, int timeout_s, char *desc, size_t desclen,
+    char *why, size_t whylen);
 /* Connect to one address (a sockaddr from DNS).  As above. */
 int cli_send_connect_addr(const void *sa, unsigned salen, const char *name, int timeout_s,
     char *desc, size_t desclen, char *why, size_t whylen);

@@ -109,8 +109,9 @@ cli_sendmail_header_end(const char *p, size_t n, size_t *hdrlen)
 
 /* Call fn on each field of the header, unfolded (CR/LF of continuations removed). */
 static int
-sm_fields(const char *p, size_t hdrlen, int (*fn)(void *arg, const char *name, size_t namelen,
-    const char *value, size_t vlen), void *arg)
+sm_fields(const char *p, size_t hdrlen,
+    int (*fn)(void *arg, const char *name, size_t namelen, const char *value, size_t vlen),
+    void *arg)
 {
     size_t i = 0;
 
@@ -445,8 +446,9 @@ sm_parse(struct sm_opts *o, int argc, char **argv)
                 else if (strcmp(v, "s") == 0 || strcmp(v, "p") == 0 || strcmp(v, "i") == 0)
                     o->mode = v[0];
                 else {
-                    fprintf(stderr, "sendmail: -b%s is not supported by tern (run ternd for a "
-                                    "daemon; tern probe to verify an address)\n",
+                    fprintf(stderr,
+                        "sendmail: -b%s is not supported by tern (run ternd for a "
+                        "daemon; tern probe to verify an address)\n",
                         v);
                     return CLI_EX_USAGE;
                 }
@@ -485,7 +487,7 @@ struct sm_env {
 static void
 sm_env_load(struct sm_env *e, const struct sm_opts *o)
 {
-    const char *path = o->config != NULL ? o->config
+    const char *path = o->config != NULL               ? o->config
                        : getenv("TERN_CONFIG") != NULL ? getenv("TERN_CONFIG")
                                                        : SM_DEFAULT_CONFIG;
     char err[1024];
@@ -675,9 +677,9 @@ sm_deliver(const struct sm_env *e, bool verbose, const char *sender, char *const
         break;
     case SM_REFUSED:
         fprintf(stderr, "sendmail: ternd refused the message: %s\n", ans);
-        rc = strstr(ans, "5.1.1") != NULL                                 ? CLI_EX_NOUSER
+        rc = strstr(ans, "5.1.1") != NULL                                      ? CLI_EX_NOUSER
              : strstr(ans, "invalid") != NULL || strstr(ans, "larger") != NULL ? SM_EX_DATAERR
-                                                                          : CLI_EX_UNAVAILABLE;
+                                                                               : CLI_EX_UNAVAILABLE;
         break;
     case SM_TEMP:
         fprintf(stderr, "sendmail: ternd could not take the message now: %s\n", ans);
@@ -753,8 +755,8 @@ sm_prepare(const struct sm_opts *o, const struct sm_env *e, const char *sender,
         buf_free(&stripped);
         return -1;
     }
-    body = cli_sendmail_header_end(stripped.data != NULL ? stripped.data : "", stripped.len,
-        &hdrlen);
+    body =
+        cli_sendmail_header_end(stripped.data != NULL ? stripped.data : "", stripped.len, &hdrlen);
     if (!cli_sendmail_has_field(stripped.data, hdrlen, "From")) {
         if (o->fullname != NULL && strpbrk(o->fullname, "\r\n") == NULL)
             rc |= buf_printf(out, "From: %s <%s>\n", o->fullname, sender);
@@ -803,8 +805,8 @@ sm_send_mode(const struct sm_opts *o, const struct sm_env *e)
     if (rc != 0)
         goto out;
     for (i = 0; i < o->nrcpts; i++)
-        if (cli_sendmail_parse_addrs(o->rcpts[i], strlen(o->rcpts[i]), &rcpts, &nrcpts,
-                SM_MAX_RCPTS) < 0) {
+        if (cli_sendmail_parse_addrs(
+                o->rcpts[i], strlen(o->rcpts[i]), &rcpts, &nrcpts, SM_MAX_RCPTS) < 0) {
             rc = sm_usage("too many recipients");
             goto out;
         }
@@ -830,8 +832,8 @@ sm_send_mode(const struct sm_opts *o, const struct sm_env *e)
         rc = CLI_EX_OSERR;
         goto out;
     }
-    rc = sm_deliver(e, o->verbose, sender, rcpts, nrcpts, msg.data != NULL ? msg.data : "",
-        msg.len, id, sizeof(id));
+    rc = sm_deliver(e, o->verbose, sender, rcpts, nrcpts, msg.data != NULL ? msg.data : "", msg.len,
+        id, sizeof(id));
 out:
     sm_free_list(rcpts, nrcpts);
     buf_free(&in);
@@ -928,7 +930,7 @@ sm_bs_submit(struct sm_bs *b, struct smtp_txn *t)
     buf_reset(&b->body);
     if (rc != CLI_EX_OK)
         return R_SPOOL_ERROR; /* XXX: a permanent refusal by ternd also gets this 451 */
-    snprintf(t->id, sizeof(t->id), "%s", id);
+    snprintf(t->id, sizeof(t->id), "%.23s", id);
     return R_QUEUED;
 }
 

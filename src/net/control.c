@@ -78,7 +78,7 @@ struct client {
     size_t shown;   /* messages printed */
     uint64_t bytes; /* their body sizes, for the text summary */
     /* SUBMIT in progress */
-    size_t reqlen;  /* octets of in[] taken by the request line (the rest is payload) */
+    size_t reqlen; /* octets of in[] taken by the request line (the rest is payload) */
     bool submitting;
     char *payload;
     size_t paylen, payneed;
@@ -541,8 +541,8 @@ control_submit_run(struct client *cl)
     }
     cl->ticket->cl = cl;
     /* Nothing may touch cl after this call when it returns 0: done may have run already. */
-    rc = c->submit(c->submit_arg, env.sender, (const char *const *)env.rcpts, env.nrcpts,
-        env.msg, env.msglen, control_submit_done, cl->ticket);
+    rc = c->submit(c->submit_arg, env.sender, (const char *const *)env.rcpts, env.nrcpts, env.msg,
+        env.msglen, control_submit_done, cl->ticket);
     maildrop_env_free(&env);
     if (rc != 0) {
         free(cl->ticket);
@@ -609,8 +609,7 @@ control_submit_read(struct client *cl)
 }
 
 void
-control_set_submit(
-    struct control *c, control_submit_fn *submit, void *arg, size_t max_message_size)
+control_set_submit(struct control *c, control_submit_fn *submit, void *arg, size_t max_message_size)
 {
     c->submit = submit;
     c->submit_arg = arg;

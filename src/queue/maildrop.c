@@ -205,8 +205,8 @@ maildrop_deposit(const char *dir, const char *payload, size_t len, char *path, s
 
     clock_gettime(CLOCK_REALTIME, &ts);
     counter++;
-    if (snprintf(tmp, sizeof(tmp), "%s/.tmp.%ld.%09ld.%ld.%u", dir, (long)ts.tv_sec,
-            ts.tv_nsec, (long)getpid(), counter) >= (int)sizeof(tmp) ||
+    if (snprintf(tmp, sizeof(tmp), "%s/.tmp.%ld.%09ld.%ld.%u", dir, (long)ts.tv_sec, ts.tv_nsec,
+            (long)getpid(), counter) >= (int)sizeof(tmp) ||
         snprintf(path, pathlen, "%s/%ld.%09ld.%ld.%u", dir, (long)ts.tv_sec, ts.tv_nsec,
             (long)getpid(), counter) >= (int)pathlen) {
         errno = ENAMETOOLONG;
@@ -322,8 +322,8 @@ maildrop_done(void *arg, int err, const char *id)
         if (t->md != NULL)
             maildrop_set_aside(t->md, t->name, id != NULL ? id : strerror(err));
     } else {
-        log_warn(NULL, "event=maildrop-commit-failed file=%s error=\"%s\"; retried later",
-            t->name, id != NULL ? id : strerror(err));
+        log_warn(NULL, "event=maildrop-commit-failed file=%s error=\"%s\"; retried later", t->name,
+            id != NULL ? id : strerror(err));
     }
     maildrop_unlink_ticket(t);
     free(t);
@@ -396,8 +396,8 @@ maildrop_take(struct maildrop *md, const char *name)
     snprintf(t->path, sizeof(t->path), "%s/%s", md->dir, name);
     /* a payload is the message plus an envelope of bounded size */
     buf_init(&b, 0);
-    if (maildrop_read(t->path, md->max_size + (size_t)MAILDROP_LINE_MAX * (MAILDROP_MAX_RCPTS + 2),
-            &b) < 0) {
+    if (maildrop_read(
+            t->path, md->max_size + (size_t)MAILDROP_LINE_MAX * (MAILDROP_MAX_RCPTS + 2), &b) < 0) {
         if (errno == EFBIG)
             maildrop_set_aside(md, name, "larger than max_message_size");
         else if (errno != ENOENT)
@@ -424,8 +424,8 @@ maildrop_take(struct maildrop *md, const char *name)
     if (maildrop_permanent(rc))
         maildrop_set_aside(md, name, strerror(rc));
     else
-        log_warn(NULL, "event=maildrop-submit file=%s error=\"%s\"; retried later", name,
-            strerror(rc));
+        log_warn(
+            NULL, "event=maildrop-submit file=%s error=\"%s\"; retried later", name, strerror(rc));
 out:
     buf_free(&b);
     free(t);

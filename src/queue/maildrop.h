@@ -33,8 +33,8 @@
 #define MAILDROP_MAX_RCPTS 1000 /* recipients of one payload */
 
 struct maildrop_env {
-    char *sender;  /* "" for the null sender */
-    char **rcpts;  /* nrcpts strings */
+    char *sender; /* "" for the null sender */
+    char **rcpts; /* nrcpts strings */
     size_t nrcpts;
     const char *msg; /* into the parsed input */
     size_t msglen;

@@ -93,7 +93,7 @@ static int config_check_state_store(const char *v, char *why, size_t whylen);
 static int config_check_local_delivery(const char *v, char *why, size_t whylen);
 
 static const char *const config_words_on_error[] = {"tempfail", "accept", NULL};
-static const char *const config_words_tls_policy[] = {"none", "opportunistic", "required", NULL};
+static const char *const config_words_tls_policy[] = {"none", "may", "encrypt", "verify", NULL};
 static const char *const config_words_log_level[] = {"debug", "info", "warn", "error", NULL};
 
 /* The key's name is its field's name, so the two cannot drift apart. */
@@ -159,7 +159,7 @@ static const struct config_key config_keys[] = {
     /* TLS */
     K_STR(tls_cert, NULL, CONFIG_OPTIONAL, NULL),
     K_STR(tls_key, NULL, CONFIG_OPTIONAL, NULL),
-    K_ENUM(tls_policy, "opportunistic", config_words_tls_policy),
+    K_ENUM(tls_policy, "may", config_words_tls_policy),
     /* logging */
     K_ENUM(log_level, "info", config_words_log_level),
 };

@@ -193,7 +193,7 @@ test_defaults(void **state)
     assert_string_equal(c.policy_on_error, "tempfail");
     assert_null(c.tls_cert);
     assert_null(c.tls_key);
-    assert_string_equal(c.tls_policy, "opportunistic");
+    assert_string_equal(c.tls_policy, "may");
     assert_string_equal(c.log_level, "info");
     assert_int_equal(config_finish(&c, "defaults", err, sizeof(err)), 0);
     config_free(&c);
@@ -490,16 +490,16 @@ test_enum(void **state)
     struct config c;
 
     (void)state;
-    expect_ok(&c, "policy_on_error = ACCEPT\ntls_policy = required\nlog_level = debug\n");
+    expect_ok(&c, "policy_on_error = ACCEPT\ntls_policy = verify\nlog_level = debug\n");
     assert_string_equal(c.policy_on_error, "accept");
-    assert_string_equal(c.tls_policy, "required");
+    assert_string_equal(c.tls_policy, "verify");
     assert_string_equal(c.log_level, "debug");
     config_free(&c);
 
     expect_error("log_level = verbose\n",
         "t.conf:1: log_level: 'verbose' is not one of debug, info, warn, error");
-    expect_error("tls_policy = may\n",
-        "t.conf:1: tls_policy: 'may' is not one of none, opportunistic, required");
+    expect_error("tls_policy = opportunistic\n",
+        "t.conf:1: tls_policy: 'opportunistic' is not one of none, may, encrypt, verify");
     expect_error("policy_on_error = reject\n",
         "t.conf:1: policy_on_error: 'reject' is not one of tempfail, accept");
     expect_error("log_level =\n",

@@ -207,16 +207,15 @@ static void
 test_payload_bad(void **state)
 {
     static const char *const bad[] = {
-        "",
-        "S a@b\n",                  /* no blank line */
-        "S a@b\n\nmsg",             /* no recipient */
-        "R a@b\n\nmsg",             /* no sender */
-        "S a@b\nS c@d\nR e@f\n\n",  /* two senders */
-        "S a@b\nX c@d\n\n",         /* unknown line */
-        "S a@b\nR \n\n",            /* empty recipient */
-        "S a@b\nR c\td@e\n\n",      /* control character */
-        "S a@b\nR <c@d>\n\n",       /* brackets */
-        "S a@b\nRc@d\n\n",          /* no space */
+        "", "S a@b\n",             /* no blank line */
+        "S a@b\n\nmsg",            /* no recipient */
+        "R a@b\n\nmsg",            /* no sender */
+        "S a@b\nS c@d\nR e@f\n\n", /* two senders */
+        "S a@b\nX c@d\n\n",        /* unknown line */
+        "S a@b\nR \n\n",           /* empty recipient */
+        "S a@b\nR c\td@e\n\n",     /* control character */
+        "S a@b\nR <c@d>\n\n",      /* brackets */
+        "S a@b\nRc@d\n\n",         /* no space */
     };
     struct maildrop_env env;
     char err[128];
