@@ -29,6 +29,7 @@
 #include "smtp/reply.h"
 #include "util/buf.h"
 #include "util/config.h"
+#include "util/date.h"
 #include "util/log.h"
 
 #define MAX_OVERRIDES 64
@@ -207,23 +208,6 @@ daemon_8bit(const char *s)
     return false;
 }
 
-/* "Thu, 01 Jan 2026 12:00:00 +0000" (RFC 5322 §3.3), in local time, fixed English names. */
-static void
-daemon_rfc5322_date(time_t t, char *out, size_t n)
-{
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    struct tm tm;
-    long off;
-
-    localtime_r(&t, &tm);
-    off = tm.tm_gmtoff / 60;
-    snprintf(out, n, "%s, %02d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday % 7],
-        tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
-        off < 0 ? '-' : '+', (off < 0 ? -off : off) / 60, (off < 0 ? -off : off) % 60);
-}
-
 /*
  * The submit hook of the control socket and the maildrop: spool the message
  * like one received over SMTP (params client=local, origin=sendmail; a
@@ -299,7 +283,7 @@ daemon_submit(void *arg, const char *sender, const char *const *rcpts, size_t nr
         spool_msg_add_param(m, "SMTPUTF8");
     spool_msg_add_param(m, "client=local");
     spool_msg_add_param(m, "origin=sendmail");
-    daemon_rfc5322_date(now, date, sizeof(date));
+    date_rfc5322(now, date, sizeof(date));
     buf_init(&b, 0);
     if (buf_printf(&b, "Received: by %s (tern sendmail) id %s; %s\r\n", d->cfg->hostname, id,
             date) < 0 ||

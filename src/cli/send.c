@@ -14,6 +14,7 @@
  */
 #include "cli/send.h"
 
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +33,7 @@
 #include "smtp/explain.h"
 #include "smtp/replyparse.h"
 #include "util/buf.h"
+#include "util/date.h"
 
 #define SEND_DEFAULT_TIMEOUT 30
 #define SEND_MAX_INPUT (64u * 1024 * 1024) /* a test message, not a backup */
@@ -304,26 +306,6 @@ cli_send_explain(FILE *out, unsigned code, const char *text, bool paragraph, int
     cli_send_wrap(out, indent, para);
 }
 
-void
-cli_send_date(long long t, char *out, size_t n)
-{
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    time_t tt = (time_t)t;
-    struct tm tm;
-    long off;
-
-    if (localtime_r(&tt, &tm) == NULL) {
-        snprintf(out, n, "Thu, 01 Jan 1970 00:00:00 +0000");
-        return;
-    }
-    off = tm.tm_gmtoff / 60;
-    snprintf(out, n, "%s, %02d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday % 7], tm.tm_mday,
-        months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
-        off < 0 ? '-' : '+', (off < 0 ? -off : off) / 60, (off < 0 ? -off : off) % 60);
-}
-
 bool
 cli_send_addr_ok(const char *s)
 {
@@ -435,7 +417,7 @@ send_build(const struct send_opts *o, const struct buf *in, bool eightbit, struc
         rc |= buf_printf(msg, "%s\r\n", o->headers[i]);
     if (in->len > 0 && send_has_headers(in->data, in->len))
         return rc | buf_append(msg, in->data, in->len);
-    cli_send_date((long long)time(NULL), date, sizeof(date));
+    date_rfc5322_local(time(NULL), date, sizeof(date));
     snprintf(host, sizeof(host), "%s", o->helo);
     rc |= buf_printf(msg, "Date: %s\r\n", date);
     rc |= buf_printf(msg, "Message-ID: <%lld.%ld.tern-send@%s>\r\n", (long long)time(NULL),

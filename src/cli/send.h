@@ -82,8 +82,6 @@ void cli_send_transcript(FILE *out, const char *tag, const char *p, size_t n, bo
  */
 void cli_send_explain(FILE *out, unsigned code, const char *text, bool paragraph, int indent);
 
-/* "Thu, 01 Jan 2026 12:00:00 +0100" (RFC 5322 §3.3), fixed English names. */
-void cli_send_date(long long t, char *out, size_t n);
 
 /* An address we can put in a command as it is: no control octet, space or angle bracket. */
 bool cli_send_addr_ok(const char *s);

@@ -11,6 +11,8 @@
  */
 #include "cli/sendmail.h"
 
+#include "util/date.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <pwd.h>
@@ -764,7 +766,7 @@ sm_prepare(const struct sm_opts *o, const struct sm_env *e, const char *sender,
             rc |= buf_printf(out, "From: <%s>\n", sender[0] ? sender : "MAILER-DAEMON");
     }
     if (!cli_sendmail_has_field(stripped.data, hdrlen, "Date")) {
-        cli_send_date((long long)time(NULL), date, sizeof(date));
+        date_rfc5322_local(time(NULL), date, sizeof(date));
         rc |= buf_printf(out, "Date: %s\n", date);
     }
     if (!cli_sendmail_has_field(stripped.data, hdrlen, "Message-ID"))

@@ -12,6 +12,7 @@
  */
 #include "deliver/bounce.h"
 
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "smtp/dsn.h"
+#include "util/date.h"
 
 #define BOUNCE_LINE_MAX 998 /* octets before CRLF (RFC 5322 §2.1.1) */
 #define BOUNCE_FOLD_AT 78   /* preferred line width of header fields */
@@ -348,21 +350,11 @@ bounce_wrap(struct bounce_ctx *c, const char *indent, const char *text, bool kee
     free(v);
 }
 
-/* RFC 5322 date-time in UTC, without the locale (strftime's names depend on it). */
+/* RFC 5322 date-time in UTC (util/date.c). */
 static void
 bounce_date(time_t t, char out[40])
 {
-    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char months[12][4] = {
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    struct tm tm;
-
-    if (gmtime_r(&t, &tm) == NULL) {
-        snprintf(out, 40, "Thu, 1 Jan 1970 00:00:00 +0000");
-        return;
-    }
-    snprintf(out, 40, "%s, %d %s %d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
-        months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    date_rfc5322(t, out, 40);
 }
 
 /* ---- the attachment --------------------------------------------------------------------- */

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "smtp/data.h"
+#include "util/date.h"
 #include "util/log.h"
 
 enum smtp_state {
@@ -154,11 +155,9 @@ session_received(struct smtp_session *s)
 {
     char date[64], hdr[1024];
     const char *proto;
-    struct tm tm;
     int n;
 
-    gmtime_r(&s->now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    date_rfc5322(s->now, date, sizeof(date));
     if (s->txn.params.smtputf8)
         proto = s->peer.tls ? "UTF8SMTPS" : "UTF8SMTP";
     else if (s->esmtp)
