@@ -56,6 +56,7 @@
 
 #include "smtp/replyparse.h"
 #include "util/buf.h"
+#include "util/io.h"
 
 #define LMTP_DEFAULT_TIMEOUT 300 /* seconds, when the configuration gives none */
 #define LMTP_WINDOW 64           /* commands written before their replies are read */
@@ -165,40 +166,6 @@ lmtp_fail_all(struct lmtp *l, enum lmtp_fail why, const char *reason)
     }
 }
 
-static long long
-lmtp_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/*
- * Wait until fd is ready for events or the deadline passes.  0 ready, -1 with
- * errno (ETIMEDOUT on the deadline).
- */
-static int
-lmtp_wait(int fd, short events, long long deadline)
-{
-    struct pollfd pfd = {.fd = fd, .events = events};
-    long long left;
-    int rc;
-
-    for (;;) {
-        left = deadline - lmtp_now_ms();
-        if (left <= 0) {
-            errno = ETIMEDOUT;
-            return -1;
-        }
-        rc = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
-        if (rc > 0)
-            return 0;
-        if (rc < 0 && errno != EINTR)
-            return -1;
-    }
-}
-
 static const char *
 lmtp_errstr(int err)
 {
@@ -288,7 +255,7 @@ lmtp_connect(struct lmtp *l)
         lmtp_fail_all(l, LMTP_FAIL_IO, strerror(errno));
         return -1;
     }
-    if (lmtp_wait(l->fd, POLLOUT, lmtp_now_ms() + l->timeout_ms) < 0) {
+    if (io_wait(l->fd, POLLOUT, io_now_ms() + l->timeout_ms) < 0) {
         lmtp_fail_all(l, LMTP_FAIL_IO, lmtp_errstr(errno));
         return -1;
     }
@@ -305,7 +272,7 @@ lmtp_connect(struct lmtp *l)
 static int
 lmtp_write(struct lmtp *l, const char *p, size_t n)
 {
-    long long deadline = lmtp_now_ms() + l->timeout_ms;
+    long long deadline = io_now_ms() + l->timeout_ms;
     ssize_t w;
 
     while (n > 0) {
@@ -318,7 +285,7 @@ lmtp_write(struct lmtp *l, const char *p, size_t n)
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (lmtp_wait(l->fd, POLLOUT, deadline) == 0)
+            if (io_wait(l->fd, POLLOUT, deadline) == 0)
                 continue;
         }
         /* EPIPE/ECONNRESET: the server went away; its last words may still be readable. */
@@ -335,7 +302,7 @@ lmtp_write(struct lmtp *l, const char *p, size_t n)
 static int
 lmtp_read_reply(struct lmtp *l)
 {
-    long long deadline = lmtp_now_ms() + l->timeout_ms;
+    long long deadline = io_now_ms() + l->timeout_ms;
     enum replyparse_status st;
     size_t used;
     ssize_t r;
@@ -365,7 +332,7 @@ lmtp_read_reply(struct lmtp *l)
         }
         if (errno == EINTR)
             continue;
-        if ((errno == EAGAIN || errno == EWOULDBLOCK) && lmtp_wait(l->fd, POLLIN, deadline) == 0)
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) && io_wait(l->fd, POLLIN, deadline) == 0)
             continue;
         lmtp_fail_all(l, LMTP_FAIL_IO, lmtp_errstr(errno));
         return -1;

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "smtp/client.h"
+#include "util/io.h"
 
 #define REMOTE_IN_MAX 4096
 
@@ -113,37 +114,6 @@ remote_stage(enum smtp_client_wait w)
     }
 }
 
-static long long
-remote_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Wait until fd is ready for events or the deadline passes.  0, or -1 with errno. */
-static int
-remote_wait(int fd, short events, long long deadline)
-{
-    struct pollfd pfd = {.fd = fd, .events = events};
-    long long left;
-    int rc;
-
-    for (;;) {
-        left = deadline - remote_now_ms();
-        if (left <= 0) {
-            errno = ETIMEDOUT;
-            return -1;
-        }
-        rc = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
-        if (rc > 0)
-            return 0;
-        if (rc < 0 && errno != EINTR)
-            return -1;
-    }
-}
-
 static void
 remote_describe(struct remote *r)
 {
@@ -184,8 +154,8 @@ remote_connect(struct remote *r, const char **why)
         *why = strerror(errno);
         return -1;
     }
-    if (remote_wait(r->fd, POLLOUT,
-            remote_now_ms() + remote_secs(r->c->timeout_connect, 30) * 1000LL) < 0) {
+    if (io_wait(r->fd, POLLOUT,
+            io_now_ms() + remote_secs(r->c->timeout_connect, 30) * 1000LL) < 0) {
         *why = errno == ETIMEDOUT ? "timeout" : strerror(errno);
         return -1;
     }
@@ -245,7 +215,7 @@ static int
 remote_send(struct remote *r, struct smtp_client *cl)
 {
     enum smtp_client_wait w = smtp_client_waiting(cl);
-    long long deadline = remote_now_ms() + remote_timeout_ms(r->c, w);
+    long long deadline = io_now_ms() + remote_timeout_ms(r->c, w);
     const char *p;
     size_t n;
     ssize_t sent;
@@ -261,7 +231,7 @@ remote_send(struct remote *r, struct smtp_client *cl)
         if (sent < 0 && errno == EINTR)
             continue;
         if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
-            remote_wait(r->fd, POLLOUT, deadline) == 0)
+            io_wait(r->fd, POLLOUT, deadline) == 0)
             continue;
         if (errno == ETIMEDOUT) {
             remote_fail(cl, w, "timeout writing, waiting for");
@@ -279,7 +249,7 @@ static int
 remote_read(struct remote *r, struct smtp_client *cl)
 {
     enum smtp_client_wait w = smtp_client_waiting(cl);
-    long long deadline = remote_now_ms() + remote_timeout_ms(r->c, w);
+    long long deadline = io_now_ms() + remote_timeout_ms(r->c, w);
     ssize_t got;
 
     for (;;) {
@@ -295,7 +265,7 @@ remote_read(struct remote *r, struct smtp_client *cl)
         }
         if (errno == EINTR)
             continue;
-        if ((errno == EAGAIN || errno == EWOULDBLOCK) && remote_wait(r->fd, POLLIN, deadline) == 0)
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) && io_wait(r->fd, POLLIN, deadline) == 0)
             continue;
         remote_fail(cl, w, errno == ETIMEDOUT ? "timeout waiting for" : "read error waiting for");
         return -1;

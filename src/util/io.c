@@ -1,0 +1,39 @@
+/*
+ * io.c - deadlines for blocking clients (see io.h).
+ */
+#include "util/io.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <time.h>
+
+long long
+io_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int
+io_wait(int fd, short events, long long deadline)
+{
+    struct pollfd pfd = {.fd = fd, .events = events};
+    long long left;
+    int rc;
+
+    for (;;) {
+        left = deadline - io_now_ms();
+        if (left <= 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        /* poll takes an int; wake at least once a minute and look again */
+        rc = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
+        if (rc > 0)
+            return 0;
+        if (rc < 0 && errno != EINTR)
+            return -1;
+    }
+}

@@ -1,0 +1,18 @@
+/*
+ * io.h - deadlines for the blocking clients that run on worker threads
+ * (LMTP, remote SMTP, tern send/probe): a monotonic clock in milliseconds,
+ * and a poll(2) wait that ends at a deadline.
+ */
+#ifndef TERN_UTIL_IO_H
+#define TERN_UTIL_IO_H
+
+/* Milliseconds on the monotonic clock. */
+long long io_now_ms(void);
+
+/*
+ * Wait until fd is ready for events (POLLIN/POLLOUT) or the deadline (from
+ * io_now_ms) passes.  0 when ready; -1 with errno (ETIMEDOUT at the deadline).
+ */
+int io_wait(int fd, short events, long long deadline);
+
+#endif
