@@ -2,10 +2,11 @@
  * fuzz_client.c - libFuzzer target for smtp/client.c: arbitrary server bytes.
  *
  * Input: byte 0 chooses the message (1-4 recipients, SMTPUTF8 needed or not,
- * 8-bit, DSN parameters, a second message on the same connection), byte 1
- * seeds the sizes of the pieces fed at each read; the rest is what the
- * server says.  When it runs out, the connection is "lost".  Checked,
- * abort() on any violation:
+ * 8-bit, DSN parameters, a second message on the same connection, BDAT
+ * when CHUNKING is offered), byte 1 seeds the sizes of the pieces fed at
+ * each read and chooses no_pipelining (bit 0) and, with chunking, a body
+ * of several BDAT chunks (bit 1); the rest is what the server says.  When it runs out, the
+ * connection is "lost".  Checked, abort() on any violation:
  *   - the output has no bare CR or LF, and is whole CRLF lines whenever the
  *     client reads, idles or closes;
  *   - nothing is output once the client said CLOSE;
@@ -23,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct body_src {
     const char *p;
-    size_t len, off;
+    size_t len, off, piece;
 };
 
 static ssize_t
@@ -34,8 +35,8 @@ body_read(void *arg, char *buf, size_t n)
 
     if (k > n)
         k = n;
-    if (k > 7)
-        k = 7; /* small pieces: stuffing state crosses calls */
+    if (k > b->piece)
+        k = b->piece; /* small pieces: stuffing state crosses calls */
     memcpy(buf, b->p + b->off, k);
     b->off += k;
     return (ssize_t)k;
@@ -98,7 +99,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const char body[] = ".a\r\nb\n\r.\r\n..c\rd";
     struct smtp_client_rcpt rc[4];
     struct smtp_client_msg m, m2;
-    struct body_src b = {body, sizeof(body) - 1, 0}, b2 = {"x\r\n", 3, 0};
+    static char big[150000]; /* lines of 0-200 octets, bare LF and CR, some '.' */
+    struct body_src b = {body, sizeof(body) - 1, 0, 7}, b2 = {"x\r\n", 3, 0, 7};
     enum smtp_client_result seen[4] = {0}, seen2[4] = {0};
     struct out_check oc = {0, 0, 0};
     struct smtp_client *c;
@@ -107,13 +109,29 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *p;
     size_t n, i, off, steps;
     uint32_t x;
-    uint8_t flags;
+    uint8_t flags, opts;
     bool closed = false, second = false;
 
     if (size < 2)
         return 0;
     flags = data[0];
+    opts = data[1];
     x = (uint32_t)data[1] * 2654435761u + 1;
+    if ((flags & 0x80) && (opts & 0x02)) {
+        if (big[0] == '\0') {
+            uint32_t y = 1;
+
+            for (i = 0; i < sizeof(big); i++) {
+                y = y * 1103515245u + 12345u;
+                big[i] = (y >> 16) % 100 == 0 ? '\n' : (y >> 16) % 211 == 0 ? '\r' : 'x';
+                if (i > 0 && big[i - 1] == '\n' && (y >> 8) % 5 == 0)
+                    big[i] = '.';
+            }
+        }
+        b.p = big;
+        b.len = sizeof(big);
+        b.piece = 5000;
+    }
     data += 2;
     size -= 2;
 
@@ -131,6 +149,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     m.eightbit = (flags & 0x08) != 0;
     m.ret = (flags & 0x10) ? "HDRS" : NULL;
     m.envid = (flags & 0x10) ? "ID1" : NULL;
+    m.chunking = (flags & 0x80) != 0;
+    m.no_pipelining = (opts & 0x01) != 0;
     m.body = body_read;
     m.arg = &b;
     m2 = m;

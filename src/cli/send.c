@@ -7,10 +7,10 @@
  * CRLF is sent (smtp/client's promise, whatever the input's line ends);
  * every recipient is reported, and the exit status follows send.h.
  *
- * XXX: smtp/client pipelines whenever the server offers PIPELINING and has no
- * BDAT yet: --pipelining only reports whether the server offered it, and
- * --chunking falls back to DATA with a note.  Both need an option in
- * smtp/client.c.
+ * Pipelining is used whenever the server offers PIPELINING (--pipelining
+ * only adds a note when it does not); --no-pipelining sends one command at
+ * a time.  --chunking sends the body with BDAT when the server offers
+ * CHUNKING, else with DATA (and a note says so).
  */
 #include "cli/send.h"
 
@@ -326,7 +326,7 @@ struct send_opts {
     size_t nrcpts;
     const char *headers[SEND_MAX_HEADERS];
     size_t nheaders;
-    bool pipelining, chunking, eightbit, verbose;
+    bool pipelining, no_pipelining, chunking, eightbit, verbose;
     int timeout;
 };
 
@@ -340,8 +340,12 @@ struct send_run {
 
 static const char send_usage_text[] =
     "usage: tern send --server HOST[:PORT] --from ADDR --to ADDR [--to ADDR]...\n"
-    "                 [--subject TEXT] [--header \"Name: value\"]... [--pipelining]\n"
-    "                 [--chunking] [--8bit] [--helo NAME] [--timeout SECS] [-v] [FILE|-]\n"
+    "                 [--subject TEXT] [--header \"Name: value\"]...\n"
+    "                 [--pipelining | --no-pipelining] [--chunking] [--8bit]\n"
+    "                 [--helo NAME] [--timeout SECS] [-v] [FILE|-]\n"
+    "  --pipelining     pipeline when the server offers PIPELINING (the default)\n"
+    "  --no-pipelining  one command at a time, even when PIPELINING is offered\n"
+    "  --chunking       send the body with BDAT when the server offers CHUNKING\n"
     "Exit status: 0 accepted, 75 transient failure, 69 permanent failure, 64 usage.\n";
 
 static int
@@ -622,6 +626,10 @@ send_parse(struct send_opts *o, int argc, char **argv)
             }
         } else if (strcmp(a, "--pipelining") == 0) {
             o->pipelining = true;
+            o->no_pipelining = false;
+        } else if (strcmp(a, "--no-pipelining") == 0) {
+            o->no_pipelining = true;
+            o->pipelining = false;
         } else if (strcmp(a, "--chunking") == 0) {
             o->chunking = true;
         } else if (strcmp(a, "--8bit") == 0) {
@@ -694,9 +702,6 @@ cli_send_main(int argc, char **argv)
         status = CLI_EX_SOFTWARE;
         goto out_bufs;
     }
-    if (o.chunking)
-        fprintf(stderr, "tern send: note: --chunking: BDAT is not implemented in tern's client "
-                        "yet; the message goes with DATA\n");
 
     rc = calloc(o.nrcpts, sizeof(*rc));
     if (rc == NULL) {
@@ -716,6 +721,8 @@ cli_send_main(int argc, char **argv)
     m.nrcpts = o.nrcpts;
     m.size = msg.len;
     m.eightbit = o.eightbit;
+    m.no_pipelining = o.no_pipelining;
+    m.chunking = o.chunking;
     m.body = send_body;
     m.arg = &r;
     for (i = 0; o.from[i] != '\0'; i++)
@@ -744,6 +751,8 @@ cli_send_main(int argc, char **argv)
 
     if (o.pipelining && !(smtp_client_extensions(cl) & SMTP_CLIENT_EXT_PIPELINING))
         printf("note: %s does not offer PIPELINING: commands went one at a time\n", desc);
+    if (o.chunking && !(smtp_client_extensions(cl) & SMTP_CLIENT_EXT_CHUNKING))
+        printf("note: %s does not offer CHUNKING: the message went with DATA\n", desc);
     for (i = 0; i < o.nrcpts; i++) {
         const struct smtp_client_outcome *oc = smtp_client_outcome(cl, i);
         enum send_verdict v = send_classify(oc);

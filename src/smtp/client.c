@@ -3,15 +3,27 @@
  *
  * A session: greeting, EHLO (HELO when EHLO gets 500 or 502), then one
  * transaction per message: [RSET] MAIL, one RCPT per recipient, DATA, the
- * dot-stuffed body, the final dot; then QUIT, or another message.
+ * dot-stuffed body, the final dot; then QUIT, or another message.  With
+ * CHUNKING (RFC 3030) and a message that asks for it, DATA and the body
+ * give way to BDAT chunks: the first one takes DATA's place in the
+ * envelope, each later one goes out when the one before got its 250.
  *
  * Commands of a transaction are numbered in order ([RSET], MAIL, RCPTs,
- * DATA).  With PIPELINING (RFC 2920) they go out in groups of at most
- * CLIENT_WINDOW commands ahead of their replies, DATA last; so a message
- * with up to CLIENT_WINDOW - 2 recipients is one write, and a server that
- * stops reading while its replies pile up cannot deadlock us.  Without
- * PIPELINING, one command at a time, and no RCPT after a refused MAIL and
- * no DATA when no recipient was accepted.
+ * DATA or the first BDAT).  With PIPELINING (RFC 2920) they go out in
+ * groups of at most CLIENT_WINDOW commands ahead of their replies, DATA (or
+ * BDAT, which RFC 3030 §4.2 lets us pipeline) last; so a message with up to
+ * CLIENT_WINDOW - 2 recipients is one write, and a server that stops
+ * reading while its replies pile up cannot deadlock us.  Without PIPELINING
+ * (or when the message says no_pipelining), one command at a time, and no
+ * RCPT after a refused MAIL and no DATA or BDAT when no recipient was
+ * accepted.  Later BDAT chunks are never pipelined: each waits for the
+ * reply to the one before, so no chunk follows a refused one (RFC 3030 §3).
+ *
+ * A BDAT chunk's octet count must be known before it goes out, so the body
+ * is staged with its line ends made CRLF (as for DATA, without stuffing)
+ * until a chunk is full or the body ends.  A chunk is cut after its last
+ * CRLF: the server sees whole lines per chunk, as with DATA's dot, unless a
+ * line is longer than a chunk.
  *
  * Why some replies mean "next host": 421 says this server cannot serve now
  * (RFC 5321 §3.8), and a greeting or EHLO/HELO refusal says nothing about
@@ -34,6 +46,8 @@
 
 #define CLIENT_WINDOW 100  /* commands written ahead of their replies (RFC 2920 §3.1) */
 #define CLIENT_CHUNK 16384 /* body octets asked of the driver at once */
+/* staged BDAT body: a full chunk, then one more read made CRLF (2 octets each), and a CRLF */
+#define CLIENT_STAGE_MAX (SMTP_CLIENT_BDAT_MAX + 2 * CLIENT_CHUNK + 2)
 #define CLIENT_OUT_MAX (1u << 20)
 
 enum client_state {
@@ -43,12 +57,13 @@ enum client_state {
     ST_ENVELOPE, /* [RSET] MAIL RCPT... DATA, with replies outstanding */
     ST_BODY,     /* 354 received: the body goes out */
     ST_DOT,      /* the final dot sent: waiting for its reply */
+    ST_CHUNK,    /* a BDAT after the first (with its chunk) sent: waiting for its reply */
     ST_IDLE,     /* between transactions */
     ST_QUIT,     /* QUIT sent */
     ST_DONE,
 };
 
-enum client_cmd { CMD_RSET, CMD_MAIL, CMD_RCPT, CMD_DATA };
+enum client_cmd { CMD_RSET, CMD_MAIL, CMD_RCPT, CMD_DATA, CMD_BDAT };
 
 struct smtp_client {
     char helo[256];
@@ -69,11 +84,16 @@ struct smtp_client {
     /* the transaction */
     bool need_rset; /* the previous transaction may still be open at the server */
     bool rset;      /* this one starts with RSET */
+    bool bdat;      /* the body goes with BDAT (the message asks, the server offers) */
     size_t ncmd, sent, answered;
     bool mail_failed;
 
     /* the body */
     bool bol, cr;
+    bool chunk_due;   /* BDAT: the next chunk goes out at the next smtp_client_next() */
+    bool chunk_last;  /* BDAT: the chunk sent last was marked LAST */
+    bool body_end;    /* BDAT: the body callback said the end; stage has all the rest */
+    struct buf stage; /* BDAT: body octets with CRLF line ends, not sent yet */
     char chunk[CLIENT_CHUNK];
 };
 
@@ -139,6 +159,7 @@ static void
 client_done(struct smtp_client *c)
 {
     c->st = ST_DONE;
+    c->chunk_due = false;
     buf_reset(&c->out);
     c->outoff = 0;
 }
@@ -210,7 +231,7 @@ client_cmd_kind(const struct smtp_client *c, size_t k)
         return CMD_MAIL;
     if (k <= c->nsend)
         return CMD_RCPT;
-    return CMD_DATA;
+    return c->bdat ? CMD_BDAT : CMD_DATA;
 }
 
 /* The recipient command k (a RCPT) is for. */
@@ -258,6 +279,10 @@ client_put_cmd(struct smtp_client *c, size_t k)
     }
     case CMD_DATA:
         return buf_puts(b, "DATA\r\n");
+    case CMD_BDAT:
+        /* its size is known once the chunk is staged: smtp_client_next() puts it out */
+        c->chunk_due = true;
+        return 0;
     }
     return -1;
 }
@@ -273,13 +298,16 @@ client_idle(struct smtp_client *c)
 static void
 client_advance(struct smtp_client *c)
 {
-    size_t win = (c->ext & SMTP_CLIENT_EXT_PIPELINING) ? CLIENT_WINDOW : 1;
+    bool pipe = (c->ext & SMTP_CLIENT_EXT_PIPELINING) && !c->m->no_pipelining;
+    size_t win = pipe ? CLIENT_WINDOW : 1;
 
     if (c->st != ST_ENVELOPE)
         return;
     while (!c->mail_failed && c->sent < c->ncmd && c->sent - c->answered < win) {
-        /* Without a reply outstanding and no recipient accepted, DATA is pointless. */
-        if (client_cmd_kind(c, c->sent) == CMD_DATA && c->naccepted == 0 && c->sent == c->answered)
+        enum client_cmd kind = client_cmd_kind(c, c->sent);
+
+        /* Without a reply outstanding and no recipient accepted, DATA or BDAT is pointless. */
+        if ((kind == CMD_DATA || kind == CMD_BDAT) && c->naccepted == 0 && c->sent == c->answered)
             break;
         if (client_put_cmd(c, c->sent) < 0) {
             client_set_pending(c, SMTP_CLIENT_LOCAL, "out of memory for commands");
@@ -339,6 +367,11 @@ client_begin(struct smtp_client *c)
     }
     c->rset = c->need_rset;
     c->need_rset = false;
+    c->bdat = m->chunking && (c->ext & SMTP_CLIENT_EXT_CHUNKING);
+    c->chunk_due = c->chunk_last = c->body_end = false;
+    c->bol = true;
+    c->cr = false;
+    buf_reset(&c->stage);
     c->ncmd = (c->rset ? 1 : 0) + 1 + c->nsend + 1;
     c->st = ST_ENVELOPE;
     client_advance(c);
@@ -422,6 +455,20 @@ client_ehlo_keywords(struct smtp_client *c)
 
 /* ---- replies ------------------------------------------------------------- */
 
+/* 250 to a BDAT: after LAST the message is delivered; before it, the next chunk is due. */
+static void
+client_chunk_accepted(struct smtp_client *c)
+{
+    if (c->chunk_last) {
+        client_reply_pending(c, SMTP_CLIENT_DELIVERED, true);
+        c->need_rset = false; /* BDAT LAST ended the transaction */
+        client_idle(c);
+        return;
+    }
+    c->st = ST_CHUNK;
+    c->chunk_due = true;
+}
+
 static void
 client_envelope_reply(struct smtp_client *c)
 {
@@ -493,6 +540,31 @@ client_envelope_reply(struct smtp_client *c)
         if (!c->mail_failed && c->naccepted > 0)
             client_reply_pending(c, SMTP_CLIENT_REFUSED, true);
         break;
+    case CMD_BDAT:
+        if (c->chunk_due) {
+            /* a reply to a chunk not yet sent: the server is out of step */
+            client_protocol(c, "BDAT answered before its chunk");
+            return;
+        }
+        if (cls == 3) {
+            client_protocol(c, "BDAT answered");
+            return;
+        }
+        if (cls == 2) {
+            if (c->mail_failed || c->naccepted == 0) {
+                /* The server took a chunk with no transaction to put it in: as for a 354
+                   to DATA here, close; every recipient already has its outcome. */
+                client_done(c);
+                return;
+            }
+            client_chunk_accepted(c);
+            return;
+        }
+        /* refused: the transaction failed (RFC 3030 §3); client_advance() goes idle, and
+           the next transaction starts with RSET */
+        if (!c->mail_failed && c->naccepted > 0)
+            client_reply_pending(c, SMTP_CLIENT_REFUSED, true);
+        break;
     }
     client_advance(c);
 }
@@ -555,6 +627,28 @@ client_reply(struct smtp_client *c)
         c->need_rset = false; /* the transaction ended with the dot, whatever its reply */
         client_idle(c);
         return;
+    case ST_CHUNK:
+        if (code == 421) {
+            client_next_host(c, false);
+            return;
+        }
+        if (c->chunk_due) {
+            client_protocol(c, "BDAT answered before its chunk");
+            return;
+        }
+        if (cls == 3) {
+            client_protocol(c, "BDAT answered");
+            return;
+        }
+        if (cls == 2) {
+            client_chunk_accepted(c);
+            return;
+        }
+        /* RFC 3030 §3: the transaction failed, no more BDAT; RSET before the next one */
+        client_reply_pending(c, SMTP_CLIENT_REFUSED, true);
+        c->need_rset = true;
+        client_idle(c);
+        return;
     case ST_BODY:
         /* A reply before the dot (the server gave up on the message): it is the
            message's outcome, but the dialogue cannot go on. */
@@ -581,9 +675,9 @@ client_reply(struct smtp_client *c)
 
 /* ---- body ---------------------------------------------------------------- */
 
-/* Stuff in[0..n) into out: CRLF for bare CR or LF, '.' doubled at line starts. */
+/* in[0..n) into dst: CRLF for bare CR or LF; with stuff, '.' doubled at line starts. */
 static int
-client_stuff(struct smtp_client *c, const char *in, size_t n)
+client_stuff(struct smtp_client *c, struct buf *dst, const char *in, size_t n, bool stuff)
 {
     char tmp[3 * 256];
     size_t i, o = 0;
@@ -592,7 +686,7 @@ client_stuff(struct smtp_client *c, const char *in, size_t n)
         char ch = in[i];
 
         if (o > sizeof(tmp) - 4) {
-            if (buf_append(&c->out, tmp, o) < 0)
+            if (buf_append(dst, tmp, o) < 0)
                 return -1;
             o = 0;
         }
@@ -616,12 +710,28 @@ client_stuff(struct smtp_client *c, const char *in, size_t n)
             c->bol = true;
             continue;
         }
-        if (c->bol && ch == '.')
+        if (stuff && c->bol && ch == '.')
             tmp[o++] = '.';
         tmp[o++] = ch;
         c->bol = false;
     }
-    return buf_append(&c->out, tmp, o);
+    return buf_append(dst, tmp, o);
+}
+
+/* The body's end: its last line ends with CRLF whatever its last octets were. */
+static int
+client_line_end(struct smtp_client *c, struct buf *dst)
+{
+    if (c->cr) {
+        c->cr = false;
+        c->bol = true;
+        return buf_puts(dst, "\n");
+    }
+    if (!c->bol) {
+        c->bol = true;
+        return buf_puts(dst, "\r\n");
+    }
+    return 0;
 }
 
 /* The next piece of the body, or its end: the final dot. */
@@ -631,7 +741,7 @@ client_body(struct smtp_client *c)
     ssize_t r = c->m->body != NULL ? c->m->body(c->m->arg, c->chunk, sizeof(c->chunk)) : 0;
 
     if (r > 0 && (size_t)r <= sizeof(c->chunk)) {
-        if (client_stuff(c, c->chunk, (size_t)r) < 0)
+        if (client_stuff(c, &c->out, c->chunk, (size_t)r, true) < 0)
             r = -1;
         else
             return;
@@ -642,17 +752,61 @@ client_body(struct smtp_client *c)
         client_done(c);
         return;
     }
-    if (c->cr) {
-        c->cr = false;
-        c->bol = true;
-        if (buf_puts(&c->out, "\n") < 0)
-            goto oom;
-    } else if (!c->bol && buf_puts(&c->out, "\r\n") < 0) {
-        goto oom;
-    }
-    if (buf_puts(&c->out, ".\r\n") < 0)
+    if (client_line_end(c, &c->out) < 0 || buf_puts(&c->out, ".\r\n") < 0)
         goto oom;
     c->st = ST_DOT;
+    return;
+oom:
+    client_set_pending(c, SMTP_CLIENT_LOCAL, "out of memory for the body");
+    client_done(c);
+}
+
+/*
+ * The next BDAT chunk into out: stage the body until a chunk is full or the
+ * body ended, then "BDAT n [LAST]" and n octets.  A chunk that is not the
+ * last is cut after its last LF, else at SMTP_CLIENT_BDAT_MAX but never
+ * between CR and LF (the stage has no bare CR or LF, so a CR is always
+ * followed by its LF).
+ */
+static void
+client_chunk(struct smtp_client *c)
+{
+    const char *p;
+    size_t n;
+    bool last;
+
+    c->chunk_due = false;
+    while (!c->body_end && c->stage.len <= SMTP_CLIENT_BDAT_MAX) {
+        ssize_t r = c->m->body != NULL ? c->m->body(c->m->arg, c->chunk, sizeof(c->chunk)) : 0;
+
+        if (r < 0 || (size_t)r > sizeof(c->chunk)) {
+            /* Close without BDAT LAST: the server must drop what it got. */
+            client_set_pending(c, SMTP_CLIENT_LOCAL, "the message body could not be read");
+            client_done(c);
+            return;
+        }
+        if (r == 0) {
+            if (client_line_end(c, &c->stage) < 0)
+                goto oom;
+            c->body_end = true;
+        } else if (client_stuff(c, &c->stage, c->chunk, (size_t)r, false) < 0) {
+            goto oom;
+        }
+    }
+    p = c->stage.data;
+    last = c->body_end && c->stage.len <= SMTP_CLIENT_BDAT_MAX;
+    n = c->stage.len;
+    if (!last) {
+        for (n = SMTP_CLIENT_BDAT_MAX; n > 0 && p[n - 1] != '\n'; n--)
+            ;
+        if (n == 0)
+            n = SMTP_CLIENT_BDAT_MAX - (p[SMTP_CLIENT_BDAT_MAX - 1] == '\r' ? 1 : 0);
+    }
+    if (buf_printf(&c->out, "BDAT %zu%s\r\n", n, last ? " LAST" : "") < 0 ||
+        buf_append(&c->out, p, n) < 0)
+        goto oom;
+    buf_consume(&c->stage, n);
+    c->chunk_last = last;
     return;
 oom:
     client_set_pending(c, SMTP_CLIENT_LOCAL, "out of memory for the body");
@@ -674,6 +828,7 @@ smtp_client_new(const char *helo_name, const struct smtp_client_msg *m)
         return NULL;
     memcpy(c->helo, helo_name, n + 1);
     buf_init(&c->out, CLIENT_OUT_MAX);
+    buf_init(&c->stage, CLIENT_STAGE_MAX);
     replyparse_init(&c->rp);
     if (client_alloc(c, m->nrcpts) < 0) {
         smtp_client_free(c);
@@ -692,6 +847,7 @@ smtp_client_free(struct smtp_client *c)
     if (c == NULL)
         return;
     buf_free(&c->out);
+    buf_free(&c->stage);
     free(c->oc);
     free(c->accepted);
     free(c->send);
@@ -703,6 +859,12 @@ smtp_client_next(struct smtp_client *c)
 {
     if (c->st == ST_DONE)
         return SMTP_CLIENT_CLOSE;
+    if (c->chunk_due && (c->st == ST_ENVELOPE || c->st == ST_CHUNK)) {
+        /* appended after what is still unwritten: BDAT is the last command out */
+        client_chunk(c);
+        if (c->st == ST_DONE)
+            return SMTP_CLIENT_CLOSE;
+    }
     if (c->outoff < c->out.len)
         return SMTP_CLIENT_SEND;
     buf_reset(&c->out);
@@ -733,6 +895,8 @@ smtp_client_waiting(const struct smtp_client *c)
             return SMTP_CLIENT_W_RCPT;
         case CMD_DATA:
             return SMTP_CLIENT_W_DATA;
+        case CMD_BDAT:
+            return c->chunk_last ? SMTP_CLIENT_W_DOT : SMTP_CLIENT_W_BLOCK;
         default:
             return SMTP_CLIENT_W_MAIL;
         }
@@ -740,6 +904,8 @@ smtp_client_waiting(const struct smtp_client *c)
         return SMTP_CLIENT_W_BLOCK;
     case ST_DOT:
         return SMTP_CLIENT_W_DOT;
+    case ST_CHUNK:
+        return c->chunk_last ? SMTP_CLIENT_W_DOT : SMTP_CLIENT_W_BLOCK;
     case ST_QUIT:
         return SMTP_CLIENT_W_QUIT;
     default:

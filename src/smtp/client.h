@@ -7,13 +7,20 @@
  * idle session, or close.  The driver picks each read's timeout from
  * smtp_client_waiting() and reports a timeout or a lost connection with
  * smtp_client_fail().  The body is pulled from the driver through the
- * message's callback and dot-stuffed here.
+ * message's callback (only from smtp_client_next()) and dot-stuffed here,
+ * or sent in BDAT chunks (RFC 3030) when the message asks for chunking and
+ * the server offers CHUNKING.
  *
  * Promises:
  *   - only CRLF is sent: commands are checked (no control characters, no
  *     angle brackets in a path), and a bare CR or LF in the body goes out as
- *     CRLF; a '.' starting a body line is doubled; the body ends with
- *     CRLF "." CRLF whatever its last octets were;
+ *     CRLF; a body not ending in a line end gets CRLF;
+ *   - with DATA, a '.' starting a body line is doubled and the body ends
+ *     with CRLF "." CRLF; with BDAT, the body goes as it is (after the line
+ *     ends are made CRLF) in chunks of at most SMTP_CLIENT_BDAT_MAX octets,
+ *     each cut after a CRLF when there is one in it (never between CR and
+ *     LF), the last one marked LAST ("BDAT 0 LAST" for an empty body), and
+ *     no BDAT follows a refused one;
  *   - every recipient of a message gets exactly one outcome before
  *     smtp_client_next() returns SMTP_CLIENT_IDLE or SMTP_CLIENT_CLOSE, and
  *     it never changes afterwards (until smtp_client_next_message());
@@ -22,9 +29,11 @@
  *     malformed one ends the connection (the stream can no longer be trusted).
  *
  * Outcomes (rule 7 of STYLE.md: the scheduler decides what happens next):
- *   DELIVERED   the final reply to the dot was 2xx (the reply is kept);
+ *   DELIVERED   the final reply to the dot (or to BDAT LAST) was 2xx (the
+ *               reply is kept);
  *   REFUSED     this server answered 4xx or 5xx for the recipient: to its
- *               RCPT, to MAIL, or to DATA / the dot (the reply is kept);
+ *               RCPT, to MAIL, or to DATA / the dot / any BDAT (the reply
+ *               is kept);
  *   NEXT_HOST   this connection could not decide: 421 at any point, a 4xx
  *               or 5xx greeting, EHLO or HELO refused, a malformed reply,
  *               a lost connection or a timeout.  The reply is kept when
@@ -44,6 +53,7 @@
 #include <sys/types.h>
 
 #define SMTP_CLIENT_TEXT_MAX 512
+#define SMTP_CLIENT_BDAT_MAX 65536 /* body octets in one BDAT chunk */
 
 /* EHLO keywords understood (smtp_client_extensions()). */
 #define SMTP_CLIENT_EXT_PIPELINING 0x01u
@@ -68,15 +78,18 @@ struct smtp_client_msg {
     const char *sender; /* "" for the null reverse-path */
     const struct smtp_client_rcpt *rcpts;
     size_t nrcpts;
-    uint64_t size;     /* body octets, announced with SIZE= */
-    bool smtputf8;     /* UTF-8 in the envelope: needs SMTPUTF8 */
-    bool eightbit;     /* received with BODY=8BITMIME */
-    const char *ret;   /* DSN RET (FULL or HDRS), or NULL */
-    const char *envid; /* DSN ENVID (xtext), or NULL */
+    uint64_t size;      /* body octets, announced with SIZE= */
+    bool smtputf8;      /* UTF-8 in the envelope: needs SMTPUTF8 */
+    bool eightbit;      /* received with BODY=8BITMIME */
+    const char *ret;    /* DSN RET (FULL or HDRS), or NULL */
+    const char *envid;  /* DSN ENVID (xtext), or NULL */
+    bool no_pipelining; /* one command at a time even when PIPELINING is offered */
+    bool chunking;      /* BDAT (RFC 3030) when CHUNKING is offered; else DATA */
     /*
      * The next body octets into buf (at most n): how many (0 at the end of
      * the body), or -1 when they cannot be read (the connection is then
-     * closed without the final dot, so the server drops the message).
+     * closed without the final dot or BDAT LAST, so the server drops the
+     * message).
      */
     ssize_t (*body)(void *arg, char *buf, size_t n);
     void *arg;
@@ -114,8 +127,8 @@ enum smtp_client_wait {
     SMTP_CLIENT_W_MAIL,  /* MAIL (or RSET) */
     SMTP_CLIENT_W_RCPT,
     SMTP_CLIENT_W_DATA,  /* the 354 */
-    SMTP_CLIENT_W_BLOCK, /* writing the body */
-    SMTP_CLIENT_W_DOT,   /* the final reply */
+    SMTP_CLIENT_W_BLOCK, /* writing the body, or the reply to a BDAT chunk before LAST */
+    SMTP_CLIENT_W_DOT,   /* the final reply (to the dot or BDAT LAST) */
     SMTP_CLIENT_W_QUIT,
     SMTP_CLIENT_W_NONE, /* idle or closed */
 };

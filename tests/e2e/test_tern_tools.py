@@ -144,6 +144,29 @@ def test_send_accepted(t):
             fail(f'delivered message lacks {h!r}: {data[:600]!r}')
 
 
+def test_send_chunking(t):
+    """--chunking: BDAT in several chunks (a body over 64 KiB), bare LFs and leading dots
+    arrive intact; --no-pipelining sends one command at a time."""
+    d = daemon(t)
+    m = marker('bdat')
+    path = os.path.join(t.tmproot, 'big.txt')
+    body = ''.join(f'.line {i} {m} ' + 'x' * 60 + '\n' for i in range(2500))  # ~180 KB
+    with open(path, 'w') as f:
+        f.write(f'From: me@client.example\nTo: user@example.org\nSubject: {m}\n\n' + body)
+    for extra in ([], ['--no-pipelining']):
+        rc, out, err = tern(t, 'send', '--server', f'127.0.0.1:{d.port}', '--from',
+                            'me@client.example', '--to', 'user@example.org', '--chunking', '-v',
+                            *extra, path)
+        want_rc('tern send --chunking', rc, 0, out, err)
+        chunks = [ln for ln in out.splitlines() if ln.startswith('C: BDAT ')]
+        if len(chunks) < 3 or not chunks[-1].endswith(' LAST') or 'C: DATA' in out:
+            fail(f'expected 3 or more BDAT chunks ending with LAST, no DATA:\n{out[:3000]}')
+    data = wait_mail(d, 'user@example.org', m.encode())
+    want = body.replace('\n', '\r\n').encode()
+    if want not in data:
+        fail('the BDAT body did not arrive intact (dots, CRLF)')
+
+
 def test_send_file_with_headers(t):
     """A FILE that starts with headers goes as it is (LF line ends made CRLF on the wire)."""
     d = daemon(t)

@@ -50,7 +50,7 @@ body_read(void *arg, char *buf, size_t n)
 }
 
 struct run {
-    char seq[16384]; /* the client's output, "~" where it read */
+    char seq[200000]; /* the client's output, "~" where it read (room for BDAT chunks) */
     size_t len;
     struct smtp_client_outcome oc[MAXR];  /* the (first) message's */
     struct smtp_client_outcome oc2[MAXR]; /* the second message's, when there is one */
@@ -266,6 +266,7 @@ static const char *const abc[] = {"a@example.org", "b@example.org", "c@example.o
 #define GREET "220 mx.test ESMTP\r\n"
 #define EHLO_PIPE "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10000\r\n250 8BITMIME\r\n"
 #define EHLO_PLAIN "250-mx.test\r\n250 ENHANCEDSTATUSCODES\r\n"
+#define EHLO_CHUNK "250-mx.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 SIZE 1000000\r\n"
 
 /* ---- the tests ------------------------------------------------------------- */
 
@@ -779,6 +780,403 @@ test_many_recipients_window(void **state)
     smtp_client_free(c);
 }
 
+/* ---- BDAT (RFC 3030) ----------------------------------------------------------- */
+
+/*
+ * The BDAT chunks of r's dialogue from its first "BDAT ": their sizes, their data
+ * concatenated (NUL-terminated), and how many.  Each must be "BDAT n" CRLF, n
+ * octets, then a read; only the last one LAST.
+ */
+static size_t
+bdat_chunks(const char *seq, size_t *sizes, size_t max, char *data, size_t datamax)
+{
+    const char *p = strstr(seq, "BDAT ");
+    size_t k = 0, dl = 0;
+    bool last = false;
+
+    assert_non_null(p);
+    while (p != NULL && strncmp(p, "BDAT ", 5) == 0) {
+        char *end;
+        size_t n;
+
+        assert_false(last);
+        assert_true(k < max);
+        n = (size_t)strtoul(p + 5, &end, 10);
+        if (strncmp(end, " LAST\r\n", 7) == 0) {
+            last = true;
+            end += 7;
+        } else {
+            assert_true(strncmp(end, "\r\n", 2) == 0);
+            end += 2;
+        }
+        assert_true(n <= SMTP_CLIENT_BDAT_MAX);
+        assert_true(strlen(end) > n && end[n] == '~');
+        assert_true(dl + n < datamax);
+        memcpy(data + dl, end, n);
+        dl += n;
+        sizes[k++] = n;
+        p = end + n + 1;
+    }
+    data[dl] = '\0';
+    assert_true(last);
+    return k;
+}
+
+static size_t
+count_str(const char *s, const char *what)
+{
+    size_t k = 0;
+
+    while ((s = strstr(s, what)) != NULL) {
+        k++;
+        s += strlen(what);
+    }
+    return k;
+}
+
+/* 1500 lines of 99 octets with bare LF ends (some start with '.'); and it made CRLF. */
+static char big_body[1500 * 100 + 1], big_crlf[1500 * 101 + 1];
+
+static void
+big_init(void)
+{
+    size_t i, o = 0, c = 0;
+
+    for (i = 0; i < 1500; i++) {
+        memset(big_body + o, 'x', 99);
+        memset(big_crlf + c, 'x', 99);
+        if (i % 7 == 0)
+            big_body[o] = big_crlf[c] = '.';
+        big_body[o + 99] = '\n';
+        memcpy(big_crlf + c + 99, "\r\n", 2);
+        o += 100;
+        c += 101;
+    }
+    big_body[o] = big_crlf[c] = '\0';
+}
+
+static void
+test_bdat_one_chunk(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *piped[] = {GREET, EHLO_CHUNK,
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 no such user\r\n250 2.0.0 Ok: queued as X\r\n",
+        "221 2.0.0 Bye\r\n", NULL};
+    const char *plain[] = {GREET, "250-mx.test\r\n250 CHUNKING\r\n", "250 Ok\r\n", "250 Ok\r\n",
+        "250 Ok\r\n", "250 2.0.0 Ok\r\n", "221 Bye\r\n", NULL};
+    const char *stuffed[] = {
+        GREET, EHLO_CHUNK, "250 Ok\r\n250 Ok\r\n250 2.0.0 Ok\r\n", "221 Bye\r\n", NULL};
+
+    fixture_init(&f, ab, body1, 5);
+    f.m.chunking = true;
+    run_all(&f.m, NULL, piped, &r);
+    /* MAIL, the RCPTs and the only chunk in one write (RFC 3030 §4.2) */
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net> SIZE=23\r\n"
+                   "RCPT TO:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n"
+                   "BDAT 23 LAST\r\nSubject: hi\r\n\r\nHello.\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok: queued as X");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 no such user");
+    assert_true(r.ext & SMTP_CLIENT_EXT_CHUNKING);
+
+    /* without PIPELINING: BDAT waits for the RCPT replies, like DATA */
+    run_all(&f.m, NULL, plain, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net>\r\n~RCPT TO:<a@example.org>\r\n"
+                   "~RCPT TO:<b@example.org>\r\n~BDAT 23 LAST\r\nSubject: hi\r\n\r\nHello.\r\n"
+                   "~QUIT\r\n~");
+    expect(&r.oc[1], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok");
+
+    /* no dot-stuffing and no final dot with BDAT */
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, ".hi\r\n.\r\n", 3);
+    f.m.chunking = true;
+    run_all(&f.m, NULL, stuffed, &r);
+    assert_non_null(strstr(r.seq, "RCPT TO:<a@example.org>\r\nBDAT 8 LAST\r\n.hi\r\n.\r\n~QUIT"));
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok");
+}
+
+static void
+test_bdat_empty_body_and_line_ends(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {
+        GREET, EHLO_CHUNK, "250 Ok\r\n250 Ok\r\n250 Ok\r\n", "221 Bye\r\n", NULL};
+    size_t chunk;
+
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, "", 0);
+    f.m.chunking = true;
+    run_all(&f.m, NULL, replies, &r);
+    assert_non_null(strstr(r.seq, "RCPT TO:<a@example.org>\r\nBDAT 0 LAST\r\n~QUIT\r\n~"));
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "Ok");
+
+    /* bare LF and CR become CRLF before they are counted; the last line gets its CRLF */
+    for (chunk = 0; chunk < 5; chunk++) {
+        fixture_init(&f, (const char *const[]){"a@example.org", NULL}, "a\nb\rc\r\n.d", chunk);
+        f.m.chunking = true;
+        run_all(&f.m, NULL, replies, &r);
+        assert_non_null(strstr(r.seq, "\r\nBDAT 13 LAST\r\na\r\nb\r\nc\r\n.d\r\n~QUIT\r\n~"));
+        expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "Ok");
+        fixture_init(&f, (const char *const[]){"a@example.org", NULL}, "\n\rx\r", chunk);
+        f.m.chunking = true;
+        run_all(&f.m, NULL, replies, &r);
+        assert_non_null(strstr(r.seq, "\r\nBDAT 7 LAST\r\n\r\n\r\nx\r\n~QUIT\r\n~"));
+    }
+}
+
+static void
+test_bdat_several_chunks(void **state)
+{
+    static char data[sizeof(big_crlf) + 1];
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, EHLO_CHUNK, "250 Ok\r\n250 Ok\r\n250 2.0.0 chunk 1\r\n",
+        "250 2.0.0 chunk 2\r\n", "250 2.0.0 Ok: queued\r\n", "221 Bye\r\n", NULL};
+    size_t sizes[8], k, i;
+
+    big_init();
+    for (i = 0; i < 2; i++) {
+        fixture_init(&f, (const char *const[]){"a@example.org", NULL}, big_body, i ? 1000 : 0);
+        f.m.chunking = true;
+        run_all(&f.m, NULL, replies, &r);
+        assert_non_null(strstr(r.seq, "~MAIL FROM:<s@example.net> SIZE=150000\r\n"
+                                      "RCPT TO:<a@example.org>\r\nBDAT 65448\r\n"));
+        k = bdat_chunks(r.seq, sizes, 8, data, sizeof(data));
+        /* cut after the last CRLF that fits: 648 lines of 101 octets */
+        assert_int_equal(k, 3);
+        assert_int_equal(sizes[0], 65448);
+        assert_int_equal(sizes[1], 65448);
+        assert_int_equal(sizes[2], strlen(big_crlf) - 2 * 65448);
+        assert_string_equal(data, big_crlf); /* no stuffing, every LF made CRLF */
+        assert_non_null(strstr(r.seq, "\r\n~BDAT 20604 LAST\r\n"));
+        expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok: queued");
+    }
+}
+
+/* Drive by hand, whole replies, no whole-line checks: for chunks cut inside a line. */
+static size_t
+drive_raw(const struct smtp_client_msg *m, const char *const *replies, char *out, size_t max)
+{
+    struct smtp_client *c = smtp_client_new("client.test", m);
+    size_t len = 0, ri = 0, n;
+    const char *p;
+    int guard = 0;
+
+    assert_non_null(c);
+    ((struct body_src *)m->arg)->off = 0;
+    while (guard++ < 10000) {
+        enum smtp_client_action a = smtp_client_next(c);
+
+        if (a == SMTP_CLIENT_SEND) {
+            p = smtp_client_output(c, &n);
+            assert_true(len + n + 1 < max);
+            memcpy(out + len, p, n);
+            len += n;
+            smtp_client_sent(c, n);
+        } else if (a == SMTP_CLIENT_READ) {
+            assert_true(len + 2 < max);
+            out[len++] = '~';
+            if (replies[ri] == NULL)
+                smtp_client_fail(c, "connection closed");
+            else
+                smtp_client_input(c, replies[ri], strlen(replies[ri])), ri++;
+        } else if (a == SMTP_CLIENT_IDLE) {
+            expect(smtp_client_outcome(c, 0), SMTP_CLIENT_DELIVERED, 250, "done");
+            smtp_client_quit(c);
+        } else {
+            break;
+        }
+    }
+    smtp_client_free(c);
+    out[len] = '\0';
+    return len;
+}
+
+static void
+test_bdat_long_lines(void **state)
+{
+    static char body[70001], out[140000];
+    struct fixture f;
+    const char *replies[] = {
+        GREET, EHLO_CHUNK, "250 Ok\r\n250 Ok\r\n250 Ok\r\n", "250 done\r\n", "221 Bye\r\n", NULL};
+    size_t len;
+
+    /* no LF in the first 64 KiB, and a CRLF across the limit: cut before the CR */
+    memset(body, 'x', 65535);
+    strcpy(body + 65535, "\r\ny\n");
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, body, 0);
+    f.m.chunking = true;
+    len = drive_raw(&f.m, replies, out, sizeof(out));
+    assert_true(len > 65535);
+    assert_non_null(strstr(out, "RCPT TO:<a@example.org>\r\nBDAT 65535\r\nxxx"));
+    assert_non_null(strstr(out, "xxx~BDAT 5 LAST\r\n\r\ny\r\n~QUIT\r\n~"));
+
+    /* one line longer than a chunk: cut at the limit */
+    memset(body, 'x', 70000);
+    body[70000] = '\0';
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, body, 0);
+    f.m.chunking = true;
+    drive_raw(&f.m, replies, out, sizeof(out));
+    assert_non_null(strstr(out, "RCPT TO:<a@example.org>\r\nBDAT 65536\r\nxxx"));
+    assert_non_null(strstr(out, "xxx~BDAT 4466 LAST\r\nxxx"));
+    assert_non_null(strstr(out, "xxx\r\n~QUIT\r\n~"));
+}
+
+static void
+test_bdat_refusals(void **state)
+{
+    static char data[sizeof(big_crlf) + 1];
+    struct fixture f, g;
+    struct run r;
+    const char *second[] = {GREET, EHLO_CHUNK, "250 Ok\r\n250 Ok\r\n250 Ok\r\n250 chunk 1\r\n",
+        "552 5.3.4 message too big\r\n", "221 Bye\r\n", NULL};
+    const char *reuse[] = {GREET, EHLO_CHUNK, "250 Ok\r\n250 Ok\r\n250 Ok\r\n250 chunk 1\r\n",
+        "552 5.3.4 message too big\r\n",
+        "250 2.0.0 reset\r\n250 Ok\r\n250 Ok\r\n250 2.0.0 Ok 2\r\n", "221 Bye\r\n", NULL};
+    const char *first[] = {GREET, EHLO_CHUNK,
+        "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n554 5.6.0 bad\r\n", "221 Bye\r\n", NULL};
+    const char *none[] = {GREET, EHLO_CHUNK,
+        "250 Ok\r\n550 5.1.1 no\r\n550 5.1.1 no\r\n554 5.5.1 No valid recipients\r\n",
+        "221 Bye\r\n", NULL};
+    const char *out_of_step[] = {GREET, EHLO_CHUNK, "250 Ok\r\n250 Ok\r\n354 what\r\n", NULL};
+    const char *extra[] = {
+        GREET, EHLO_CHUNK, "250 Ok\r\n250 Ok\r\n250 chunk 1\r\n250 chunk 2?\r\n", NULL};
+    size_t sizes[8];
+
+    big_init();
+    fixture_init(&f, ab, big_body, 0);
+    f.m.chunking = true;
+    /* 552 at the second chunk: every accepted recipient gets it; no third BDAT */
+    run_all(&f.m, NULL, second, &r);
+    assert_int_equal(count_str(r.seq, "BDAT "), 2);
+    assert_non_null(strstr(r.seq, "~BDAT 65448\r\n"));
+    assert_non_null(strstr(r.seq, "\r\n~QUIT\r\n~"));
+    assert_null(strstr(r.seq, "LAST"));
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 552, "5.3.4 message too big");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 552, "5.3.4 message too big");
+
+    /* the connection is reused: the next transaction starts with RSET (RFC 3030 §3) */
+    fixture_init(&g, (const char *const[]){"b@example.org", NULL}, "Two\r\n", 0);
+    g.m.sender = "";
+    g.m.chunking = true;
+    run_all(&f.m, &g.m, reuse, &r);
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 552, "5.3.4 message too big");
+    expect(&r.oc2[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok 2");
+    assert_int_equal(count_str(r.seq, "BDAT "), 3);
+    assert_non_null(strstr(r.seq, "~RSET\r\nMAIL FROM:<> SIZE=5\r\nRCPT TO:<b@example.org>\r\n"
+                                  "BDAT 5 LAST\r\nTwo\r\n~QUIT\r\n~"));
+
+    /* refused at the first chunk, pipelined with the envelope */
+    fixture_init(&f, ab, body1, 0);
+    f.m.chunking = true;
+    run_all(&f.m, NULL, first, &r);
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 554, "5.6.0 bad");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+    assert_int_equal(count_str(r.seq, "BDAT "), 1);
+    assert_int_equal(bdat_chunks(r.seq, sizes, 8, data, sizeof(data)), 1);
+    assert_non_null(strstr(r.seq, "Hello.\r\n~QUIT\r\n~"));
+
+    /* every RCPT refused: the server refuses the chunk too, each keeps its RCPT reply */
+    run_all(&f.m, NULL, none, &r);
+    expect(&r.oc[0], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+
+    /* a 3xx to BDAT, or a reply to a chunk not sent: out of step, closed without QUIT */
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, big_body, 0);
+    f.m.chunking = true;
+    run_all(&f.m, NULL, out_of_step, &r);
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 0, "BDAT answered: 354 what");
+    run_all(&f.m, NULL, extra, &r);
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 0, "BDAT answered before its chunk: 250");
+    assert_null(strstr(r.seq, "QUIT"));
+}
+
+static void
+test_bdat_421(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *later[] = {GREET, EHLO_CHUNK, "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n250 chunk 1\r\n",
+        "421 4.3.2 shutting down\r\n", NULL};
+    const char *at_first[] = {
+        GREET, EHLO_CHUNK, "250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n421 4.3.2 shutting down\r\n", NULL};
+
+    big_init();
+    fixture_init(&f, ab, big_body, 0);
+    f.m.chunking = true;
+    run_all(&f.m, NULL, later, &r);
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2 shutting down");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+    assert_int_equal(count_str(r.seq, "BDAT "), 2);
+    assert_null(strstr(r.seq, "QUIT"));
+    assert_true(strcmp(r.seq + strlen(r.seq) - 3, "\r\n~") == 0);
+    run_all(&f.m, NULL, at_first, &r);
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2 shutting down");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+    assert_int_equal(count_str(r.seq, "BDAT "), 1);
+    assert_null(strstr(r.seq, "QUIT"));
+}
+
+static void
+test_chunking_not_offered(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, EHLO_PIPE,
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 no\r\n354 go\r\n", "250 2.0.0 Ok\r\n",
+        "221 Bye\r\n", NULL};
+    const char *helo[] = {GREET, "502 5.5.1 no EHLO\r\n", "250 mx.test\r\n", "250 Ok\r\n",
+        "250 Ok\r\n", "354 go\r\n", "250 Ok\r\n", "221 Bye\r\n", NULL};
+
+    fixture_init(&f, ab, body1, 0);
+    f.m.chunking = true;
+    run_all(&f.m, NULL, replies, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net> SIZE=23\r\n"
+                   "RCPT TO:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+                   "~Subject: hi\r\n\r\nHello.\r\n.\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok");
+    fixture_init(&f, (const char *const[]){"a@example.org", NULL}, body1, 0);
+    f.m.chunking = true;
+    run_all(&f.m, NULL, helo, &r);
+    assert_non_null(strstr(r.seq, "~DATA\r\n~Subject: hi\r\n\r\nHello.\r\n.\r\n~"));
+    assert_null(strstr(r.seq, "BDAT"));
+}
+
+static void
+test_no_pipelining(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *data[] = {GREET, EHLO_PIPE, "250 Ok\r\n", "250 Ok\r\n", "550 5.1.1 no\r\n",
+        "354 go\r\n", "250 2.0.0 Ok\r\n", "221 Bye\r\n", NULL};
+    const char *bdat[] = {GREET, EHLO_CHUNK, "250 Ok\r\n", "250 Ok\r\n", "550 5.1.1 no\r\n",
+        "250 2.0.0 Ok\r\n", "221 Bye\r\n", NULL};
+    const char *none[] = {GREET, EHLO_CHUNK, "250 Ok\r\n", "550 5.1.1 no\r\n", "550 5.1.1 no\r\n",
+        "221 Bye\r\n", NULL};
+
+    fixture_init(&f, ab, body1, 0);
+    f.m.no_pipelining = true;
+    run_all(&f.m, NULL, data, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net> SIZE=23\r\n"
+                   "~RCPT TO:<a@example.org>\r\n~RCPT TO:<b@example.org>\r\n~DATA\r\n"
+                   "~Subject: hi\r\n\r\nHello.\r\n.\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+    assert_true(r.ext & SMTP_CLIENT_EXT_PIPELINING);
+
+    f.m.chunking = true;
+    run_all(&f.m, NULL, bdat, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net> SIZE=23\r\n"
+                   "~RCPT TO:<a@example.org>\r\n~RCPT TO:<b@example.org>\r\n"
+                   "~BDAT 23 LAST\r\nSubject: hi\r\n\r\nHello.\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok");
+    expect(&r.oc[1], SMTP_CLIENT_REFUSED, 550, "5.1.1 no");
+
+    /* one at a time: no BDAT when no recipient was accepted */
+    run_all(&f.m, NULL, none, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net> SIZE=23\r\n"
+                   "~RCPT TO:<a@example.org>\r\n~RCPT TO:<b@example.org>\r\n~QUIT\r\n~");
+}
+
 int
 main(void)
 {
@@ -802,6 +1200,14 @@ main(void)
         cmocka_unit_test(test_body_read_error),
         cmocka_unit_test(test_connection_reuse),
         cmocka_unit_test(test_many_recipients_window),
+        cmocka_unit_test(test_bdat_one_chunk),
+        cmocka_unit_test(test_bdat_empty_body_and_line_ends),
+        cmocka_unit_test(test_bdat_several_chunks),
+        cmocka_unit_test(test_bdat_long_lines),
+        cmocka_unit_test(test_bdat_refusals),
+        cmocka_unit_test(test_bdat_421),
+        cmocka_unit_test(test_chunking_not_offered),
+        cmocka_unit_test(test_no_pipelining),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
