@@ -1669,6 +1669,18 @@ spool_do_removals(struct spool *sp, struct spool_msg *batch)
         log_error(NULL, "spool: cannot sync segment directory error=\"%s\"", strerror(errno));
 }
 
+#define SPOOL_STATE_LINGER_MS 5
+
+/* Is every job in the list a state record? */
+static bool
+spool_state_only(const struct spool_msg *m)
+{
+    for (; m != NULL; m = m->next)
+        if (m->kind != JOB_STATE)
+            return false;
+    return true;
+}
+
 static void *
 spool_committer(void *arg)
 {
@@ -1680,6 +1692,25 @@ spool_committer(void *arg)
             pthread_cond_wait(&sp->cv, &sp->mu);
         if (sp->pending == NULL)
             break; /* stopping, and everything committed */
+        /*
+         * Only state records waiting (deliveries being recorded): give them up to
+         * SPOOL_STATE_LINGER_MS to ride with the next message batch instead of
+         * costing a sync of their own.  Safe: a state record that a crash loses
+         * means a delivery done twice, never a message lost, and nobody waits
+         * for it the way a client waits for its 250.
+         */
+        if (!sp->stopping && spool_state_only(sp->pending)) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += SPOOL_STATE_LINGER_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            while (!sp->stopping && spool_state_only(sp->pending) &&
+                   pthread_cond_timedwait(&sp->cv, &sp->mu, &until) == 0)
+                ;
+        }
         /* Take the whole list: everything that arrived during the last sync is one batch. */
         struct spool_msg *batch = sp->pending;
         sp->pending = NULL;
