@@ -203,11 +203,11 @@ probe_decide_rest(struct probe *p, enum probe_verdict v, const char *why)
     for (i = 0; i < p->nrcpts; i++)
         if (p->v[i] == PV_UNKNOWN) {
             p->v[i] = v;
-            snprintf(p->why[i], sizeof(p->why[i]), "%s", why);
+            snprintf(p->why[i], sizeof(p->why[i]), "%.*s", (int)sizeof(p->why[i]) - 1, why);
         }
     if (p->mail_v == PV_UNKNOWN) {
         p->mail_v = v;
-        snprintf(p->mail_why, sizeof(p->mail_why), "%s", why);
+        snprintf(p->mail_why, sizeof(p->mail_why), "%.*s", (int)sizeof(p->mail_why) - 1, why);
     }
 }
 

@@ -105,9 +105,16 @@ client_set(
 {
     struct smtp_client_outcome *o = &c->oc[i];
 
+    size_t n = text != NULL ? strlen(text) : 0;
+
     o->result = res;
     o->code = code;
-    snprintf(o->text, sizeof(o->text), "%s", text != NULL ? text : "");
+    /* cut to fit: an outcome keeps at most sizeof(o->text) - 1 octets of the reply */
+    if (n >= sizeof(o->text))
+        n = sizeof(o->text) - 1;
+    if (n > 0)
+        memcpy(o->text, text, n);
+    o->text[n] = '\0';
 }
 
 /* The reply just parsed, as kept in an outcome: "ESC text" without the code. */
