@@ -23,6 +23,7 @@
 #include "net/dns.h"
 #include "smtp/explain.h"
 #include "smtp/replyparse.h"
+#include "util/io.h"
 
 #define PROBE_DEFAULT_TIMEOUT 30
 #define PROBE_MAX_RCPTS 100
@@ -133,7 +134,7 @@ probe_send(struct probe *p, const char *line)
     fflush(stdout);
     if (n < 0 || (size_t)n >= sizeof(buf))
         return -1;
-    if (cli_send_write(p->fd, buf, (size_t)n, cli_send_now_ms() + p->timeout * 1000LL) < 0) {
+    if (cli_send_write(p->fd, buf, (size_t)n, io_now_ms() + p->timeout * 1000LL) < 0) {
         printf("!!! %s while sending\n", errno == ETIMEDOUT ? "timeout" : strerror(errno));
         return -1;
     }
@@ -144,7 +145,7 @@ probe_send(struct probe *p, const char *line)
 static int
 probe_reply(struct probe *p, const char *waiting_for)
 {
-    long long deadline = cli_send_now_ms() + p->timeout * 1000LL;
+    long long deadline = io_now_ms() + p->timeout * 1000LL;
     bool bol = true;
 
     replyparse_init(&p->rp);

@@ -34,6 +34,7 @@
 #include "smtp/replyparse.h"
 #include "util/buf.h"
 #include "util/date.h"
+#include "util/io.h"
 
 #define SEND_DEFAULT_TIMEOUT 30
 #define SEND_MAX_INPUT (64u * 1024 * 1024) /* a test message, not a backup */
@@ -42,36 +43,6 @@
 #define SEND_WRAP 78
 
 /* ---- small helpers shared with probe.c ---------------------------------------------------- */
-
-long long
-cli_send_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int
-cli_send_wait(int fd, short events, long long deadline)
-{
-    struct pollfd pfd = {.fd = fd, .events = events};
-    long long left;
-    int rc;
-
-    for (;;) {
-        left = deadline - cli_send_now_ms();
-        if (left <= 0) {
-            errno = ETIMEDOUT;
-            return -1;
-        }
-        rc = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
-        if (rc > 0)
-            return 0;
-        if (rc < 0 && errno != EINTR)
-            return -1;
-    }
-}
 
 int
 cli_send_split_hostport(const char *arg, char *host, size_t hostlen, char *port, size_t portlen)
@@ -149,7 +120,7 @@ cli_send_connect_addr(const void *sa, unsigned salen, const char *name, int time
         close(fd);
         return -1;
     }
-    if (cli_send_wait(fd, POLLOUT, cli_send_now_ms() + timeout_s * 1000LL) < 0) {
+    if (io_wait(fd, POLLOUT, io_now_ms() + timeout_s * 1000LL) < 0) {
         snprintf(why, whylen, "%s: %s", desc,
             errno == ETIMEDOUT ? "timeout while connecting" : strerror(errno));
         close(fd);
@@ -202,7 +173,7 @@ cli_send_write(int fd, const char *p, size_t n, long long deadline)
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
-            cli_send_wait(fd, POLLOUT, deadline) == 0)
+            io_wait(fd, POLLOUT, deadline) == 0)
             continue;
         return -1;
     }
@@ -219,7 +190,7 @@ cli_send_read(int fd, char *p, size_t n, long long deadline)
             return (long)got;
         if (errno == EINTR)
             continue;
-        if ((errno == EAGAIN || errno == EWOULDBLOCK) && cli_send_wait(fd, POLLIN, deadline) == 0)
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) && io_wait(fd, POLLIN, deadline) == 0)
             continue;
         return -1;
     }
@@ -455,31 +426,6 @@ send_body(void *arg, char *p, size_t n)
     return (ssize_t)n;
 }
 
-static const char *
-send_stage(enum smtp_client_wait w)
-{
-    switch (w) {
-    case SMTP_CLIENT_W_GREETING:
-        return "the greeting";
-    case SMTP_CLIENT_W_HELLO:
-        return "the reply to EHLO/HELO";
-    case SMTP_CLIENT_W_MAIL:
-        return "the reply to MAIL FROM";
-    case SMTP_CLIENT_W_RCPT:
-        return "the reply to RCPT TO";
-    case SMTP_CLIENT_W_DATA:
-        return "the reply to DATA";
-    case SMTP_CLIENT_W_BLOCK:
-        return "the message data";
-    case SMTP_CLIENT_W_DOT:
-        return "the reply to the end of data";
-    case SMTP_CLIENT_W_QUIT:
-        return "the reply to QUIT";
-    default:
-        return "the session";
-    }
-}
-
 /* Drive the client until it closes. */
 static void
 send_dialogue(struct send_run *r, struct smtp_client *cl)
@@ -489,7 +435,7 @@ send_dialogue(struct send_run *r, struct smtp_client *cl)
     for (;;) {
         enum smtp_client_action a = smtp_client_next(cl);
         enum smtp_client_wait w = smtp_client_waiting(cl);
-        long long deadline = cli_send_now_ms() + r->o->timeout * 1000LL;
+        long long deadline = io_now_ms() + r->o->timeout * 1000LL;
 
         if (a == SMTP_CLIENT_CLOSE)
             return;
@@ -505,7 +451,7 @@ send_dialogue(struct send_run *r, struct smtp_client *cl)
                 cli_send_transcript(stdout, "C: ", p, n, &r->bol_c);
             if (cli_send_write(r->fd, p, n, deadline) < 0) {
                 snprintf(why, sizeof(why), "%s while sending, waiting for %s",
-                    errno == ETIMEDOUT ? "timeout" : strerror(errno), send_stage(w));
+                    errno == ETIMEDOUT ? "timeout" : strerror(errno), smtp_client_wait_name(w));
                 smtp_client_fail(cl, why);
                 continue;
             }
@@ -523,10 +469,10 @@ send_dialogue(struct send_run *r, struct smtp_client *cl)
             }
             if (got == 0)
                 snprintf(why, sizeof(why), "connection closed by the server while waiting for %s",
-                    send_stage(w));
+                    smtp_client_wait_name(w));
             else
                 snprintf(why, sizeof(why), "%s waiting for %s",
-                    errno == ETIMEDOUT ? "timeout" : strerror(errno), send_stage(w));
+                    errno == ETIMEDOUT ? "timeout" : strerror(errno), smtp_client_wait_name(w));
             smtp_client_fail(cl, why);
         }
     }

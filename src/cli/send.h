@@ -43,7 +43,6 @@ int cli_send_main(int argc, char **argv);
 
 /* ---- shared with probe.c -------------------------------------------------------------------- */
 
-long long cli_send_now_ms(void);
 
 /*
  * "host", "host:port", "[v6]:port", "[v6]" or a bare IPv6 address: host and

@@ -89,31 +89,6 @@ remote_timeout_ms(const struct remote_conf *c, enum smtp_client_wait w)
     }
 }
 
-static const char *
-remote_stage(enum smtp_client_wait w)
-{
-    switch (w) {
-    case SMTP_CLIENT_W_GREETING:
-        return "the greeting";
-    case SMTP_CLIENT_W_HELLO:
-        return "the reply to EHLO/HELO";
-    case SMTP_CLIENT_W_MAIL:
-        return "the reply to MAIL FROM";
-    case SMTP_CLIENT_W_RCPT:
-        return "the reply to RCPT TO";
-    case SMTP_CLIENT_W_DATA:
-        return "the reply to DATA";
-    case SMTP_CLIENT_W_BLOCK:
-        return "the message data";
-    case SMTP_CLIENT_W_DOT:
-        return "the reply to the end of data";
-    case SMTP_CLIENT_W_QUIT:
-        return "the reply to QUIT";
-    default:
-        return "the session";
-    }
-}
-
 static void
 remote_describe(struct remote *r)
 {
@@ -206,7 +181,7 @@ remote_fail(struct smtp_client *cl, enum smtp_client_wait w, const char *what)
 {
     char why[200];
 
-    snprintf(why, sizeof(why), "%s %s", what, remote_stage(w));
+    snprintf(why, sizeof(why), "%s %s", what, smtp_client_wait_name(w));
     smtp_client_fail(cl, why);
 }
 

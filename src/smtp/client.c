@@ -1010,3 +1010,28 @@ smtp_client_size_limit(const struct smtp_client *c)
 {
     return c->size_limit;
 }
+
+const char *
+smtp_client_wait_name(enum smtp_client_wait w)
+{
+    switch (w) {
+    case SMTP_CLIENT_W_GREETING:
+        return "the greeting";
+    case SMTP_CLIENT_W_HELLO:
+        return "the reply to EHLO/HELO";
+    case SMTP_CLIENT_W_MAIL:
+        return "the reply to MAIL FROM";
+    case SMTP_CLIENT_W_RCPT:
+        return "the reply to RCPT TO";
+    case SMTP_CLIENT_W_DATA:
+        return "the reply to DATA";
+    case SMTP_CLIENT_W_BLOCK:
+        return "the message data";
+    case SMTP_CLIENT_W_DOT:
+        return "the reply to the end of data";
+    case SMTP_CLIENT_W_QUIT:
+        return "the reply to QUIT";
+    default:
+        return "the session";
+    }
+}

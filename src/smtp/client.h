@@ -145,6 +145,8 @@ void smtp_client_free(struct smtp_client *c);
 
 enum smtp_client_action smtp_client_next(struct smtp_client *c);
 enum smtp_client_wait smtp_client_waiting(const struct smtp_client *c);
+/* What is awaited, in words for logs and errors ("the reply to RCPT TO"). */
+const char *smtp_client_wait_name(enum smtp_client_wait w);
 
 /* The octets to write now (valid until the next call on c), and how many were written. */
 const char *smtp_client_output(const struct smtp_client *c, size_t *n);
