@@ -414,6 +414,7 @@ remote_deliver(const struct remote_conf *c, const struct remote_host *hosts, siz
         msg.size = m->body_len;
         msg.smtputf8 = utf8;
         msg.eightbit = m->eightbit;
+        msg.chunking = true; /* BDAT when the server offers CHUNKING (RFC 3030): no dot-stuffing */
         msg.ret = m->dsn_ret;
         msg.envid = m->dsn_envid;
         msg.body = remote_body;
