@@ -522,7 +522,7 @@ sched_rcpt_dsn(const struct queue_msg *m, unsigned idx, struct dsn_rcpt_params *
  */
 static void
 sched_bounce(struct scheduler *s, const struct queue_msg *m, const unsigned *idx,
-    const char *const *remote_mta, size_t n, time_t now)
+    const char *const *remote_mta, size_t n, time_t now, enum bounce_action action)
 {
     struct bounce_rcpt br[64];
     char orcpt[64][512], postmaster[320], salt[24], err[200], id[SPOOL_ID_LEN + 1];
@@ -537,6 +537,8 @@ sched_bounce(struct scheduler *s, const struct queue_msg *m, const unsigned *idx
     struct buf b;
     size_t i, k = 0;
 
+    if (dbl && action == BOUNCE_DELAYED)
+        return; /* no delay notices about mail that has nobody to tell */
     if (dbl) {
         if (sched_param(m, "bounce=", 7) != NULL) {
             log_warn(m->id, "event=bounce-dropped reason=\"a double bounce cannot be returned\"");
@@ -549,14 +551,16 @@ sched_bounce(struct scheduler *s, const struct queue_msg *m, const unsigned *idx
     for (i = 0; i < n && k < sizeof(br) / sizeof(*br); i++) {
         const struct queue_rcpt *r = &m->rcpts[idx[i]];
         sched_rcpt_dsn(m, idx[i], &rp);
-        if (!dbl && !bounce_wanted(m->sender, rp.notify, BOUNCE_FAILED))
+        if (!dbl && !bounce_wanted(m->sender, rp.notify, action))
             continue;
         memset(&br[k], 0, sizeof(br[k]));
         br[k].addr = r->addr;
         br[k].orcpt = rp.orcpt[0] && dsn_orcpt_decode(rp.orcpt, orcpt[k], sizeof(orcpt[k])) >= 0
                           ? orcpt[k]
                           : NULL;
-        br[k].action = BOUNCE_FAILED;
+        br[k].action = action;
+        if (action == BOUNCE_DELAYED)
+            br[k].retry_until = m->arrival + s->cfg->max_queue_lifetime;
         br[k].reply = r->last_reply;
         br[k].remote_mta = remote_mta ? remote_mta[i] : NULL;
         br[k].last_attempt = now;
@@ -608,11 +612,35 @@ sched_bounce(struct scheduler *s, const struct queue_msg *m, const unsigned *idx
     spool_msg_set_arrival(msg, now);
     s->inj->refs++;
     spool_commit_rec(s->sp, msg, sched_on_injected, s->inj);
-    log_info(m->id, "event=bounce dsn=%s to=<%s> recipients=%zu", id, to, k);
+    log_info(m->id, "event=%s dsn=%s to=<%s> recipients=%zu",
+        action == BOUNCE_DELAYED ? "delay-notice" : "bounce", id, to, k);
 out:
     if (src.fd >= 0)
         close(src.fd);
     buf_free(&b);
+}
+
+/*
+ * delay_warning after arrival, with recipients still deferred: tell the
+ * sender once (RFC 3464 Action: delayed, Will-Retry-Until); the flag is kept
+ * in the message's state record, so a restart does not repeat it.
+ */
+static void
+sched_delay_notice(struct scheduler *s, struct queue_msg *m, time_t now)
+{
+    unsigned idx[SCHED_BOUNCE_MAX], i;
+    size_t n = 0;
+
+    if (s->cfg->delay_warning <= 0 || m->warned || now - m->arrival < s->cfg->delay_warning ||
+        s->cfg->delay_warning >= s->cfg->max_queue_lifetime)
+        return;
+    for (i = 0; i < m->nrcpts && n < SCHED_BOUNCE_MAX; i++)
+        if (m->rcpts[i].state == QR_DEFERRED)
+            idx[n++] = i;
+    if (n == 0)
+        return;
+    m->warned = true; /* persisted by the queue_update that follows */
+    sched_bounce(s, m, idx, NULL, n, now, BOUNCE_DELAYED);
 }
 
 /* ---- per-domain accounting ------------------------------------------------------ */
@@ -705,15 +733,17 @@ sched_job_finished(struct scheduler *s, struct job *j, time_t now)
             }
         }
         if (nf > 0)
-            sched_bounce(s, m, failed, mta, nf, now);
+            sched_bounce(s, m, failed, mta, nf, now, BOUNCE_FAILED);
     }
     if (att != NULL && --att->jobs == 0) {
         if (m != NULL && att->nfailed > 0) {
             const char *mta[SCHED_BOUNCE_MAX];
             for (i = 0; i < att->nfailed; i++)
                 mta[i] = att->mta[i][0] ? att->mta[i] : NULL;
-            sched_bounce(s, m, att->failed, mta, att->nfailed, now);
+            sched_bounce(s, m, att->failed, mta, att->nfailed, now, BOUNCE_FAILED);
         }
+        if (m != NULL)
+            sched_delay_notice(s, m, now);
         if (m != NULL)
             queue_set_busy(s->q, m, false);
         free(att);
@@ -892,7 +922,7 @@ sched_route(struct scheduler *s, struct queue_msg *m, time_t now, bool *changed,
         if (!local_resolve(s->local, r->addr, &targets, &ntargets)) {
             delivery_set(&now_rcpt, R_DLV_NO_SUCH_USER, r->addr);
             if (sched_apply(s, m, i, &now_rcpt, now, "local"))
-                sched_bounce(s, m, &i, NULL, 1, now);
+                sched_bounce(s, m, &i, NULL, 1, now, BOUNCE_FAILED);
             *changed = true;
             continue;
         }

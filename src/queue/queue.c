@@ -244,7 +244,8 @@ state_text(const struct qitem *it, struct buf *b)
                 (long long)r->next_attempt, r->last_reply ? r->last_reply : "-") < 0)
             return -1;
     }
-    if (buf_printf(b, "h %d\n", m->held ? 1 : 0) < 0 || (it->deleted && buf_puts(b, "d\n") < 0))
+    if (buf_printf(b, "h %d\n", m->held ? 1 : 0) < 0 || (m->warned && buf_puts(b, "w 1\n") < 0) ||
+        (it->deleted && buf_puts(b, "d\n") < 0))
         return -1;
     return 0;
 }
@@ -288,7 +289,7 @@ state_apply(struct qitem *it, const char *text, size_t len)
     struct rstate *rs = calloc(m->nrcpts, sizeof(*rs));
     const char *p, *end = text + len, *nl;
     int held = -1;
-    bool deleted = false;
+    bool deleted = false, warned = false;
 
     if (rs == NULL)
         return -1;
@@ -301,6 +302,8 @@ state_apply(struct qitem *it, const char *text, size_t len)
             if (p[2] != '0' && p[2] != '1')
                 goto bad;
             held = p[2] == '1';
+        } else if (nl - p >= 3 && p[0] == 'w' && p[1] == ' ') {
+            warned = p[2] == '1';
         } else if (nl - p >= 2 && p[0] == 'r' && p[1] == ' ') {
             unsigned long long idx, att, next;
             const char *q = p + 2, *l;
@@ -334,6 +337,7 @@ state_apply(struct qitem *it, const char *text, size_t len)
     }
     if (held >= 0)
         m->held = held;
+    m->warned = warned;
     it->deleted = deleted;
     free(rs);
     return 0;

@@ -15,6 +15,7 @@
  * envelope order, then flags; see docs/queue.md:
  *   r <index> <state> <attempts> <next_attempt> <last reply or ->\n
  *   h <0|1>\n                          held
+ *   w 1\n                              a delay notice was sent (delay_warning)
  *   d\n                                deleted by the operator (no more delivery)
  * where state is one of p (pending), q (deferred), D (delivered), F (failed).
  */
@@ -56,6 +57,7 @@ struct queue_msg {
     uint64_t body_off;
     uint64_t body_len;
     bool held;                   /* by the operator: not delivered until released */
+    bool warned;                 /* a delay notice (DSN, action delayed) went to the sender */
     bool busy;                   /* a delivery attempt is in flight (not persisted) */
     /* private to queue.c */
     void *priv;
