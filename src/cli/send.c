@@ -108,7 +108,7 @@ cli_send_connect_addr(const void *sa, unsigned salen, const char *name, int time
         port = ntohs(s6->sin6_port);
     }
     snprintf(desc, desclen, "%.255s[%s]:%u", name != NULL ? name : "", ip, port);
-    fd = socket(s->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    fd = io_socket_stream(s->sa_family);
     if (fd < 0) {
         snprintf(why, whylen, "socket: %s", strerror(errno));
         return -1;

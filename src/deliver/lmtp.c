@@ -244,7 +244,7 @@ lmtp_connect(struct lmtp *l)
         lmtp_fail_all(l, LMTP_FAIL_IO, "not an address (unix:/path, IP:PORT or [IPv6]:PORT)");
         return -1;
     }
-    l->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    l->fd = io_socket_stream(ss.ss_family);
     if (l->fd < 0) {
         lmtp_fail_all(l, LMTP_FAIL_IO, strerror(errno));
         return -1;

@@ -118,7 +118,7 @@ remote_connect(struct remote *r, const char **why)
     int err = 0;
     socklen_t errlen = sizeof(err);
 
-    r->fd = socket(r->h->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    r->fd = io_socket_stream(r->h->addr.ss_family);
     if (r->fd < 0) {
         *why = strerror(errno);
         return -1;

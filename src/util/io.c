@@ -4,7 +4,10 @@
 #include "util/io.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <time.h>
 
 long long
@@ -36,4 +39,14 @@ io_wait(int fd, short events, long long deadline)
         if (rc < 0 && errno != EINTR)
             return -1;
     }
+}
+
+int
+io_socket_stream(int family)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+
+    if (fd >= 0 && (family == AF_INET || family == AF_INET6))
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
 }

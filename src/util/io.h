@@ -15,4 +15,12 @@ long long io_now_ms(void);
  */
 int io_wait(int fd, short events, long long deadline);
 
+/*
+ * A non-blocking, close-on-exec stream socket; for TCP with TCP_NODELAY, since
+ * every client here writes whole commands and then waits for the reply, and
+ * Nagle's algorithm would hold a small write behind the peer's delayed ACK.
+ * An fd, or -1 with errno.
+ */
+int io_socket_stream(int family);
+
 #endif
