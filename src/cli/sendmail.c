@@ -930,8 +930,13 @@ sm_bs_submit(struct sm_bs *b, struct smtp_txn *t)
         b->body.data != NULL ? b->body.data : "", b->body.len, id, sizeof(id));
     free(rcpts);
     buf_reset(&b->body);
+    /* The class must survive the hand-over: a permanent refusal is not "try again". */
+    if (rc == CLI_EX_NOUSER)
+        return R_SUBMIT_UNKNOWN_USER;
+    if (rc == CLI_EX_UNAVAILABLE || rc == SM_EX_DATAERR)
+        return R_SUBMIT_REFUSED;
     if (rc != CLI_EX_OK)
-        return R_SPOOL_ERROR; /* XXX: a permanent refusal by ternd also gets this 451 */
+        return R_SPOOL_ERROR;
     snprintf(t->id, sizeof(t->id), "%.23s", id);
     return R_QUEUED;
 }

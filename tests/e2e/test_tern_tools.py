@@ -404,6 +404,18 @@ def test_sendmail_bs(t):
         fail(f'sendmail -bs: message {data!r}')
 
 
+def test_sendmail_bs_unknown_user(t):  # covers: R_SUBMIT_UNKNOWN_USER
+    """A recipient that ternd refuses for good gets a 5xx at the end of DATA, not a 451."""
+    d = daemon(t)
+    dialogue = (b'EHLO local\nMAIL FROM:<a@client.example>\nRCPT TO:<nobody@example.org>\n'
+                b'DATA\nSubject: x\n\nx\n.\nQUIT\n')
+    rc, out, err = sendmail(t, d, ['-bs'], dialogue)
+    if '\r\n550 5.1.1 Message refused: a recipient is not known here' not in out:
+        fail(f'sendmail -bs to an unknown user: {out!r} (stderr {err!r})')
+    if '\r\n451 ' in out:
+        fail(f'sendmail -bs answered a permanent refusal with 451: {out!r}')
+
+
 def test_sendmail_bp_and_q(t):
     closed = free_port()
     d = daemon(t, {'relay_host': f'127.0.0.1:{closed}', 'min_backoff': '600',

@@ -31,6 +31,10 @@ COVERS_RE = re.compile(r'#\s*covers:\s*(R_[A-Z0-9_]+(?:\s*,\s*R_[A-Z0-9_]+)*)')
 NOT_REACHABLE_E2E = {
     'R_LOCAL_ERROR': 'sent only when calloc/realloc/spool_msg_new fail (out of memory); '
                      'left to unit tests',
+    'R_SUBMIT_REFUSED': 'sendmail -bs: ternd refuses a submission permanently for a reason '
+                        'other than an unknown user; the -bs session applies the same address '
+                        'and size checks first, so only a ternd with a smaller '
+                        'max_message_size than the sendmail side can provoke it',
 }
 
 
