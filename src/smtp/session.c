@@ -30,6 +30,7 @@ enum smtp_state {
     S_DATA,      /* reading DATA */
     S_BDAT,      /* reading a BDAT chunk */
     S_COMMIT,    /* waiting for the commit */
+    S_WAIT,      /* waiting for a callback's verdict (wait_verb) */
     S_CLOSED,
 };
 
@@ -69,6 +70,12 @@ struct smtp_session {
 
     struct smtp_txn txn;
     struct buf out;
+
+    /* a verdict in waiting (S_WAIT) */
+    enum smtp_verb wait_verb;
+    enum smtp_state wait_from; /* the state to return to */
+    struct smtp_path wait_rcpt;
+    struct dsn_rcpt_params wait_dsn;
 };
 
 typedef enum reply_id (*cmd_check_fn)(struct smtp_session *, const struct smtp_cmd *);
@@ -341,6 +348,60 @@ session_param_error(struct smtp_session *s, enum param_err e, const char *bad, s
 }
 
 static void
+session_wait(struct smtp_session *s, enum smtp_verb v)
+{
+    s->wait_verb = v;
+    s->wait_from = s->state;
+    s->state = S_WAIT;
+}
+
+static void
+mail_finish(struct smtp_session *s, enum reply_id r)
+{
+    if (r != R_MAIL_OK) {
+        REPLY0(s, r);
+        return;
+    }
+    s->txn_open = true;
+    s->state = S_MAIL;
+    REPLY1(s, R_MAIL_OK, s->txn.sender.addr);
+}
+
+static void
+rcpt_finish(struct smtp_session *s, enum reply_id r, const struct smtp_path *path,
+    const struct dsn_rcpt_params *dsn)
+{
+    if (r != R_RCPT_OK) {
+        if (reply_get(r)->nargs == 1)
+            REPLY1(s, r, path->addr);
+        else
+            REPLY0(s, r);
+        return;
+    }
+    if (s->txn.nrcpts == s->txn.rcpts_cap) {
+        unsigned cap = s->txn.rcpts_cap ? s->txn.rcpts_cap * 2 : 4;
+        struct smtp_path *p;
+        struct dsn_rcpt_params *d;
+        if (cap > s->conf->max_recipients)
+            cap = s->conf->max_recipients;
+        p = realloc(s->txn.rcpts, cap * sizeof(*p));
+        if (p != NULL)
+            s->txn.rcpts = p;
+        d = p ? realloc(s->txn.rcpt_dsn, cap * sizeof(*d)) : NULL;
+        if (d != NULL)
+            s->txn.rcpt_dsn = d;
+        if (p == NULL || d == NULL) {
+            REPLY0(s, R_LOCAL_ERROR);
+            return;
+        }
+        s->txn.rcpts_cap = cap;
+    }
+    s->txn.rcpt_dsn[s->txn.nrcpts] = *dsn;
+    s->txn.rcpts[s->txn.nrcpts++] = *path;
+    REPLY1(s, R_RCPT_OK, path->addr);
+}
+
+static void
 cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 {
     struct smtp_mail_params params;
@@ -374,13 +435,11 @@ cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
     s->body_err = false;
     s->txn.id[0] = '\0';
     r = s->cb->mail(s->ctx, &s->txn);
-    if (r != R_MAIL_OK) {
-        REPLY0(s, r);
+    if (r == REPLY_PENDING) {
+        session_wait(s, VERB_MAIL);
         return;
     }
-    s->txn_open = true;
-    s->state = S_MAIL;
-    REPLY1(s, R_MAIL_OK, s->txn.sender.addr);
+    mail_finish(s, r);
 }
 
 static void
@@ -410,35 +469,14 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
         REPLY1(s, R_TOO_MANY_RCPTS, num);
         return;
     }
-    r = s->cb->rcpt(s->ctx, &s->txn, &path);
-    if (r != R_RCPT_OK) {
-        if (reply_get(r)->nargs == 1)
-            REPLY1(s, r, path.addr);
-        else
-            REPLY0(s, r);
+    s->wait_rcpt = path;
+    s->wait_dsn = dsn;
+    r = s->cb->rcpt(s->ctx, &s->txn, &s->wait_rcpt);
+    if (r == REPLY_PENDING) {
+        session_wait(s, VERB_RCPT);
         return;
     }
-    if (s->txn.nrcpts == s->txn.rcpts_cap) {
-        unsigned cap = s->txn.rcpts_cap ? s->txn.rcpts_cap * 2 : 4;
-        struct smtp_path *p;
-        struct dsn_rcpt_params *d;
-        if (cap > s->conf->max_recipients)
-            cap = s->conf->max_recipients;
-        p = realloc(s->txn.rcpts, cap * sizeof(*p));
-        if (p != NULL)
-            s->txn.rcpts = p;
-        d = p ? realloc(s->txn.rcpt_dsn, cap * sizeof(*d)) : NULL;
-        if (d != NULL)
-            s->txn.rcpt_dsn = d;
-        if (p == NULL || d == NULL) {
-            REPLY0(s, R_LOCAL_ERROR);
-            return;
-        }
-        s->txn.rcpts_cap = cap;
-    }
-    s->txn.rcpt_dsn[s->txn.nrcpts] = dsn;
-    s->txn.rcpts[s->txn.nrcpts++] = path;
-    REPLY1(s, R_RCPT_OK, path.addr);
+    rcpt_finish(s, r, &path, &dsn);
 }
 
 static void
@@ -732,7 +770,7 @@ smtp_session_input(struct smtp_session *s, const char *p, size_t n, time_t now,
 
     s->now = now;
     while (used < n) {
-        if (s->state == S_CLOSED || s->state == S_COMMIT)
+        if (s->state == S_CLOSED || s->state == S_COMMIT || s->state == S_WAIT)
             break;
         if (s->out.len >= SESSION_OUT_SOFT)
             break;
@@ -758,7 +796,7 @@ smtp_session_input(struct smtp_session *s, const char *p, size_t n, time_t now,
     }
     if (s->state == S_CLOSED)
         *st = SMTP_CLOSE;
-    else if (s->state == S_COMMIT)
+    else if (s->state == S_COMMIT || s->state == S_WAIT)
         *st = SMTP_SUSPEND;
     else
         *st = SMTP_OK;
@@ -821,6 +859,31 @@ smtp_session_commit_done(struct smtp_session *s, enum reply_id reply)
         session_close(s);
     }
     return s->state == S_CLOSED ? SMTP_CLOSE : SMTP_OK;
+}
+
+enum smtp_status
+smtp_session_verdict(struct smtp_session *s, enum reply_id verdict)
+{
+    if (s->state != S_WAIT)
+        return s->state == S_CLOSED ? SMTP_CLOSE : SMTP_OK;
+    s->state = s->wait_from;
+    switch (s->wait_verb) {
+    case VERB_MAIL:
+        mail_finish(s, verdict);
+        break;
+    case VERB_RCPT:
+        rcpt_finish(s, verdict, &s->wait_rcpt, &s->wait_dsn);
+        break;
+    default:
+        break;
+    }
+    return s->state == S_CLOSED ? SMTP_CLOSE : SMTP_OK;
+}
+
+bool
+smtp_session_waiting(const struct smtp_session *s)
+{
+    return s->state == S_WAIT;
 }
 
 enum smtp_status

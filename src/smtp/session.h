@@ -48,13 +48,28 @@ struct smtp_txn {
     bool bdat;                          /* BDAT used in this transaction */
 };
 
+/*
+ * A mail or rcpt callback may answer REPLY_PENDING when its verdict needs
+ * something that takes time (a state store, a password hash): the session
+ * suspends (SMTP_SUSPEND, no input consumed) until the caller passes the
+ * verdict to smtp_session_verdict().  The rcpt callback's path is the
+ * session's own copy and stays valid until then; the txn too.  If the
+ * session is freed, times out or is shut down meanwhile (it closes), the
+ * verdict must not be given.
+ */
+#define REPLY_PENDING ((enum reply_id)(REPLY__COUNT + 1))
+
 struct smtp_callbacks {
     /*
      * MAIL was accepted by syntax: open a transaction, put a queue ID in
-     * t->id.  Return R_MAIL_OK to go on, or a refusal (R_LOCAL_ERROR, ...).
+     * t->id.  Return R_MAIL_OK to go on, a refusal (R_LOCAL_ERROR, ...), or
+     * REPLY_PENDING (then t->id must be set before the R_MAIL_OK verdict).
      */
     enum reply_id (*mail)(void *ctx, struct smtp_txn *t);
-    /* Judge one recipient: R_RCPT_OK, or the refusal to send (relay, unknown user...). */
+    /*
+     * Judge one recipient: R_RCPT_OK, the refusal to send (relay, unknown
+     * user...), or REPLY_PENDING.
+     */
     enum reply_id (*rcpt)(void *ctx, const struct smtp_txn *t, const struct smtp_path *rcpt);
     /* Body octets as they arrive (unstuffed, CRLF kept); -1 on a write failure. */
     int (*body)(void *ctx, const char *p, size_t n);
@@ -75,7 +90,8 @@ struct smtp_peer {
 
 enum smtp_status {
     SMTP_OK,       /* go on; if input is left, flush output and call again */
-    SMTP_SUSPEND,  /* waiting for smtp_session_commit_done(); keep the rest of the input */
+    SMTP_SUSPEND,  /* waiting for smtp_session_commit_done() or smtp_session_verdict();
+                      keep the rest of the input */
     SMTP_CLOSE,    /* flush the output, then close the connection */
 };
 
@@ -95,6 +111,17 @@ size_t smtp_session_input(struct smtp_session *s, const char *p, size_t n, time_
  * kept), or SMTP_CLOSE if the session was asked to shut down meanwhile.
  */
 enum smtp_status smtp_session_commit_done(struct smtp_session *s, enum reply_id reply);
+
+/*
+ * The verdict of a callback that answered REPLY_PENDING: for MAIL,
+ * R_MAIL_OK or a refusal; for RCPT, R_RCPT_OK or a refusal.  The reply is
+ * queued; returns SMTP_OK (go on with any input kept) or SMTP_CLOSE (too
+ * many errors).
+ */
+enum smtp_status smtp_session_verdict(struct smtp_session *s, enum reply_id verdict);
+
+/* True while a callback's verdict is awaited. */
+bool smtp_session_waiting(const struct smtp_session *s);
 
 /* The idle timer fired: 421 4.4.2 queued; always SMTP_CLOSE. */
 enum smtp_status smtp_session_timeout(struct smtp_session *s);

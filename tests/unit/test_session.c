@@ -27,6 +27,8 @@ struct harness {
     bool auto_commit;   /* answer commits at once with R_QUEUED */
     enum reply_id commit_reply;
     bool relay_denied_for_remote;
+    bool pending;       /* mail and rcpt answer REPLY_PENDING */
+    int rcpts;
 };
 
 static enum reply_id
@@ -37,6 +39,8 @@ h_mail(void *ctx, struct smtp_txn *t)
     h->mails++;
     h->bodylen = 0;
     snprintf(t->id, sizeof(t->id), "QID%d", h->mails);
+    if (h->pending)
+        return REPLY_PENDING;
     return R_MAIL_OK;
 }
 
@@ -45,6 +49,9 @@ h_rcpt(void *ctx, const struct smtp_txn *t, const struct smtp_path *r)
 {
     struct harness *h = ctx;
 
+    h->rcpts++;
+    if (h->pending)
+        return REPLY_PENDING;
     if (h->relay_denied_for_remote && strstr(r->addr, "@remote.example") != NULL)
         return R_RELAY_DENIED;
     return R_RCPT_OK;
@@ -494,6 +501,113 @@ test_pipelining_suspend(void **state)
     smtp_session_free(h.s);
 }
 
+/* The session's output so far as a string (the buffer is not NUL-terminated). */
+static const char *
+h_out(struct harness *h)
+{
+    static char out[8192];
+    struct buf *b = smtp_session_output(h->s);
+    size_t n = b->len < sizeof(out) - 1 ? b->len : sizeof(out) - 1;
+
+    memcpy(out, b->data, n);
+    out[n] = '\0';
+    return out;
+}
+
+/* Feed the rest of in[] from *off; return the status. */
+static enum smtp_status
+h_feed(struct harness *h, const char *in, size_t len, size_t *off)
+{
+    enum smtp_status st;
+
+    *off += smtp_session_input(h->s, in + *off, len - *off, 0, &st);
+    return st;
+}
+
+/*
+ * Verdicts that come later (greylisting, rate limits): pipelined commands
+ * wait, are answered in order, and each verdict lands on its own command.
+ */
+static void
+test_pending_verdicts(void **state)
+{
+    struct harness h;
+    static const char in[] = "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\n"
+                             "RCPT TO:<v@example.org>\r\nRCPT TO:<w@example.org>\r\n"
+                             "DATA\r\nx\r\n.\r\nQUIT\r\n";
+    size_t off = 0;
+
+    h_init(&h);
+    h.pending = true;
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    smtp_session_greet(h.s);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_true(smtp_session_waiting(h.s));
+    assert_int_equal(h.mails, 1);
+    assert_int_equal(h.rcpts, 0);                     /* nothing past MAIL was read */
+    assert_null(strstr(h_out(&h), "250 2.1.0"));
+    /* The txn id is the caller's to set before a positive verdict. */
+    assert_int_equal(smtp_session_verdict(h.s, R_MAIL_OK), SMTP_OK);
+    assert_false(smtp_session_waiting(h.s));
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_int_equal(h.rcpts, 1);
+    assert_int_equal(smtp_session_verdict(h.s, R_RCPT_OK), SMTP_OK);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_int_equal(smtp_session_verdict(h.s, R_RELAY_DENIED), SMTP_OK);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_int_equal(smtp_session_verdict(h.s, R_RCPT_OK), SMTP_OK);
+    /* DATA, then the commit */
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_false(smtp_session_waiting(h.s));
+    assert_int_equal(h.commits, 1);
+    assert_int_equal(smtp_session_commit_done(h.s, R_QUEUED), SMTP_OK);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_CLOSE);
+    assert_int_equal(off, sizeof(in) - 1);
+    assert_non_null(strstr(h_out(&h), "\r\n250 2.1.0 Sender <a@b.org> ok\r\n"
+                                     "250 2.1.5 Recipient <u@example.org> ok\r\n"
+                                     "550 5.7.1 "));
+    assert_non_null(strstr(h_out(&h), "\r\n250 2.1.5 Recipient <w@example.org> ok\r\n354 "));
+    assert_non_null(strstr(h_out(&h), "\r\n250 2.0.0 Ok: queued as QID1\r\n221 "));
+    smtp_session_free(h.s);
+    assert_int_equal(h.aborts, 0);
+}
+
+/* A refused MAIL verdict leaves no transaction; a session freed while waiting aborts. */
+static void
+test_pending_refusals(void **state)
+{
+    struct harness h;
+    static const char in[] = "HELO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\n";
+    size_t off = 0;
+
+    h_init(&h);
+    h.pending = true;
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_int_equal(smtp_session_verdict(h.s, R_LOCAL_ERROR), SMTP_OK);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_OK);
+    assert_non_null(strstr(h_out(&h), "\r\n451 4.3.0 "));
+    assert_non_null(strstr(h_out(&h), "\r\n503 5.5.1 "));
+    assert_int_equal(h.rcpts, 0);
+    /* a verdict nobody waits for changes nothing */
+    assert_int_equal(smtp_session_verdict(h.s, R_MAIL_OK), SMTP_OK);
+    smtp_session_free(h.s);
+    assert_int_equal(h.aborts, 0);
+
+    off = 0;
+    h_init(&h);
+    h.pending = true;
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    h_feed(&h, in, sizeof(in) - 1, &off);
+    smtp_session_verdict(h.s, R_MAIL_OK);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_int_equal(smtp_session_shutdown(h.s), SMTP_CLOSE); /* 421 now, no verdict owed */
+    assert_non_null(strstr(h_out(&h), "\r\n421 4.3.2 "));
+    assert_int_equal(h.aborts, 1);
+    smtp_session_free(h.s);
+    assert_int_equal(h.aborts, 1);
+}
+
 static void
 test_shutdown_and_timeout(void **state)
 {
@@ -587,6 +701,8 @@ main(void)
         cmocka_unit_test(test_too_many_errors),
         cmocka_unit_test(test_commit_failure),
         cmocka_unit_test(test_pipelining_suspend),
+        cmocka_unit_test(test_pending_verdicts),
+        cmocka_unit_test(test_pending_refusals),
         cmocka_unit_test(test_shutdown_and_timeout),
         cmocka_unit_test(test_output_backpressure),
     };
