@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <dirent.h>
+#include <libgen.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,6 +33,8 @@
 #include "util/config.h"
 #include "util/date.h"
 #include "util/log.h"
+#include "util/priv.h"
+#include "util/sandbox.h"
 
 #define MAX_OVERRIDES 64
 #define SPILL_THRESHOLD (256 * 1024)
@@ -48,12 +52,16 @@ usage(void)
     exit(64);
 }
 
-/* mkdir -p */
+/*
+ * mkdir -p: missing parents get 0755 (less the umask), the last component
+ * leaf_mode; *created says whether the last component was made now.
+ */
 static int
-make_dirs(const char *path)
+make_dirs(const char *path, mode_t leaf_mode, bool *created)
 {
     char tmp[4096], *p;
 
+    *created = false;
     if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
         return -1;
     for (p = tmp + 1; *p; p++) {
@@ -64,9 +72,11 @@ make_dirs(const char *path)
             return -1;
         *p = '/';
     }
-    if (mkdir(tmp, 0755) == -1 && errno != EEXIST)
-        return -1;
-    return 0;
+    if (mkdir(tmp, leaf_mode) == 0) {
+        *created = true;
+        return 0;
+    }
+    return errno == EEXIST ? 0 : -1;
 }
 
 /* 10,000 idle sessions need 10,000 descriptors: take what the hard limit allows. */
@@ -98,7 +108,6 @@ warn_unimplemented(const struct config *c)
         const char *key;
         bool set;
     } keys[] = {
-        {"user", c->user != NULL},
         {"metrics_listen", c->metrics_listen != NULL},
         {"greylist", c->greylist},
         {"state_store", c->state_store != NULL},
@@ -324,6 +333,212 @@ daemon_flush(void *arg)
     scheduler_kick(d->sched);
 }
 
+/* ---- start-up: root's part, the drop, the sandbox ----------------------------------------- */
+
+static void
+daemon_log_privileges(const char *user, const struct priv_user *pu, enum priv_mode mode)
+{
+    switch (mode) {
+    case PRIV_DROP:
+        log_info(NULL, "event=privileges user=%s uid=%u gid=%u action=drop", pu->name,
+            (unsigned)pu->uid, (unsigned)pu->gid);
+        break;
+    case PRIV_ROOT_NO_USER:
+    case PRIV_ROOT_USER_IS_ROOT:
+        log_warn(NULL, "event=privileges uid=0 warning=\"RUNNING AS ROOT: set the user key "
+                       "(e.g. user = tern) so that ternd drops root after binding its ports\"");
+        break;
+    case PRIV_UNPRIVILEGED:
+    case PRIV_ALREADY_USER:
+        log_info(NULL, "event=privileges uid=%u gid=%u action=none reason=\"not started as "
+                       "root\"",
+            (unsigned)pu->uid, (unsigned)pu->gid);
+        break;
+    case PRIV_USER_IGNORED:
+        log_warn(NULL, "event=privileges user=%s uid=%u action=none warning=\"not started as "
+                       "root: the user key is ignored; running as uid %u\"",
+            user, (unsigned)pu->uid, (unsigned)pu->uid);
+        break;
+    }
+}
+
+/*
+ * Give the spool to the user: the directory and the entries ternd itself makes
+ * there (lock, seg/, tmp/, maildrop/ and their files), e.g. left owned by root
+ * by an earlier run without `user`.  Only those names: a spool_dir set to a
+ * shared directory by mistake must not have everything in it chowned.
+ */
+static void
+daemon_give_spool(const char *dir, const struct priv_user *pu)
+{
+    static const char *const subdirs[] = {"seg", "tmp", "maildrop"};
+    char path[4200];
+    int changed = 0, r;
+    size_t i;
+
+    if (!pu->drop)
+        return;
+    if ((r = priv_give(dir, pu)) < 0)
+        log_fatal("event=start spool_dir=%s error=\"chown: %s\"", dir, strerror(errno));
+    changed += r;
+    snprintf(path, sizeof(path), "%s/lock", dir);
+    changed += priv_give(path, pu) > 0;
+    for (i = 0; i < sizeof(subdirs) / sizeof(*subdirs); i++) {
+        DIR *dp;
+        struct dirent *e;
+
+        snprintf(path, sizeof(path), "%s/%s", dir, subdirs[i]);
+        if (priv_give(path, pu) < 0) {
+            if (errno != ENOENT)
+                log_fatal("event=start path=%s error=\"chown: %s\"", path, strerror(errno));
+            continue;
+        }
+        if ((dp = opendir(path)) == NULL)
+            continue;
+        while ((e = readdir(dp)) != NULL) {
+            char file[4500];
+
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            snprintf(file, sizeof(file), "%s/%s", path, e->d_name);
+            if ((r = priv_give(file, pu)) < 0)
+                log_fatal("event=start path=%s error=\"chown: %s\"", file, strerror(errno));
+            changed += r;
+        }
+        closedir(dp);
+    }
+    if (changed > 0)
+        log_info(NULL, "event=chown spool_dir=%s entries=%d user=%s", dir, changed, pu->name);
+}
+
+/*
+ * Everything that needs root is done here, and nothing after it may need root:
+ * the spool and mailbox directories (made and given to the user), the
+ * listeners (ports below 1024) and the control socket (in a root-owned
+ * directory such as /run/tern; the file is given to the user, mode 0600).
+ * Server TLS: the certificate and key are read here too, so that they may stay
+ * readable by root only (a SIGHUP reload, after the drop, needs them readable
+ * by the user).  Logs go to stderr, already open.
+ */
+static void
+daemon_privileged_start(const struct config *cfg, const struct priv_user *pu,
+    const struct server_hooks *hooks, struct server **srv, struct control **ctl,
+    struct daemon *d)
+{
+    char err[1024];
+    bool created;
+    struct stat st;
+
+    if (make_dirs(cfg->spool_dir, 0700, &created) == -1)
+        log_fatal("event=start spool_dir=%s error=\"%s\"", cfg->spool_dir, strerror(errno));
+    daemon_give_spool(cfg->spool_dir, pu);
+    if (strcmp(cfg->local_delivery, "maildir") == 0) {
+        /* made now so that the sandbox can name it; Maildirs beneath are made on delivery */
+        if (make_dirs(cfg->mailbox_dir, 0700, &created) == -1)
+            log_fatal("event=start mailbox_dir=%s error=\"%s\"", cfg->mailbox_dir,
+                strerror(errno));
+        if (created && priv_give(cfg->mailbox_dir, pu) < 0)
+            log_fatal("event=start mailbox_dir=%s error=\"chown: %s\"", cfg->mailbox_dir,
+                strerror(errno));
+        if (pu->drop && stat(cfg->mailbox_dir, &st) == 0 && st.st_uid != pu->uid)
+            log_error(NULL, "event=start mailbox_dir=%s owner_uid=%u user=%s error=\"mailbox_dir "
+                            "is not owned by the user: deliveries will fail until it is "
+                            "(chown %s %s)\"",
+                cfg->mailbox_dir, (unsigned)st.st_uid, pu->name, pu->name, cfg->mailbox_dir);
+    }
+    if ((*srv = server_new(cfg, NULL, hooks, err, sizeof(err))) == NULL)
+        log_fatal("event=start error=\"%s\"", err);
+    if (cfg->control_socket != NULL) {
+        /* the queue is opened as the user, later: control_set_queue() */
+        if ((*ctl = control_open(server_base(*srv), cfg->control_socket, NULL, daemon_flush, d,
+                 err, sizeof(err))) == NULL)
+            log_fatal("event=start control_socket=%s error=\"%s\"", cfg->control_socket, err);
+        if (priv_give(cfg->control_socket, pu) < 0)
+            log_fatal("event=start control_socket=%s error=\"chown: %s\"", cfg->control_socket,
+                strerror(errno));
+    }
+}
+
+/*
+ * The Landlock sandbox (util/sandbox.h): what the daemon may touch once
+ * started.  Every file read again after start (SIGHUP reload: the
+ * configuration, the recipient table, certificates and keys, credentials) must
+ * be listed here, or its reload fails with EACCES.
+ */
+static int
+daemon_sandbox_prepare(const struct config *cfg, const char *conf_file)
+{
+    /* clang-format off */
+    static const char *const system_read[] = {
+        "/usr", "/lib", "/lib64",                      /* libraries dlopen()ed (NSS), zoneinfo */
+        "/etc/ssl", "/etc/ca-certificates",            /* OpenSSL: openssl.cnf, trust store */
+        "/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf",
+        "/etc/gai.conf", "/etc/services", "/etc/protocols", "/etc/localtime",
+        "/etc/ld.so.cache", "/etc/passwd", "/etc/group",
+        "/etc/unbound", "/var/lib/unbound",            /* libunbound: trust anchors */
+        "/dev/urandom", "/proc/self", "/sys/devices/system/cpu",
+    };
+    /* clang-format on */
+    struct sandbox_rule r[64];
+    char ctl_dir[4096], dns_dir[4096];
+    char err[1024];
+    size_t n = 0, i;
+    int fd;
+
+    if (!cfg->sandbox)
+        return -1;
+    r[n++] = (struct sandbox_rule){cfg->spool_dir, SANDBOX_READ_WRITE};
+    if (strcmp(cfg->local_delivery, "maildir") == 0)
+        r[n++] = (struct sandbox_rule){cfg->mailbox_dir, SANDBOX_READ_WRITE};
+    if (cfg->control_socket != NULL) {
+        /* removed at exit (control_close) */
+        snprintf(ctl_dir, sizeof(ctl_dir), "%s", cfg->control_socket);
+        r[n++] = (struct sandbox_rule){dirname(ctl_dir), SANDBOX_REMOVE};
+    }
+    if (conf_file != NULL)
+        r[n++] = (struct sandbox_rule){conf_file, SANDBOX_READ};
+    if (strncmp(cfg->local_recipients, "file:", 5) == 0)
+        r[n++] = (struct sandbox_rule){cfg->local_recipients + 5, SANDBOX_READ};
+    if (cfg->dns_config != NULL) {
+        /* with what it includes: root hints, trust anchors, zone files beside it */
+        snprintf(dns_dir, sizeof(dns_dir), "%s", cfg->dns_config);
+        r[n++] = (struct sandbox_rule){dirname(dns_dir), SANDBOX_READ};
+    }
+    if (cfg->tls_cert != NULL)
+        r[n++] = (struct sandbox_rule){cfg->tls_cert, SANDBOX_READ};
+    if (cfg->tls_key != NULL)
+        r[n++] = (struct sandbox_rule){cfg->tls_key, SANDBOX_READ};
+    for (i = 0; i < sizeof(system_read) / sizeof(*system_read); i++)
+        r[n++] = (struct sandbox_rule){system_read[i], SANDBOX_READ};
+    r[n++] = (struct sandbox_rule){"/dev/null", SANDBOX_DEVICE};
+    tern_assert(n <= sizeof(r) / sizeof(*r));
+
+    if ((fd = sandbox_prepare(r, n, err, sizeof(err))) == -1)
+        log_fatal("event=start error=\"sandbox: %s\" hint=\"sandbox = off disables it\"", err);
+    return fd;
+}
+
+/* Enter the sandbox prepared as root (after the drop; before the first thread). */
+static void
+daemon_sandbox_enforce(const struct config *cfg, int fd)
+{
+    char err[1024];
+    int abi;
+
+    if (!cfg->sandbox) {
+        log_info(NULL, "event=sandbox state=off reason=\"sandbox = off\"");
+        return;
+    }
+    if (fd == -2) {
+        log_info(NULL, "event=sandbox state=off reason=\"the kernel has no Landlock\"");
+        return;
+    }
+    if ((abi = sandbox_enforce(fd, err, sizeof(err))) < 0)
+        log_fatal("event=start error=\"sandbox: %s\" hint=\"sandbox = off disables it\"", err);
+    log_info(NULL, "event=sandbox state=on landlock_abi=%d spool_dir=%s mailbox_dir=%s", abi,
+        cfg->spool_dir, cfg->mailbox_dir);
+}
+
 static enum log_level
 level_of(const char *s)
 {
@@ -348,6 +563,9 @@ main(int argc, char **argv)
     struct daemon d = {0};
     struct server_hooks hooks = {daemon_local_rcpt, daemon_committed, &d};
     struct control *ctl = NULL;
+    struct priv_user pu;
+    enum priv_mode pmode;
+    int sbfd;
     char err[1024];
 
     while ((ch = getopt(argc, argv, "fnvc:o:h")) != -1) {
@@ -411,23 +629,31 @@ main(int argc, char **argv)
     /* Before any thread exists: the committer thread would not survive fork(). */
     if (!foreground && daemon(1, 1) == -1)
         log_fatal("event=start error=\"daemon: %s\"", strerror(errno));
-    if (make_dirs(cfg.spool_dir) == -1)
-        log_fatal("event=start spool_dir=%s error=\"%s\"", cfg.spool_dir, strerror(errno));
+    /* Root's part, then root is gone for good, then the sandbox; all before the first thread
+       (the spool's committer): setresuid and Landlock must cover every thread. */
+    if (priv_resolve(cfg.user, &pu, &pmode, err, sizeof(err)) < 0)
+        log_fatal("event=start error=\"%s\"", err);
+    daemon_log_privileges(cfg.user, &pu, pmode);
+    daemon_privileged_start(&cfg, &pu, &hooks, &srv, &ctl, &d);
+    sbfd = daemon_sandbox_prepare(&cfg, file);
+    if (priv_drop(&pu, err, sizeof(err)) < 0)
+        log_fatal("event=start error=\"dropping privileges: %s\"", err);
+    daemon_sandbox_enforce(&cfg, sbfd);
+
+    /* ---- from here on: the daemon's user (when started as root), inside the sandbox ---- */
     if ((sp = spool_open(cfg.spool_dir, SPILL_THRESHOLD, err, sizeof(err))) == NULL)
         log_fatal("event=start spool_dir=%s error=\"%s\"", cfg.spool_dir, err);
-    if ((d.local = local_new(&cfg, err, sizeof(err))) == NULL)
+    if (server_set_spool(srv, sp, err, sizeof(err)) < 0)
         log_fatal("event=start error=\"%s\"", err);
-    if ((srv = server_new(&cfg, sp, &hooks, err, sizeof(err))) == NULL)
+    if ((d.local = local_new(&cfg, err, sizeof(err))) == NULL)
         log_fatal("event=start error=\"%s\"", err);
     if ((d.queue = queue_open(sp, err, sizeof(err))) == NULL)
         log_fatal("event=start spool_dir=%s error=\"%s\"", cfg.spool_dir, err);
     if ((d.sched = scheduler_new(server_base(srv), &cfg, d.queue, sp, d.local, err,
              sizeof(err))) == NULL)
         log_fatal("event=start error=\"%s\"", err);
-    if (cfg.control_socket != NULL &&
-        (ctl = control_open(server_base(srv), cfg.control_socket, d.queue, daemon_flush, &d,
-             err, sizeof(err))) == NULL)
-        log_fatal("event=start control_socket=%s error=\"%s\"", cfg.control_socket, err);
+    if (ctl != NULL)
+        control_set_queue(ctl, d.queue);
     d.sp = sp;
     d.cfg = &cfg;
     if (ctl != NULL)

@@ -1092,6 +1092,12 @@ control_open(struct event_base *base, const char *path, struct queue *q,
 }
 
 void
+control_set_queue(struct control *c, struct queue *q)
+{
+    c->q = q;
+}
+
+void
 control_close(struct control *c)
 {
     struct stat st;

@@ -59,6 +59,9 @@ struct control;
 struct control *control_open(struct event_base *base, const char *path, struct queue *q,
     void (*on_flush)(void *arg), void *arg, char *err, size_t errlen);
 
+/* Set the queue of a control socket opened (as root, before the queue) with q NULL. */
+void control_set_queue(struct control *c, struct queue *q);
+
 /* Drop every client, stop listening, remove the socket file (if still ours). */
 void control_close(struct control *c);
 

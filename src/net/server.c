@@ -799,19 +799,31 @@ server_new(const struct config *cfg, struct spool *sp, const struct server_hooks
             goto fail;
     srv->ev_term = evsignal_new(srv->base, SIGTERM, server_on_signal, srv);
     srv->ev_int = evsignal_new(srv->base, SIGINT, server_on_signal, srv);
-    srv->ev_spool = event_new(srv->base, spool_event_fd(sp), EV_READ | EV_PERSIST,
-        server_on_spool, srv);
-    if (srv->ev_term == NULL || srv->ev_int == NULL || srv->ev_spool == NULL) {
+    if (srv->ev_term == NULL || srv->ev_int == NULL) {
         snprintf(err, errlen, "cannot set up events");
         goto fail;
     }
     evsignal_add(srv->ev_term, NULL);
     evsignal_add(srv->ev_int, NULL);
-    event_add(srv->ev_spool, NULL);
+    if (sp != NULL && server_set_spool(srv, sp, err, errlen) < 0)
+        goto fail;
     return srv;
 fail:
     server_free(srv);
     return NULL;
+}
+
+int
+server_set_spool(struct server *srv, struct spool *sp, char *err, size_t errlen)
+{
+    srv->spool = sp;
+    srv->ev_spool = event_new(srv->base, spool_event_fd(sp), EV_READ | EV_PERSIST,
+        server_on_spool, srv);
+    if (srv->ev_spool == NULL || event_add(srv->ev_spool, NULL) < 0) {
+        snprintf(err, errlen, "cannot set up events");
+        return -1;
+    }
+    return 0;
 }
 
 int

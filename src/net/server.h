@@ -29,9 +29,16 @@ struct server_hooks {
     void *arg;
 };
 
-/* Bind every listener; NULL with a reason in err (e.g. address in use). */
+/*
+ * Bind every listener; NULL with a reason in err (e.g. address in use).  sp may
+ * be NULL when the listeners must be bound (as root) before the spool is opened
+ * (as the daemon's user): then server_set_spool() before server_run().
+ */
 struct server *server_new(const struct config *cfg, struct spool *sp,
     const struct server_hooks *hooks, char *err, size_t errlen);
+
+/* Attach the spool to a server made with sp NULL.  0, or -1 with err set. */
+int server_set_spool(struct server *srv, struct spool *sp, char *err, size_t errlen);
 
 /* The event loop, for the other components of the daemon. */
 struct event_base *server_base(struct server *srv);

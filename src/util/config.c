@@ -117,6 +117,7 @@ static const struct config_key config_keys[] = {
     K_STR(user, NULL, CONFIG_OPTIONAL, config_check_user),
     K_STR(control_socket, NULL, CONFIG_OPTIONAL, config_check_socket),
     K_STR(metrics_listen, NULL, CONFIG_OPTIONAL, config_check_hostport),
+    K_BOOL(sandbox, "on"),
     /* storage */
     K_STR(spool_dir, "/var/spool/tern", 0, NULL),
     K_STR(mailbox_dir, "/var/mail/tern", 0, NULL),

@@ -49,6 +49,7 @@ struct config {
     char *user;
     char *control_socket;
     char *metrics_listen;
+    bool sandbox;                 /* Landlock: only the daemon's own paths (util/sandbox.h) */
     /* storage */
     char *spool_dir;
     char *mailbox_dir;

@@ -99,7 +99,8 @@ class Shim:
 # ---- ternd, messages, Maildirs -------------------------------------------------------------
 
 def _start(t, shim, **conf):
-    d = t.daemon(None, env=shim.env())
+    # sandbox off: the shim reads its rules and writes its log outside ternd's directories
+    d = t.daemon({'sandbox': 'off'}, env=shim.env())
     d.overrides.update({
         'mailbox_dir': os.path.join(d.tmpdir, 'mail'),
         'min_backoff': '1',

@@ -1,0 +1,278 @@
+"""
+test_privileges.py - least privilege: ternd started as root drops to `user` for good, the
+spool, the Maildirs and the control socket belong to that user with owner-only modes, and the
+Landlock sandbox keeps the daemon to its own directories.
+
+The user is `nobody` (present on every Debian system; no account is created).  Its daemons
+live in a temporary directory made traversable (0755) for it; ternd itself makes and chowns
+spool_dir and mailbox_dir.  Tests that need root skip with the reason when not run as root.
+
+The sandbox is shown by what it forbids, not by a hook: a Maildir that is a symbolic link to a
+directory outside mailbox_dir takes the delivery with `sandbox = off` (so the set-up would
+escape) and refuses it with `sandbox = on` (Landlock judges the resolved path).
+"""
+
+import os
+import pwd
+import re
+import smtplib
+import stat
+import subprocess
+import time
+
+from harness import Skip, base_config, fail, free_port, write_config
+
+DLV_WAIT = 30.0
+USER = 'nobody'
+
+
+def need_root():
+    if os.geteuid() != 0:
+        raise Skip('needs root: ternd must be started as root to drop privileges')
+
+
+def nobody():
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        raise Skip(f'no user {USER!r} on this system')
+
+
+def open_up(t, d):
+    """Let the unprivileged user reach the daemon's temporary directory (test-made dirs)."""
+    os.chmod(t.tmproot, 0o755)
+    os.chmod(d.tmpdir, 0o755)
+
+
+def send(d, rcpts, body):
+    with smtplib.SMTP(d.host, d.port, timeout=10) as s:
+        s.sendmail('sender@client.example', rcpts, body)
+
+
+def wait_until(what, fn, timeout=DLV_WAIT):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            fail(f'{what}: not within {timeout:.0f} s')
+        time.sleep(0.05)
+
+
+def status(pid):
+    out = {}
+    with open(f'/proc/{pid}/status') as f:
+        for line in f:
+            k, _, v = line.partition(':')
+            out[k] = v.split()
+    return out
+
+
+def new_files(d, local, domain='example.org'):
+    nd = os.path.join(d.mailbox_dir, domain, local, 'new')
+    try:
+        return [os.path.join(nd, n) for n in os.listdir(nd)]
+    except FileNotFoundError:
+        return []
+
+
+def log_has(d, pattern):
+    return re.search(pattern, d.stderr().decode('utf-8', 'replace'), re.M)
+
+
+def check_tree(root, uid, gid, what):
+    """Every directory 0700 and every file 0600, all owned by uid:gid, from root down."""
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [None] + filenames:
+            p = dirpath if name is None else os.path.join(dirpath, name)
+            st = os.lstat(p)
+            want = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+            if (st.st_uid, st.st_gid) != (uid, gid) or stat.S_IMODE(st.st_mode) != want:
+                fail(f'{what}: {p} is {st.st_uid}:{st.st_gid} mode '
+                     f'{stat.S_IMODE(st.st_mode):04o}, want {uid}:{gid} mode {want:04o}')
+            n += 1
+    return n
+
+
+# ---- dropping root ----------------------------------------------------------------------------
+
+def test_root_drops_to_user_for_good(t):
+    need_root()
+    pw = nobody()
+    d = t.daemon({'user': USER})
+    d.overrides['control_socket'] = os.path.join(d.tmpdir, 'ctl.sock')
+    open_up(t, d)
+    d.start()
+    st = status(d.pid)
+    for key, want in (('Uid', pw.pw_uid), ('Gid', pw.pw_gid)):
+        # real, effective, saved, file system
+        if st[key] != [str(want)] * 4:
+            fail(f'/proc/{d.pid}/status {key}: {st[key]}, want {want} four times')
+    if '0' in st.get('Groups', []):
+        fail(f'/proc/{d.pid}/status Groups: {st["Groups"]} still has root\'s group')
+    if st.get('NoNewPrivs') != ['1']:
+        fail(f'/proc/{d.pid}/status NoNewPrivs: {st.get("NoNewPrivs")}, want 1')
+    for cap in ('CapPrm', 'CapEff', 'CapAmb'):
+        if int(st[cap][0], 16) != 0:
+            fail(f'/proc/{d.pid}/status {cap}: {st[cap]}, want none')
+    if not log_has(d, rf'event=privileges user={USER} uid={pw.pw_uid} gid={pw.pw_gid} '
+                      r'action=drop'):
+        fail(f'no event=privileges action=drop line: {d.stderr_tail()!r}')
+
+    # the control socket: the user's, 0600
+    cst = os.lstat(d.conf['control_socket'])
+    if not stat.S_ISSOCK(cst.st_mode) or cst.st_uid != pw.pw_uid or \
+            stat.S_IMODE(cst.st_mode) != 0o600:
+        fail(f'control socket: uid {cst.st_uid} mode {stat.S_IMODE(cst.st_mode):04o}, '
+             f'want uid {pw.pw_uid} mode 0600')
+
+    # mail is accepted and delivered, into files and directories of the user's, owner-only
+    body = 'Subject: priv\r\n\r\ndelivered as nobody\r\n'
+    send(d, ['bob@example.org'], body)
+    files = wait_until('the message is in bob\'s Maildir', lambda: new_files(d, 'bob'))
+    with open(files[0], 'rb') as f:
+        if b'delivered as nobody' not in f.read():
+            fail(f'{files[0]} does not hold the message')
+    check_tree(d.mailbox_dir, pw.pw_uid, pw.pw_gid, 'mailbox_dir')
+    for sub in ('tmp', 'new', 'cur'):
+        if not os.path.isdir(os.path.join(d.mailbox_dir, 'example.org', 'bob', sub)):
+            fail(f'Maildir bob has no {sub}/')
+    n = check_tree(d.spool_dir, pw.pw_uid, pw.pw_gid, 'spool_dir')
+    if n < 5:  # spool_dir, lock, seg/, tmp/, maildrop/, segments
+        fail(f'spool_dir has {n} entries, want at least 5')
+
+
+def test_root_spool_is_given_to_user(t):
+    """A spool left by a run as root (no `user`) is the user's after a start with `user`."""
+    need_root()
+    pw = nobody()
+    first = t.daemon({'relay_host': '127.0.0.1:1', 'min_backoff': '600',
+                      'max_backoff': '600'})
+    open_up(t, first)
+    first.start()
+    if not log_has(first, r'event=privileges uid=0 warning="RUNNING AS ROOT'):
+        fail(f'root without user: no loud warning in the log: {first.stderr_tail()!r}')
+    send(first, ['far@remote.example'], 'Subject: kept\r\n\r\nqueued as root\r\n')
+    wait_until('the remote recipient is deferred',
+               lambda: log_has(first, r'event=deferred to=<far@remote.example>'))
+    problems = first.stop()
+    if problems:
+        fail('; '.join(problems))
+    roots = [p for p in (os.path.join(first.spool_dir, n) for n in ('lock', 'seg'))
+             if os.lstat(p).st_uid == 0]
+    if len(roots) != 2:
+        fail('the first run (as root) should have left a root-owned spool')
+
+    second = t.daemon({'user': USER, 'spool_dir': first.spool_dir,
+                       'relay_host': '127.0.0.1:1', 'min_backoff': '600',
+                       'max_backoff': '600'})
+    open_up(t, second)
+    second.start()
+    if not log_has(second, rf'event=chown spool_dir=\S+ entries=\d+ user={USER}'):
+        fail(f'no event=chown line for the spool: {second.stderr_tail()!r}')
+    if not log_has(second, r'event=recovered messages=1$'):
+        fail(f'the message queued as root was not recovered: {second.stderr_tail()!r}')
+    check_tree(first.spool_dir, pw.pw_uid, pw.pw_gid, 'spool_dir after the second start')
+    # and the user can go on writing it: a new message is accepted and queued
+    send(second, ['far2@remote.example'], 'Subject: new\r\n\r\nqueued as nobody\r\n')
+    wait_until('the new remote recipient is deferred',
+               lambda: log_has(second, r'event=deferred to=<far2@remote.example>'))
+
+
+def test_unknown_user_refused(t):
+    port = free_port()
+    tmp = os.path.join(t.tmproot, 'nouser')
+    os.mkdir(tmp)
+    conf = base_config(tmp, port)
+    conf['user'] = 'no-such-user-tern'
+    path = os.path.join(tmp, 'tern.conf')
+    write_config(path, conf)
+    p = subprocess.run([t.ternd_path, '-f', '-c', path], capture_output=True, timeout=20,
+                       stdin=subprocess.DEVNULL)
+    err = p.stderr.decode('utf-8', 'replace')
+    if p.returncode != 1 or 'user no-such-user-tern: no such user' not in err:
+        fail(f'user = no-such-user-tern: exit {p.returncode}, stderr {err!r}; want exit 1 '
+             f'and "no such user"')
+
+
+def test_not_root_ignores_user(t):
+    """Started by an ordinary user, `user` naming another user is ignored with a warning."""
+    need_root()
+    pw = nobody()
+
+    def become_nobody():
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    d = t.daemon({'user': 'root'}, preexec_fn=become_nobody)
+    open_up(t, d)
+    os.chown(d.tmpdir, pw.pw_uid, pw.pw_gid)
+    d.start()
+    if not log_has(d, r'event=privileges user=root uid=\d+ action=none warning="not started '
+                      r'as root: the user key is ignored'):
+        fail(f'no warning that user is ignored: {d.stderr_tail()!r}')
+    st = status(d.pid)
+    if st['Uid'] != [str(pw.pw_uid)] * 4:
+        fail(f'Uid {st["Uid"]}, want {pw.pw_uid}')
+    send(d, ['carol@example.org'], 'Subject: u\r\n\r\nunprivileged\r\n')
+    wait_until('delivered by an unprivileged ternd', lambda: new_files(d, 'carol'))
+
+
+# ---- the sandbox ------------------------------------------------------------------------------
+
+def sandbox_escape(t, sandbox):
+    """Deliver to a Maildir that is a symlink out of mailbox_dir; (daemon, files outside)."""
+    conf = {'sandbox': sandbox, 'min_backoff': '600', 'max_backoff': '600'}
+    if os.geteuid() == 0:
+        conf['user'] = USER
+    d = t.daemon(conf)
+    open_up(t, d)
+    uid, gid = (nobody().pw_uid, nobody().pw_gid) if os.geteuid() == 0 else \
+        (os.geteuid(), os.getegid())
+    outside = os.path.join(d.tmpdir, 'outside')
+    dom = os.path.join(d.tmpdir, 'mail', 'example.org')
+    os.makedirs(outside)
+    os.makedirs(dom)
+    for p in (outside, os.path.dirname(dom), dom):
+        os.chown(p, uid, gid)
+        os.chmod(p, 0o700)
+    os.symlink(outside, os.path.join(dom, 'eve'))
+    d.start()
+    send(d, ['eve@example.org'], 'Subject: s\r\n\r\nescape\r\n')
+    wait_until('an outcome for eve',
+               lambda: log_has(d, r'event=(delivered|deferred) to=<eve@example.org>'))
+    found = []
+    for dirpath, _dirs, files in os.walk(outside):
+        found.extend(os.path.join(dirpath, f) for f in files)
+    return d, found
+
+
+def test_sandbox_keeps_daemon_in_its_directories(t):
+    d, found = sandbox_escape(t, 'off')
+    if not found or not log_has(d, r'event=delivered to=<eve@example.org>'):
+        fail(f'sandbox = off: the symlinked Maildir did not take the message, so this test '
+             f'proves nothing: {d.stderr_tail()!r}')
+    problems = d.stop()
+    if problems:
+        fail('; '.join(problems))
+
+    d, found = sandbox_escape(t, 'on')
+    if log_has(d, r'event=sandbox state=off reason="the kernel has no Landlock"'):
+        raise Skip('the kernel has no Landlock')
+    if not log_has(d, r'event=sandbox state=on landlock_abi=\d+'):
+        fail(f'no event=sandbox state=on line: {d.stderr_tail()!r}')
+    if found:
+        fail(f'sandbox = on: ternd wrote outside its directories: {found}')
+    if not log_has(d, r'event=deferred to=<eve@example.org> relay=maildir attempts=1 '
+                      r'delay=\d+s reply="451 4\.3\.0 Cannot write to the mailbox: '
+                      r'[a-z]+: Permission denied"'):
+        fail(f'sandbox = on: want the delivery deferred with Permission denied: '
+             f'{d.stderr_tail()!r}')
+    if status(d.pid).get('NoNewPrivs') != ['1']:
+        fail('NoNewPrivs is not set')
+    # and inside its directories all is well
+    send(d, ['bob@example.org'], 'Subject: in\r\n\r\ninside\r\n')
+    wait_until('a delivery inside mailbox_dir', lambda: new_files(d, 'bob'))
