@@ -44,6 +44,13 @@ def open_up(t, d):
     os.chmod(d.tmpdir, 0o755)
 
 
+def start(d):
+    """Start and wait for the end of start-up: the port listens before root is dropped."""
+    d.start()
+    wait_until('ternd logs event=started', lambda: log_has(d, r'event=started '), timeout=10)
+    return d
+
+
 def send(d, rcpts, body):
     with smtplib.SMTP(d.host, d.port, timeout=10) as s:
         s.sendmail('sender@client.example', rcpts, body)
@@ -104,7 +111,7 @@ def test_root_drops_to_user_for_good(t):
     d = t.daemon({'user': USER})
     d.overrides['control_socket'] = os.path.join(d.tmpdir, 'ctl.sock')
     open_up(t, d)
-    d.start()
+    start(d)
     st = status(d.pid)
     for key, want in (('Uid', pw.pw_uid), ('Gid', pw.pw_gid)):
         # real, effective, saved, file system
@@ -151,7 +158,7 @@ def test_root_spool_is_given_to_user(t):
     first = t.daemon({'relay_host': '127.0.0.1:1', 'min_backoff': '600',
                       'max_backoff': '600'})
     open_up(t, first)
-    first.start()
+    start(first)
     if not log_has(first, r'event=privileges uid=0 warning="RUNNING AS ROOT'):
         fail(f'root without user: no loud warning in the log: {first.stderr_tail()!r}')
     send(first, ['far@remote.example'], 'Subject: kept\r\n\r\nqueued as root\r\n')
@@ -169,7 +176,7 @@ def test_root_spool_is_given_to_user(t):
                        'relay_host': '127.0.0.1:1', 'min_backoff': '600',
                        'max_backoff': '600'})
     open_up(t, second)
-    second.start()
+    start(second)
     if not log_has(second, rf'event=chown spool_dir=\S+ entries=\d+ user={USER}'):
         fail(f'no event=chown line for the spool: {second.stderr_tail()!r}')
     if not log_has(second, r'event=recovered messages=1$'):
@@ -210,7 +217,7 @@ def test_not_root_ignores_user(t):
     d = t.daemon({'user': 'root'}, preexec_fn=become_nobody)
     open_up(t, d)
     os.chown(d.tmpdir, pw.pw_uid, pw.pw_gid)
-    d.start()
+    start(d)
     if not log_has(d, r'event=privileges user=root uid=\d+ action=none warning="not started '
                       r'as root: the user key is ignored'):
         fail(f'no warning that user is ignored: {d.stderr_tail()!r}')
@@ -240,7 +247,7 @@ def sandbox_escape(t, sandbox):
         os.chown(p, uid, gid)
         os.chmod(p, 0o700)
     os.symlink(outside, os.path.join(dom, 'eve'))
-    d.start()
+    start(d)
     send(d, ['eve@example.org'], 'Subject: s\r\n\r\nescape\r\n')
     wait_until('an outcome for eve',
                lambda: log_has(d, r'event=(delivered|deferred) to=<eve@example.org>'))
