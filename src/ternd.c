@@ -508,6 +508,8 @@ daemon_sandbox_prepare(const struct config *cfg, const char *conf_file)
         r[n++] = (struct sandbox_rule){cfg->tls_cert, SANDBOX_READ};
     if (cfg->tls_key != NULL)
         r[n++] = (struct sandbox_rule){cfg->tls_key, SANDBOX_READ};
+    if (cfg->tls_ca_file != NULL)
+        r[n++] = (struct sandbox_rule){cfg->tls_ca_file, SANDBOX_READ};
     for (i = 0; i < sizeof(system_read) / sizeof(*system_read); i++)
         r[n++] = (struct sandbox_rule){system_read[i], SANDBOX_READ};
     r[n++] = (struct sandbox_rule){"/dev/null", SANDBOX_DEVICE};

@@ -39,6 +39,7 @@
 
 #include "smtp/client.h"
 #include "util/io.h"
+#include "util/log.h"
 
 #define REMOTE_IN_MAX 4096
 
@@ -49,6 +50,7 @@ struct remote {
     char desc[340]; /* "name[ip]:port", for our messages */
     char mta[300];  /* name, or ip: for remote_mta */
     int fd;
+    struct remote_tls *tls; /* after STARTTLS: every octet goes through it */
     uint64_t body_pos;
     bool *open;      /* per recipient: not decided yet */
     bool *had_reply; /* per recipient: its reply is a server's, not a connection failure */
@@ -71,6 +73,7 @@ remote_timeout_ms(const struct remote_conf *c, enum smtp_client_wait w)
     case SMTP_CLIENT_W_GREETING:
         return remote_secs(c->timeout_greeting, 300) * 1000;
     case SMTP_CLIENT_W_HELLO:
+    case SMTP_CLIENT_W_STARTTLS:
         return remote_secs(c->timeout_helo, 300) * 1000;
     case SMTP_CLIENT_W_MAIL:
         return remote_secs(c->timeout_mail, 300) * 1000;
@@ -109,6 +112,67 @@ remote_describe(struct remote *r)
     }
     snprintf(r->desc, sizeof(r->desc), "%.255s[%s]:%u", r->h->name, ip, port);
     snprintf(r->mta, sizeof(r->mta), "%s", r->h->name[0] ? r->h->name : ip);
+}
+
+/* ---- the I/O layer: plaintext, or TLS after STARTTLS ---- */
+
+static ssize_t
+remote_io_send(struct remote *r, const char *p, size_t n, long long deadline)
+{
+    if (r->tls != NULL)
+        return remote_tls_write(r->tls, p, n, deadline);
+    return send(r->fd, p, n, MSG_NOSIGNAL);
+}
+
+/* deadline 0: do not wait (what has arrived already, if anything) */
+static ssize_t
+remote_io_recv(struct remote *r, char *p, size_t n, long long deadline)
+{
+    if (r->tls != NULL)
+        return remote_tls_read(r->tls, p, n, deadline == 0 ? io_now_ms() : deadline);
+    return recv(r->fd, p, n, deadline == 0 ? MSG_DONTWAIT : 0);
+}
+
+/* The server said 220 to STARTTLS: the handshake, and the client told how it went. */
+static void
+remote_starttls(struct remote *r, struct smtp_client *cl)
+{
+    long long deadline = io_now_ms() + remote_secs(r->c->timeout_helo, 300) * 1000LL;
+    char why[300], desc[128];
+
+    r->tls = remote_tls_start(r->fd, r->c->tls_policy, r->c->tls_ca_file, r->h->name, deadline,
+        why, sizeof(why));
+    if (r->tls == NULL) {
+        if (r->c->tls_policy == REMOTE_TLS_MAY) {
+            /* plaintext for this host at the next attempt, rather than never delivering */
+            remote_tls_fallback_note(r->desc, time(NULL));
+            log_warn(NULL, "event=tls-failed host=%s policy=may reason=\"%s\" next=\"plaintext "
+                           "for %d s\"",
+                r->desc, why, REMOTE_TLS_FALLBACK_SECS);
+        }
+        smtp_client_tls_done(cl, false, why);
+        return;
+    }
+    log_debug(NULL, "event=tls host=%s tls=\"%s\" policy=%s", r->desc,
+        remote_tls_describe(r->tls, desc, sizeof(desc)), remote_tls_policy_name(r->c->tls_policy));
+    smtp_client_tls_done(cl, true, NULL);
+}
+
+/* The client's TLS mode for this host: may falls back to plaintext after a failure. */
+static enum smtp_client_tls
+remote_tls_mode(const struct remote *r)
+{
+    switch (r->c->tls_policy) {
+    case REMOTE_TLS_NONE:
+        return SMTP_CLIENT_TLS_NONE;
+    case REMOTE_TLS_MAY:
+        return remote_tls_fallback_active(r->desc, time(NULL)) ? SMTP_CLIENT_TLS_NONE
+                                                                : SMTP_CLIENT_TLS_MAY;
+    case REMOTE_TLS_ENCRYPT:
+    case REMOTE_TLS_VERIFY:
+        return SMTP_CLIENT_TLS_REQUIRE;
+    }
+    return SMTP_CLIENT_TLS_NONE;
 }
 
 /* Connect with the connect timeout.  0, or -1 with why. */
@@ -168,7 +232,7 @@ remote_body(void *arg, char *buf, size_t n)
 static void
 remote_last_words(struct remote *r, struct smtp_client *cl)
 {
-    ssize_t got = recv(r->fd, r->in, sizeof(r->in), MSG_DONTWAIT);
+    ssize_t got = remote_io_recv(r, r->in, sizeof(r->in), 0);
 
     if (got > 0) {
         r->heard = true;
@@ -197,7 +261,7 @@ remote_send(struct remote *r, struct smtp_client *cl)
 
     p = smtp_client_output(cl, &n);
     while (n > 0) {
-        sent = send(r->fd, p, n, MSG_NOSIGNAL);
+        sent = remote_io_send(r, p, n, deadline);
         if (sent > 0) {
             smtp_client_sent(cl, (size_t)sent);
             p = smtp_client_output(cl, &n);
@@ -228,7 +292,7 @@ remote_read(struct remote *r, struct smtp_client *cl)
     ssize_t got;
 
     for (;;) {
-        got = recv(r->fd, r->in, sizeof(r->in), 0);
+        got = remote_io_recv(r, r->in, sizeof(r->in), deadline);
         if (got > 0) {
             r->heard = true;
             smtp_client_input(cl, r->in, (size_t)got);
@@ -271,6 +335,18 @@ remote_record(struct remote *r, const struct smtp_client *cl, size_t k, size_t i
         d->remote_mta[0] = '\0';
         r->open[i] = false;
         return;
+    case SMTP_CLIENT_TLS_MISSING:
+    case SMTP_CLIENT_TLS_FAILED:
+        /* not this host; another one (or a later attempt) may do TLS */
+        if (o->result == SMTP_CLIENT_TLS_MISSING)
+            delivery_set(d, R_DLV_TLS_REQUIRED, remote_tls_policy_name(r->c->tls_policy), r->desc,
+                o->text);
+        else
+            delivery_set(d, R_DLV_TLS_FAILED, r->desc, o->text);
+        d->status = DLV_TEMP;
+        r->had_reply[i] = true;
+        snprintf(d->remote_mta, sizeof(d->remote_mta), "%s", r->mta);
+        return; /* still open */
     case SMTP_CLIENT_PENDING: /* cannot happen: the client decides every recipient */
     case SMTP_CLIENT_NEXT_HOST:
         if (o->code != 0) {
@@ -325,6 +401,7 @@ remote_session(struct remote *r, const struct smtp_client_msg *msg, const size_t
         local = true;
         goto out;
     }
+    smtp_client_set_tls(cl, remote_tls_mode(r));
     for (;;) {
         enum smtp_client_action a = smtp_client_next(cl);
 
@@ -334,6 +411,8 @@ remote_session(struct remote *r, const struct smtp_client_msg *msg, const size_t
             (void)remote_send(r, cl);
         else if (a == SMTP_CLIENT_READ)
             (void)remote_read(r, cl);
+        else if (a == SMTP_CLIENT_STARTTLS)
+            remote_starttls(r, cl);
         else
             smtp_client_quit(cl); /* XXX: reuse for the next message to this host */
     }
@@ -342,6 +421,8 @@ remote_session(struct remote *r, const struct smtp_client_msg *msg, const size_t
         remote_record(r, cl, k, map[k], r->heard, limit);
     smtp_client_free(cl);
 out:
+    remote_tls_close(r->tls);
+    r->tls = NULL;
     if (local) {
         /* our EHLO name or memory: no other host would fare better */
         for (k = 0; k < msg->nrcpts; k++) {

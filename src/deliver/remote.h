@@ -17,7 +17,11 @@
  * outcome that came from a server names it in remote_mta.
  *
  * The SMTP dialogue is smtp/client's; this file does the sockets, the
- * timeouts of RFC 5321 §4.5.3.2 and the body (pread from the spool).
+ * timeouts of RFC 5321 §4.5.3.2 and the body (pread from the spool), and
+ * STARTTLS through remote_tls.h per tls_policy: with encrypt/verify a host
+ * without STARTTLS gives R_DLV_TLS_REQUIRED and a failed handshake
+ * R_DLV_TLS_FAILED (both TEMP, the next host is tried); with may a failed
+ * handshake also defers, and the next attempt to that host goes in plaintext.
  */
 #ifndef TERN_DELIVER_REMOTE_H
 #define TERN_DELIVER_REMOTE_H
@@ -25,6 +29,7 @@
 #include <sys/socket.h>
 
 #include "deliver/delivery.h"
+#include "deliver/remote_tls.h"
 
 struct remote_host {
     char name[256];               /* the host name (for logs and Remote-MTA); "" for none */
@@ -44,6 +49,8 @@ struct remote_conf {
     int timeout_block;    /* 180: each body block written */
     int timeout_dot;      /* 600: the final reply */
     int timeout_quit;     /* 10: QUIT's reply is a courtesy, not waited for long */
+    enum remote_tls_policy tls_policy; /* STARTTLS (remote_tls.h); 0: none */
+    const char *tls_ca_file;           /* trust anchors for verify; NULL: the system's */
 };
 
 void remote_deliver(const struct remote_conf *c, const struct remote_host *hosts, size_t nhosts,

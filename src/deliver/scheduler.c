@@ -1134,7 +1134,9 @@ scheduler_new(struct event_base *base, const struct config *cfg, struct queue *q
         .timeout_data = (int)cfg->remote_timeout_data_init,
         .timeout_block = (int)cfg->remote_timeout_data_block,
         .timeout_dot = (int)cfg->remote_timeout_data_done,
-        .timeout_quit = 10};
+        .timeout_quit = 10,
+        .tls_policy = remote_tls_policy(cfg->tls_policy),
+        .tls_ca_file = cfg->tls_ca_file};
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -25,6 +25,11 @@
  * CRLF: the server sees whole lines per chunk, as with DATA's dot, unless a
  * line is longer than a chunk.
  *
+ * STARTTLS (RFC 3207) sits between EHLO and the first transaction: sent
+ * when offered and the mode allows; on 220 the state is ST_TLS, where input
+ * is dropped until the driver says the handshake is done; then EHLO again
+ * (RFC 3207 §4.2: the client must forget what it learnt in plaintext).
+ *
  * Why some replies mean "next host": 421 says this server cannot serve now
  * (RFC 5321 §3.8), and a greeting or EHLO/HELO refusal says nothing about
  * the recipients, so another MX may well take the message (as Postfix does
@@ -54,6 +59,8 @@ enum client_state {
     ST_GREETING,
     ST_EHLO,
     ST_HELO,
+    ST_STARTTLS, /* STARTTLS sent: waiting for its reply */
+    ST_TLS,      /* 220 to STARTTLS: the driver does the handshake; input is dropped */
     ST_ENVELOPE, /* [RSET] MAIL RCPT... DATA, with replies outstanding */
     ST_BODY,     /* 354 received: the body goes out */
     ST_DOT,      /* the final dot sent: waiting for its reply */
@@ -68,6 +75,8 @@ enum client_cmd { CMD_RSET, CMD_MAIL, CMD_RCPT, CMD_DATA, CMD_BDAT };
 struct smtp_client {
     char helo[256];
     enum client_state st;
+    enum smtp_client_tls tls;
+    bool tls_active;
     unsigned ext;
     uint64_t size_limit;
     struct replyparse rp;
@@ -585,6 +594,40 @@ client_hello(struct smtp_client *c, const char *verb)
     }
 }
 
+/* REQUIRE and no TLS: every pending recipient gets TLS_MISSING; QUIT politely. */
+static void
+client_no_tls(struct smtp_client *c, const char *why)
+{
+    client_set_pending(c, SMTP_CLIENT_TLS_MISSING, why);
+    if (buf_puts(&c->out, "QUIT\r\n") < 0) {
+        client_done(c);
+        return;
+    }
+    c->st = ST_QUIT;
+}
+
+/* After EHLO: STARTTLS when the mode says so.  true when the session went that way. */
+static bool
+client_starttls(struct smtp_client *c)
+{
+    if (c->tls == SMTP_CLIENT_TLS_NONE || c->tls_active)
+        return false;
+    if (c->ext & SMTP_CLIENT_EXT_STARTTLS) {
+        if (buf_puts(&c->out, "STARTTLS\r\n") < 0) {
+            client_set_pending(c, SMTP_CLIENT_LOCAL, "out of memory for commands");
+            client_done(c);
+            return true;
+        }
+        c->st = ST_STARTTLS;
+        return true;
+    }
+    if (c->tls == SMTP_CLIENT_TLS_REQUIRE) {
+        client_no_tls(c, "STARTTLS not offered");
+        return true;
+    }
+    return false;
+}
+
 static void
 client_reply(struct smtp_client *c)
 {
@@ -608,7 +651,8 @@ client_reply(struct smtp_client *c)
                 client_ehlo_keywords(c);
             else
                 c->ext = 0;
-            client_begin(c);
+            if (!client_starttls(c))
+                client_begin(c);
         } else if (c->st == ST_EHLO && (code == 500 || code == 502)) {
             c->st = ST_HELO;
             client_hello(c, "HELO");
@@ -617,6 +661,25 @@ client_reply(struct smtp_client *c)
         } else {
             client_next_host(c, true);
         }
+        return;
+    case ST_STARTTLS:
+        if (code == 220) {
+            c->st = ST_TLS;
+        } else if (code == 421) {
+            client_next_host(c, false);
+        } else if (cls == 2 || cls == 3) {
+            client_protocol(c, "STARTTLS answered");
+        } else if (c->tls == SMTP_CLIENT_TLS_REQUIRE) {
+            char why[SMTP_CLIENT_TEXT_MAX + 64], text[SMTP_CLIENT_TEXT_MAX];
+
+            client_reply_text(c, text, sizeof(text));
+            snprintf(why, sizeof(why), "STARTTLS refused: %u %s", code, text);
+            client_no_tls(c, why);
+        } else {
+            client_begin(c); /* MAY: refused, so in plaintext; the server is still after EHLO */
+        }
+        return;
+    case ST_TLS: /* not reached: input is dropped in this state */
         return;
     case ST_ENVELOPE:
         client_envelope_reply(c);
@@ -861,6 +924,36 @@ smtp_client_free(struct smtp_client *c)
     free(c);
 }
 
+void
+smtp_client_set_tls(struct smtp_client *c, enum smtp_client_tls mode)
+{
+    c->tls = mode;
+}
+
+void
+smtp_client_tls_done(struct smtp_client *c, bool ok, const char *why)
+{
+    if (c->st != ST_TLS)
+        return;
+    if (!ok) {
+        client_set_pending(c, SMTP_CLIENT_TLS_FAILED, why != NULL ? why : "TLS handshake failed");
+        client_done(c);
+        return;
+    }
+    c->tls_active = true;
+    c->ext = 0;
+    c->size_limit = 0;
+    replyparse_init(&c->rp);
+    c->st = ST_EHLO;
+    client_hello(c, "EHLO");
+}
+
+bool
+smtp_client_tls_active(const struct smtp_client *c)
+{
+    return c->tls_active;
+}
+
 enum smtp_client_action
 smtp_client_next(struct smtp_client *c)
 {
@@ -884,6 +977,8 @@ smtp_client_next(struct smtp_client *c)
     }
     if (c->st == ST_IDLE)
         return SMTP_CLIENT_IDLE;
+    if (c->st == ST_TLS)
+        return SMTP_CLIENT_STARTTLS;
     return SMTP_CLIENT_READ;
 }
 
@@ -896,6 +991,9 @@ smtp_client_waiting(const struct smtp_client *c)
     case ST_EHLO:
     case ST_HELO:
         return SMTP_CLIENT_W_HELLO;
+    case ST_STARTTLS:
+    case ST_TLS:
+        return SMTP_CLIENT_W_STARTTLS;
     case ST_ENVELOPE:
         switch (client_cmd_kind(c, c->answered)) {
         case CMD_RCPT:
@@ -945,7 +1043,7 @@ smtp_client_input(struct smtp_client *c, const char *p, size_t n)
     enum replyparse_status st;
     size_t used;
 
-    while (n > 0 && c->st != ST_DONE) {
+    while (n > 0 && c->st != ST_DONE && c->st != ST_TLS) {
         st = replyparse_feed(&c->rp, p, n, &used);
         p += used;
         n -= used;
@@ -1031,6 +1129,8 @@ smtp_client_wait_name(enum smtp_client_wait w)
         return "the reply to the end of data";
     case SMTP_CLIENT_W_QUIT:
         return "the reply to QUIT";
+    case SMTP_CLIENT_W_STARTTLS:
+        return "the reply to STARTTLS";
     default:
         return "the session";
     }

@@ -26,7 +26,15 @@
  *     it never changes afterwards (until smtp_client_next_message());
  *   - nothing is output once SMTP_CLIENT_CLOSE was returned;
  *   - replies are read with smtp/replyparse (multi-line, bounded); a
- *     malformed one ends the connection (the stream can no longer be trusted).
+ *     malformed one ends the connection (the stream can no longer be trusted);
+ *   - STARTTLS (RFC 3207): with a TLS mode other than NONE, STARTTLS is sent
+ *     after EHLO when offered; its 220 makes smtp_client_next() return
+ *     SMTP_CLIENT_STARTTLS, and every octet that came after the 220 before
+ *     the handshake is dropped (a man in the middle cannot inject replies
+ *     that would be read as coming through TLS); after the handshake all
+ *     knowledge from the plaintext EHLO is forgotten and EHLO is sent again.
+ *     With MAY, a server that does not offer STARTTLS or refuses it (4xx/5xx)
+ *     gets the message in plaintext; with REQUIRE it gets QUIT.
  *
  * Outcomes (rule 7 of STYLE.md: the scheduler decides what happens next):
  *   DELIVERED   the final reply to the dot (or to BDAT LAST) was 2xx (the
@@ -39,6 +47,11 @@
  *               a lost connection or a timeout.  The reply is kept when
  *               there was one (code != 0), else text says what happened;
  *   NEED_SMTPUTF8  the message needs SMTPUTF8 and the server lacks it;
+ *   TLS_MISSING the TLS mode is SMTP_CLIENT_TLS_REQUIRE and the server does
+ *               not offer STARTTLS, or refuses it (text says which; QUIT is
+ *               sent); like NEXT_HOST, another host may do better;
+ *   TLS_FAILED  the TLS handshake failed (smtp_client_tls_done() with ok
+ *               false; text is the driver's why); like NEXT_HOST;
  *   TOO_BIG     the server's SIZE limit (smtp_client_size_limit()) is
  *               smaller than the message;
  *   LOCAL       our side failed: the body could not be read, or an address
@@ -103,6 +116,15 @@ enum smtp_client_result {
     SMTP_CLIENT_NEED_SMTPUTF8,
     SMTP_CLIENT_TOO_BIG,
     SMTP_CLIENT_LOCAL,
+    SMTP_CLIENT_TLS_MISSING,
+    SMTP_CLIENT_TLS_FAILED,
+};
+
+/* When to use STARTTLS (smtp_client_set_tls()); tls_policy none / may / encrypt and verify. */
+enum smtp_client_tls {
+    SMTP_CLIENT_TLS_NONE,    /* never (the default) */
+    SMTP_CLIENT_TLS_MAY,     /* when offered; plaintext when not offered or refused */
+    SMTP_CLIENT_TLS_REQUIRE, /* TLS or no message: TLS_MISSING when not offered or refused */
 };
 
 struct smtp_client_outcome {
@@ -118,6 +140,8 @@ enum smtp_client_action {
     SMTP_CLIENT_READ,  /* read; feed bytes to smtp_client_input(), or smtp_client_fail() */
     SMTP_CLIENT_IDLE,  /* the transaction is over: smtp_client_next_message() or _quit() */
     SMTP_CLIENT_CLOSE, /* close the connection; the client is finished */
+    SMTP_CLIENT_STARTTLS, /* the server said 220 to STARTTLS: handshake, then
+                             smtp_client_tls_done() */
 };
 
 /* What the client waits for, so the driver can choose the timeout (RFC 5321 §4.5.3.2). */
@@ -130,7 +154,8 @@ enum smtp_client_wait {
     SMTP_CLIENT_W_BLOCK, /* writing the body, or the reply to a BDAT chunk before LAST */
     SMTP_CLIENT_W_DOT,   /* the final reply (to the dot or BDAT LAST) */
     SMTP_CLIENT_W_QUIT,
-    SMTP_CLIENT_W_NONE, /* idle or closed */
+    SMTP_CLIENT_W_NONE,     /* idle or closed */
+    SMTP_CLIENT_W_STARTTLS, /* the reply to STARTTLS, then the handshake (EHLO's timeout) */
 };
 
 struct smtp_client;
@@ -142,6 +167,19 @@ struct smtp_client;
  */
 struct smtp_client *smtp_client_new(const char *helo_name, const struct smtp_client_msg *m);
 void smtp_client_free(struct smtp_client *c);
+
+/* The TLS mode, set before the first smtp_client_next() (default SMTP_CLIENT_TLS_NONE). */
+void smtp_client_set_tls(struct smtp_client *c, enum smtp_client_tls mode);
+
+/*
+ * After SMTP_CLIENT_STARTTLS: the handshake succeeded (ok: the session goes on
+ * with EHLO, every later octet through TLS) or failed (every pending recipient
+ * gets TLS_FAILED with why, and the connection is to be closed).
+ */
+void smtp_client_tls_done(struct smtp_client *c, bool ok, const char *why);
+
+/* Whether the session runs over TLS (smtp_client_tls_done() said ok). */
+bool smtp_client_tls_active(const struct smtp_client *c);
 
 enum smtp_client_action smtp_client_next(struct smtp_client *c);
 enum smtp_client_wait smtp_client_waiting(const struct smtp_client *c);

@@ -161,6 +161,7 @@ static const struct config_key config_keys[] = {
     K_STR(tls_cert, NULL, CONFIG_OPTIONAL, NULL),
     K_STR(tls_key, NULL, CONFIG_OPTIONAL, NULL),
     K_ENUM(tls_policy, "may", config_words_tls_policy),
+    K_STR(tls_ca_file, NULL, CONFIG_OPTIONAL, NULL),
     /* logging */
     K_ENUM(log_level, "info", config_words_log_level),
 };

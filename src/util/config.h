@@ -93,7 +93,8 @@ struct config {
     /* TLS */
     char *tls_cert;
     char *tls_key;
-    char *tls_policy;
+    char *tls_policy;             /* outbound STARTTLS: none, may, encrypt, verify */
+    char *tls_ca_file;            /* trust anchors for tls_policy = verify; unset: the system's */
     /* logging (tern's own key) */
     char *log_level;              /* debug, info, warn, error */
 };

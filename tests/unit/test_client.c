@@ -57,7 +57,12 @@ struct run {
     unsigned ext;
     uint64_t size_limit;
     size_t nreplies_used;
+    bool tls; /* smtp_client_tls_active() at the end */
 };
+
+/* STARTTLS in drive(): the client's mode, and how the "handshake" goes ("TLS~" in seq). */
+static enum smtp_client_tls drive_tls = SMTP_CLIENT_TLS_NONE;
+static bool drive_tls_ok = true;
 
 static void
 seq_add(struct run *r, const char *p, size_t n)
@@ -115,6 +120,7 @@ drive(const struct smtp_client_msg *m, const struct smtp_client_msg *m2, const c
         ((struct body_src *)m2->arg)->off = 0;
     c = smtp_client_new("client.test", m);
     assert_non_null(c);
+    smtp_client_set_tls(c, drive_tls);
     for (steps = 0; steps < 100000; steps++) {
         switch (smtp_client_next(c)) {
         case SMTP_CLIENT_SEND:
@@ -143,6 +149,11 @@ drive(const struct smtp_client_msg *m, const struct smtp_client_msg *m2, const c
                 smtp_client_input(c, p + k, n - k);
             }
             break;
+        case SMTP_CLIENT_STARTTLS:
+            assert_crlf_lines(r);
+            seq_add(r, "TLS~", 4);
+            smtp_client_tls_done(c, drive_tls_ok, "handshake failed: test");
+            break;
         case SMTP_CLIENT_IDLE:
             assert_crlf_lines(r);
             if (idles++ == 0) {
@@ -169,6 +180,7 @@ drive(const struct smtp_client_msg *m, const struct smtp_client_msg *m2, const c
             r->ext = smtp_client_extensions(c);
             r->size_limit = smtp_client_size_limit(c);
             r->nreplies_used = ri;
+            r->tls = smtp_client_tls_active(c);
             smtp_client_free(c);
             return;
         }
@@ -1177,6 +1189,152 @@ test_no_pipelining(void **state)
                    "~RCPT TO:<a@example.org>\r\n~RCPT TO:<b@example.org>\r\n~QUIT\r\n~");
 }
 
+
+/* ---- STARTTLS (RFC 3207) ---------------------------------------------------- */
+
+#define EHLO_TLS "250-mx.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 SIZE 10000\r\n"
+
+static void
+tls_mode(enum smtp_client_tls mode, bool ok)
+{
+    drive_tls = mode;
+    drive_tls_ok = ok;
+}
+
+static void
+test_starttls_may(void **state)
+{
+    struct fixture f;
+    struct run r;
+    /* After the 220 a man in the middle appends a reply in plaintext: it must be dropped, not
+       taken as the answer to the EHLO sent through TLS.  The EHLO through TLS offers STARTTLS
+       again: it is not sent twice. */
+    const char *replies[] = {GREET, EHLO_TLS, "220 2.0.0 Ready to start TLS\r\n250 injected\r\n",
+        "250-mx.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n", "250 2.1.0 Ok\r\n",
+        "250 2.1.5 Ok\r\n", "354 go\r\n", "250 2.0.0 Ok: queued\r\n", "221 Bye\r\n", NULL};
+
+    tls_mode(SMTP_CLIENT_TLS_MAY, true);
+    fixture_init(&f, ab + 1, body1, 0);
+    run_all(&f.m, NULL, replies, &r);
+    tls_mode(SMTP_CLIENT_TLS_NONE, true);
+    expect_seq(&r, "~EHLO client.test\r\n~STARTTLS\r\n~TLS~EHLO client.test\r\n"
+                   "~MAIL FROM:<s@example.net>\r\n~RCPT TO:<b@example.org>\r\n~DATA\r\n"
+                   "~Subject: hi\r\n\r\nHello.\r\n.\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok: queued");
+    assert_true(r.tls);
+    /* what the plaintext EHLO said (PIPELINING, SIZE) is forgotten */
+    assert_int_equal(r.ext, SMTP_CLIENT_EXT_STARTTLS | SMTP_CLIENT_EXT_8BITMIME);
+}
+
+static void
+test_starttls_not_offered(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, EHLO_PLAIN, "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n",
+        "354 go\r\n", "250 2.0.0 Ok\r\n", "221 Bye\r\n", NULL};
+    const char *required[] = {GREET, EHLO_PLAIN, "221 Bye\r\n", NULL};
+    const char *helo[] = {GREET, "502 5.5.1 no EHLO\r\n", "250 mx.test\r\n", "221 Bye\r\n",
+        NULL};
+
+    /* may: plaintext */
+    tls_mode(SMTP_CLIENT_TLS_MAY, true);
+    fixture_init(&f, ab + 1, body1, 0);
+    run_all(&f.m, NULL, replies, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~MAIL FROM:<s@example.net>\r\n"
+                   "~RCPT TO:<b@example.org>\r\n~DATA\r\n~Subject: hi\r\n\r\nHello.\r\n.\r\n"
+                   "~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok");
+    assert_false(r.tls);
+
+    /* required: no MAIL at all, QUIT, and the outcome says why */
+    tls_mode(SMTP_CLIENT_TLS_REQUIRE, true);
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, required, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_TLS_MISSING, 0, "STARTTLS not offered");
+    expect(&r.oc[1], SMTP_CLIENT_TLS_MISSING, 0, "STARTTLS not offered");
+
+    /* required, and the server only knows HELO: no extensions, so no TLS */
+    run_all(&f.m, NULL, helo, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~HELO client.test\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_TLS_MISSING, 0, "STARTTLS not offered");
+
+    /* none: STARTTLS offered and not used */
+    tls_mode(SMTP_CLIENT_TLS_NONE, true);
+    {
+        const char *offered[] = {GREET, EHLO_TLS,
+            "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+            "250 2.0.0 Ok\r\n", "221 Bye\r\n", NULL};
+
+        run_all(&f.m, NULL, offered, &r);
+        assert_non_null(strstr(r.seq, "~EHLO client.test\r\n~MAIL FROM:"));
+        assert_null(strstr(r.seq, "STARTTLS"));
+        expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok");
+    }
+}
+
+static void
+test_starttls_refused(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *may[] = {GREET, EHLO_TLS, "454 4.7.0 TLS not available now\r\n",
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "250 2.0.0 Ok\r\n", "221 Bye\r\n",
+        NULL};
+    const char *req[] = {GREET, EHLO_TLS, "454 4.7.0 TLS not available now\r\n",
+        "221 Bye\r\n", NULL};
+    const char *busy[] = {GREET, EHLO_TLS, "421 4.3.2 going down\r\n", NULL};
+    const char *odd[] = {GREET, EHLO_TLS, "250 2.0.0 what\r\n", NULL};
+
+    /* may: the server is still after EHLO; the message goes in plaintext */
+    tls_mode(SMTP_CLIENT_TLS_MAY, true);
+    fixture_init(&f, ab + 1, body1, 0);
+    run_all(&f.m, NULL, may, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~STARTTLS\r\n~MAIL FROM:<s@example.net> SIZE=23\r\n"
+                   "RCPT TO:<b@example.org>\r\nDATA\r\n~Subject: hi\r\n\r\nHello.\r\n.\r\n"
+                   "~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok");
+    assert_false(r.tls);
+
+    tls_mode(SMTP_CLIENT_TLS_REQUIRE, true);
+    run_all(&f.m, NULL, req, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~STARTTLS\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_TLS_MISSING, 0,
+        "STARTTLS refused: 454 4.7.0 TLS not available now");
+
+    /* 421: this server cannot serve now, whatever the mode */
+    run_all(&f.m, NULL, busy, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~STARTTLS\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 421, "4.3.2 going down");
+
+    /* a 2xx is out of step */
+    tls_mode(SMTP_CLIENT_TLS_MAY, true);
+    run_all(&f.m, NULL, odd, &r);
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 0, "STARTTLS answered: 250 2.0.0 what");
+    tls_mode(SMTP_CLIENT_TLS_NONE, true);
+}
+
+static void
+test_starttls_handshake_fails(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, EHLO_TLS, "220 2.0.0 Ready\r\n", NULL};
+
+    for (int mode = SMTP_CLIENT_TLS_MAY; mode <= SMTP_CLIENT_TLS_REQUIRE; mode++) {
+        tls_mode((enum smtp_client_tls)mode, false);
+        fixture_init(&f, ab, body1, 0);
+        run_all(&f.m, NULL, replies, &r);
+        /* nothing more is said: the connection cannot be trusted in either form */
+        expect_seq(&r, "~EHLO client.test\r\n~STARTTLS\r\n~TLS~");
+        expect(&r.oc[0], SMTP_CLIENT_TLS_FAILED, 0, "handshake failed: test");
+        expect(&r.oc[1], SMTP_CLIENT_TLS_FAILED, 0, "handshake failed: test");
+        assert_false(r.tls);
+    }
+    tls_mode(SMTP_CLIENT_TLS_NONE, true);
+}
+
 int
 main(void)
 {
@@ -1208,6 +1366,10 @@ main(void)
         cmocka_unit_test(test_bdat_421),
         cmocka_unit_test(test_chunking_not_offered),
         cmocka_unit_test(test_no_pipelining),
+        cmocka_unit_test(test_starttls_may),
+        cmocka_unit_test(test_starttls_not_offered),
+        cmocka_unit_test(test_starttls_refused),
+        cmocka_unit_test(test_starttls_handshake_fails),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,338 @@
+/*
+ * remote_tls.c - TLS for the SMTP client (see remote_tls.h).
+ *
+ * Two kinds of SSL_CTX, made on first use and shared by the worker threads
+ * (OpenSSL 3 contexts are safe to share once set up): one that checks nothing
+ * (may, encrypt) and one per trust store that verifies (verify; the CA file
+ * in use is remembered, so a test's tls_ca_file and the system store do not
+ * mix).  The socket stays non-blocking: each SSL call that wants to read or
+ * write waits in io_wait() up to the caller's deadline.
+ *
+ * The memory of failed handshakes (for `may`) is a small table under a mutex:
+ * a host that fails is remembered REMOTE_TLS_FALLBACK_SECS, the oldest entry
+ * gives way when it is full.  It lives in memory only: after a restart TLS is
+ * tried again, which costs one deferred attempt at worst.
+ */
+#include "deliver/remote_tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "util/io.h"
+
+#define FALLBACK_MAX 256
+
+struct remote_tls {
+    SSL *ssl;
+    int fd;
+};
+
+static pthread_mutex_t tls_mu = PTHREAD_MUTEX_INITIALIZER;
+static SSL_CTX *tls_ctx_plain;  /* may, encrypt: no verification */
+static SSL_CTX *tls_ctx_verify; /* verify: against tls_ctx_verify_ca */
+static char *tls_ctx_verify_ca; /* NULL: the system's trust store */
+
+static struct {
+    char dest[340];
+    time_t when;
+} fallback[FALLBACK_MAX];
+
+enum remote_tls_policy
+remote_tls_policy(const char *word)
+{
+    if (word == NULL)
+        return REMOTE_TLS_MAY;
+    if (strcmp(word, "none") == 0)
+        return REMOTE_TLS_NONE;
+    if (strcmp(word, "encrypt") == 0)
+        return REMOTE_TLS_ENCRYPT;
+    if (strcmp(word, "verify") == 0)
+        return REMOTE_TLS_VERIFY;
+    return REMOTE_TLS_MAY;
+}
+
+const char *
+remote_tls_policy_name(enum remote_tls_policy p)
+{
+    switch (p) {
+    case REMOTE_TLS_NONE:
+        return "none";
+    case REMOTE_TLS_MAY:
+        return "may";
+    case REMOTE_TLS_ENCRYPT:
+        return "encrypt";
+    case REMOTE_TLS_VERIFY:
+        return "verify";
+    }
+    return "?";
+}
+
+static SSL_CTX *
+tls_ctx_new(bool verify, const char *ca_file, char *why, size_t whylen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    if (ctx == NULL) {
+        snprintf(why, whylen, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* a peer that closes without close_notify ends the stream like a plain EOF */
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
+    if (verify) {
+        int ok = ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                                 : SSL_CTX_set_default_verify_paths(ctx);
+
+        if (ok != 1) {
+            snprintf(why, whylen, "cannot load the trust anchors %s",
+                ca_file != NULL ? ca_file : "(system default)");
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+}
+
+/* The context for policy p, with a reference for the caller (SSL_CTX_free when done). */
+static SSL_CTX *
+tls_ctx_get(enum remote_tls_policy p, const char *ca_file, char *why, size_t whylen)
+{
+    SSL_CTX *ctx;
+
+    pthread_mutex_lock(&tls_mu);
+    if (p != REMOTE_TLS_VERIFY) {
+        if (tls_ctx_plain == NULL)
+            tls_ctx_plain = tls_ctx_new(false, NULL, why, whylen);
+        ctx = tls_ctx_plain;
+    } else {
+        bool same = (ca_file == NULL && tls_ctx_verify_ca == NULL) ||
+                    (ca_file != NULL && tls_ctx_verify_ca != NULL &&
+                        strcmp(ca_file, tls_ctx_verify_ca) == 0);
+
+        if (tls_ctx_verify == NULL || !same) {
+            SSL_CTX *n = tls_ctx_new(true, ca_file, why, whylen);
+
+            if (n != NULL) {
+                SSL_CTX_free(tls_ctx_verify); /* connections still using it hold a reference */
+                free(tls_ctx_verify_ca);
+                tls_ctx_verify = n;
+                tls_ctx_verify_ca = ca_file != NULL ? strdup(ca_file) : NULL;
+            } else if (!same) {
+                pthread_mutex_unlock(&tls_mu);
+                return NULL;
+            }
+        }
+        ctx = tls_ctx_verify;
+    }
+    if (ctx != NULL)
+        SSL_CTX_up_ref(ctx);
+    pthread_mutex_unlock(&tls_mu);
+    return ctx;
+}
+
+/* OpenSSL's reason for the failure, with the certificate check's when that is why. */
+static void
+tls_why(SSL *ssl, const char *what, char *why, size_t whylen)
+{
+    unsigned long e = ERR_peek_last_error();
+    long vr = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+    char buf[256];
+
+    if (vr != X509_V_OK && ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED)
+        snprintf(why, whylen, "certificate verify failed: %s", X509_verify_cert_error_string(vr));
+    else if (e != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        snprintf(why, whylen, "%s: %s", what, buf);
+    } else {
+        snprintf(why, whylen, "%s: %s", what, errno != 0 ? strerror(errno) : "connection closed");
+    }
+    ERR_clear_error();
+}
+
+/* Wait for what SSL asked; 0 to retry, -1 with errno. */
+static int
+tls_wait(struct remote_tls *t, int rc, long long deadline)
+{
+    int e = SSL_get_error(t->ssl, rc);
+
+    if (e == SSL_ERROR_WANT_READ)
+        return io_wait(t->fd, POLLIN, deadline);
+    if (e == SSL_ERROR_WANT_WRITE)
+        return io_wait(t->fd, POLLOUT, deadline);
+    if (e == SSL_ERROR_ZERO_RETURN)
+        errno = 0;
+    else if (e != SSL_ERROR_SYSCALL || errno == 0)
+        errno = EIO;
+    return -1;
+}
+
+static bool
+tls_is_ip(const char *host)
+{
+    unsigned char a[16];
+
+    return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
+
+struct remote_tls *
+remote_tls_start(int fd, enum remote_tls_policy p, const char *ca_file, const char *host,
+    long long deadline_ms, char *why, size_t whylen)
+{
+    struct remote_tls *t;
+    SSL_CTX *ctx;
+    int rc;
+
+    ERR_clear_error();
+    if ((ctx = tls_ctx_get(p, ca_file, why, whylen)) == NULL)
+        return NULL;
+    if ((t = calloc(1, sizeof(*t))) == NULL || (t->ssl = SSL_new(ctx)) == NULL) {
+        snprintf(why, whylen, "out of memory for TLS");
+        free(t);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_free(ctx); /* the SSL holds its own reference */
+    t->fd = fd;
+    SSL_set_fd(t->ssl, fd);
+    if (host != NULL && host[0] != '\0') {
+        bool ip = tls_is_ip(host);
+
+        if (!ip)
+            SSL_set_tlsext_host_name(t->ssl, host);
+        if (p == REMOTE_TLS_VERIFY) {
+            SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            if ((ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host)
+                    : SSL_set1_host(t->ssl, host)) != 1) {
+                snprintf(why, whylen, "cannot check the certificate for %s", host);
+                remote_tls_close(t);
+                return NULL;
+            }
+        }
+    } else if (p == REMOTE_TLS_VERIFY) {
+        snprintf(why, whylen, "no host name to check the certificate against");
+        remote_tls_close(t);
+        return NULL;
+    }
+    for (;;) {
+        errno = 0;
+        if ((rc = SSL_connect(t->ssl)) == 1)
+            return t;
+        if (SSL_get_error(t->ssl, rc) != SSL_ERROR_WANT_READ &&
+            SSL_get_error(t->ssl, rc) != SSL_ERROR_WANT_WRITE) {
+            tls_why(t->ssl, "handshake failed", why, whylen);
+            break;
+        }
+        if (tls_wait(t, rc, deadline_ms) < 0) {
+            snprintf(why, whylen, "%s during the handshake",
+                errno == ETIMEDOUT ? "timeout" : strerror(errno));
+            break;
+        }
+    }
+    remote_tls_close(t);
+    return NULL;
+}
+
+ssize_t
+remote_tls_write(struct remote_tls *t, const void *p, size_t n, long long deadline_ms)
+{
+    int rc;
+
+    if (n > (size_t)1 << 30)
+        n = (size_t)1 << 30;
+    for (;;) {
+        ERR_clear_error();
+        errno = 0;
+        if ((rc = SSL_write(t->ssl, p, (int)n)) > 0)
+            return rc;
+        if (tls_wait(t, rc, deadline_ms) < 0) {
+            if (errno == 0)
+                errno = EPIPE;
+            return -1;
+        }
+    }
+}
+
+ssize_t
+remote_tls_read(struct remote_tls *t, void *p, size_t n, long long deadline_ms)
+{
+    int rc;
+
+    if (n > (size_t)1 << 30)
+        n = (size_t)1 << 30;
+    for (;;) {
+        ERR_clear_error();
+        errno = 0;
+        if ((rc = SSL_read(t->ssl, p, (int)n)) > 0)
+            return rc;
+        if (tls_wait(t, rc, deadline_ms) < 0)
+            return errno == 0 ? 0 : -1;
+    }
+}
+
+const char *
+remote_tls_describe(const struct remote_tls *t, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s %s", SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl));
+    return buf;
+}
+
+void
+remote_tls_close(struct remote_tls *t)
+{
+    if (t == NULL)
+        return;
+    if (SSL_is_init_finished(t->ssl))
+        (void)SSL_shutdown(t->ssl); /* close_notify; the reply is not awaited */
+    SSL_free(t->ssl);
+    ERR_clear_error();
+    free(t);
+}
+
+void
+remote_tls_fallback_note(const char *dest, time_t now)
+{
+    size_t i, slot = 0;
+
+    pthread_mutex_lock(&tls_mu);
+    for (i = 0; i < FALLBACK_MAX; i++) {
+        if (strcmp(fallback[i].dest, dest) == 0) {
+            slot = i;
+            break;
+        }
+        if (fallback[i].when < fallback[slot].when)
+            slot = i; /* the oldest (or an empty one) gives way */
+    }
+    snprintf(fallback[slot].dest, sizeof(fallback[slot].dest), "%s", dest);
+    fallback[slot].when = now;
+    pthread_mutex_unlock(&tls_mu);
+}
+
+bool
+remote_tls_fallback_active(const char *dest, time_t now)
+{
+    bool active = false;
+    size_t i;
+
+    pthread_mutex_lock(&tls_mu);
+    for (i = 0; i < FALLBACK_MAX; i++) {
+        if (fallback[i].dest[0] != '\0' && strcmp(fallback[i].dest, dest) == 0) {
+            active = now - fallback[i].when < REMOTE_TLS_FALLBACK_SECS;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&tls_mu);
+    return active;
+}

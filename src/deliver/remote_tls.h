@@ -1,0 +1,68 @@
+/*
+ * remote_tls.h - TLS for the SMTP client (STARTTLS, RFC 3207), used by
+ * deliver/remote.c on its worker threads.  Separate from the server's TLS
+ * (net/): the client has its own contexts and its own policy.
+ *
+ * tls_policy (the config key):
+ *   none     never STARTTLS;
+ *   may      STARTTLS when offered, certificate not checked (opportunistic:
+ *            RFC 7435); a failed handshake sends the next attempt to that
+ *            host in plaintext (remote_tls_fallback_*), for a while;
+ *   encrypt  STARTTLS or no delivery; certificate not checked;
+ *   verify   STARTTLS or no delivery; the chain must verify against the
+ *            system trust store (or tls_ca_file) and the certificate must
+ *            name the host connected to (the MX name; SSL_set1_host).
+ * TLS 1.2 or newer.  Every call that waits takes an absolute deadline
+ * (util/io's clock) and never blocks past it.
+ */
+#ifndef TERN_DELIVER_REMOTE_TLS_H
+#define TERN_DELIVER_REMOTE_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <time.h>
+
+enum remote_tls_policy {
+    REMOTE_TLS_NONE,
+    REMOTE_TLS_MAY,
+    REMOTE_TLS_ENCRYPT,
+    REMOTE_TLS_VERIFY,
+};
+
+/* How long a failed handshake under `may` sends that host's mail in plaintext. */
+#define REMOTE_TLS_FALLBACK_SECS 3600
+
+/* The policy named by the config word (NULL or unknown: may, the default). */
+enum remote_tls_policy remote_tls_policy(const char *word);
+const char *remote_tls_policy_name(enum remote_tls_policy p);
+
+struct remote_tls;
+
+/*
+ * The TLS handshake on fd, connected to host (its name for SNI and, with
+ * VERIFY, for the certificate check; an address literal is checked as an IP).
+ * ca_file: the trust anchors for VERIFY (NULL: the system's).  NULL on
+ * failure, with why ("certificate verify failed: unable to get local issuer
+ * certificate", "timeout", ...).
+ */
+struct remote_tls *remote_tls_start(int fd, enum remote_tls_policy p, const char *ca_file,
+    const char *host, long long deadline_ms, char *why, size_t whylen);
+
+/* Like send() and recv() on a blocking socket with a deadline: > 0 octets, 0 at the end
+   (read only), -1 with errno (ETIMEDOUT, EPIPE, EIO...). */
+ssize_t remote_tls_write(struct remote_tls *t, const void *p, size_t n, long long deadline_ms);
+ssize_t remote_tls_read(struct remote_tls *t, void *p, size_t n, long long deadline_ms);
+
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384", for logs. */
+const char *remote_tls_describe(const struct remote_tls *t, char *buf, size_t len);
+
+/* Send close_notify without waiting, free.  The socket stays open (the caller closes it). */
+void remote_tls_close(struct remote_tls *t);
+
+/* `may`: remember that dest (a host, "name[ip]:port") failed the handshake at now. */
+void remote_tls_fallback_note(const char *dest, time_t now);
+/* `may`: whether dest failed within REMOTE_TLS_FALLBACK_SECS of now (then: plaintext). */
+bool remote_tls_fallback_active(const char *dest, time_t now);
+
+#endif
