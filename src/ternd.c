@@ -98,8 +98,7 @@ raise_fd_limit(long want)
 /*
  * Keys of the contract whose features arrive with later work: accepted so a
  * configuration written today keeps working, and named at start so nobody
- * believes they are in force.  A TLS listener is refused outright: serving
- * plaintext where a client expects TLS would be worse than not starting.
+ * believes they are in force.
  */
 static void
 warn_unimplemented(const struct config *c)
@@ -111,7 +110,6 @@ warn_unimplemented(const struct config *c)
         {"metrics_listen", c->metrics_listen != NULL},
         {"greylist", c->greylist},
         {"state_store", c->state_store != NULL},
-        {"tls_cert", c->tls_cert != NULL},
     };
     size_t i;
 
@@ -121,9 +119,9 @@ warn_unimplemented(const struct config *c)
                            "effect\"",
                 keys[i].key);
     for (i = 0; i < c->nlisten; i++)
-        if (c->listen[i].flags & (CONFIG_LISTEN_TLS | CONFIG_LISTEN_SUBMISSION))
-            log_fatal("event=start listen=\"%s\" error=\"the tls and submission listener "
-                      "options are not implemented yet\"",
+        if (c->listen[i].flags & CONFIG_LISTEN_SUBMISSION)
+            log_warn(NULL, "event=config listen=\"%s\" reason=\"submission: AUTH is not "
+                           "implemented yet; the listener serves plain SMTP\"",
                 c->listen[i].text);
 }
 
