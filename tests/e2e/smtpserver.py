@@ -34,6 +34,9 @@ sent as given, e.g. "550-5.1.1 a\\n550 5.1.1 b"):
     data=REPLY            the reply to DATA (instead of 354)
     dot=REPLY             the reply after the final dot (for the message)
     rset=REPLY            the reply to RSET
+    starttls=REPLY        the reply to STARTTLS (advertise it with ext=STARTTLS); after a
+                          220 the server sends "this is not TLS" in plaintext and closes,
+                          so the client's handshake fails (no STARTTLS: 502 5.5.1)
     drop=STAGE            close the connection instead of answering STAGE
     stall=STAGE           never answer STAGE (keep the connection, read on)
     malformed=STAGE       answer STAGE with a malformed reply ("25O 2.0.0 Ok")
@@ -69,7 +72,7 @@ class Script:
         key, sep, value = spec.partition("=")
         if not sep:
             raise ValueError("bad script entry: %r" % spec)
-        if key in ("greeting", "ehlo", "helo", "mail", "data", "dot", "rset"):
+        if key in ("greeting", "ehlo", "helo", "mail", "data", "dot", "rset", "starttls"):
             self.replies[key] = value
         elif key.startswith("rcpt:"):
             self.rcpt[key[len("rcpt:"):].lower()] = value
@@ -224,6 +227,13 @@ class Conn:
                 sender = None
                 rcpts = []
                 self.send(sc.replies.get("rset", "250 2.0.0 Ok"))
+            elif verb == "STARTTLS" and "starttls" in sc.replies:
+                reply = sc.replies["starttls"]
+                self.send(reply)
+                if reply.startswith("220"):
+                    self.log(b"# broken TLS: plaintext instead of a handshake, then close")
+                    self.sock.sendall(b"this is not TLS\r\n")
+                    raise Closed()
             elif verb == "NOOP":
                 self.send("250 2.0.0 Ok")
             elif verb == "QUIT":
