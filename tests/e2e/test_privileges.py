@@ -15,7 +15,9 @@ escape) and refuses it with `sandbox = on` (Landlock judges the resolved path).
 import os
 import pwd
 import re
+import signal
 import smtplib
+import ssl
 import stat
 import subprocess
 import time
@@ -186,6 +188,42 @@ def test_root_spool_is_given_to_user(t):
     send(second, ['far2@remote.example'], 'Subject: new\r\n\r\nqueued as nobody\r\n')
     wait_until('the new remote recipient is deferred',
                lambda: log_has(second, r'event=deferred to=<far2@remote.example>'))
+
+
+def test_root_only_tls_key_read_before_drop(t):
+    """The TLS key may stay root's (0600): it is read before root is dropped, and STARTTLS
+    works as the user; a SIGHUP reload, as the user, cannot read it and keeps the old one."""
+    need_root()
+    pw = nobody()
+    d = t.daemon({'user': USER})
+    open_up(t, d)
+    cert = os.path.join(d.tmpdir, 'server.crt')
+    key = os.path.join(d.tmpdir, 'server.key')
+    try:
+        subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                        'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
+                        '-days', '2', '-subj', '/CN=mx.test', '-addext',
+                        'subjectAltName=DNS:mx.test'], check=True, capture_output=True,
+                       timeout=30)
+    except FileNotFoundError:
+        raise Skip('openssl not installed')
+    os.chmod(key, 0o600)  # root's only
+    d.overrides.update({'tls_cert': cert, 'tls_key': key})
+    start(d)
+    if status(d.pid)['Uid'] != [str(pw.pw_uid)] * 4:
+        fail('not running as the user')
+    ctx = ssl.create_default_context(cafile=cert)
+    ctx.check_hostname = False  # the chain is still checked: it is this certificate
+    with smtplib.SMTP(d.host, d.port, timeout=10) as s:
+        s.ehlo('client.test')
+        code, _msg = s.starttls(context=ctx)
+        if code != 220:
+            fail(f'STARTTLS answered {code}')
+        s.ehlo('client.test')
+        s.sendmail('a@b.example', ['tls@example.org'], 'Subject: k\r\n\r\nkey\r\n')
+    wait_until('delivered over TLS', lambda: new_files(d, 'tls'))
+    d.signal(signal.SIGHUP)
+    wait_until('the reload is logged', lambda: log_has(d, r'event=reload tls=kept-old'))
 
 
 def test_unknown_user_refused(t):
