@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <dirent.h>
 #include <libgen.h>
+#include <limits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -463,6 +464,29 @@ daemon_privileged_start(const struct config *cfg, const struct priv_user *pu,
  * configuration, the recipient table, certificates and keys, credentials) must
  * be listed here, or its reload fails with EACCES.
  */
+#define SANDBOX_REREAD_MAX 12
+
+/*
+ * Read access beneath the directory of path as given and of the file it resolves to (a
+ * symlink into another directory); dirs keeps the strings until the ruleset is built.
+ */
+static void
+daemon_allow_reread(struct sandbox_rule *r, size_t *n, char (*dirs)[PATH_MAX], size_t *ndirs,
+    const char *path)
+{
+    char real[PATH_MAX];
+
+    if (path == NULL)
+        return;
+    tern_assert(*ndirs + 2 <= SANDBOX_REREAD_MAX);
+    snprintf(dirs[*ndirs], PATH_MAX, "%s", path);
+    r[(*n)++] = (struct sandbox_rule){dirname(dirs[(*ndirs)++]), SANDBOX_READ};
+    if (realpath(path, real) != NULL) {
+        snprintf(dirs[*ndirs], PATH_MAX, "%s", real);
+        r[(*n)++] = (struct sandbox_rule){dirname(dirs[(*ndirs)++]), SANDBOX_READ};
+    }
+}
+
 static int
 daemon_sandbox_prepare(const struct config *cfg, const char *conf_file)
 {
@@ -478,9 +502,9 @@ daemon_sandbox_prepare(const struct config *cfg, const char *conf_file)
     };
     /* clang-format on */
     struct sandbox_rule r[64];
-    char ctl_dir[4096], dns_dir[4096];
+    char ctl_dir[4096], dirs[SANDBOX_REREAD_MAX][PATH_MAX];
     char err[1024];
-    size_t n = 0, i;
+    size_t n = 0, i, ndirs = 0;
     int fd;
 
     if (!cfg->sandbox)
@@ -493,21 +517,16 @@ daemon_sandbox_prepare(const struct config *cfg, const char *conf_file)
         snprintf(ctl_dir, sizeof(ctl_dir), "%s", cfg->control_socket);
         r[n++] = (struct sandbox_rule){dirname(ctl_dir), SANDBOX_REMOVE};
     }
-    if (conf_file != NULL)
-        r[n++] = (struct sandbox_rule){conf_file, SANDBOX_READ};
+    /* files read again later: their directories, so a file replaced by rename (an editor, a
+       certificate renewal: a symlink moved to a new file beside the old one) stays readable */
+    daemon_allow_reread(r, &n, dirs, &ndirs, conf_file);
     if (strncmp(cfg->local_recipients, "file:", 5) == 0)
-        r[n++] = (struct sandbox_rule){cfg->local_recipients + 5, SANDBOX_READ};
-    if (cfg->dns_config != NULL) {
-        /* with what it includes: root hints, trust anchors, zone files beside it */
-        snprintf(dns_dir, sizeof(dns_dir), "%s", cfg->dns_config);
-        r[n++] = (struct sandbox_rule){dirname(dns_dir), SANDBOX_READ};
-    }
-    if (cfg->tls_cert != NULL)
-        r[n++] = (struct sandbox_rule){cfg->tls_cert, SANDBOX_READ};
-    if (cfg->tls_key != NULL)
-        r[n++] = (struct sandbox_rule){cfg->tls_key, SANDBOX_READ};
-    if (cfg->tls_ca_file != NULL)
-        r[n++] = (struct sandbox_rule){cfg->tls_ca_file, SANDBOX_READ};
+        daemon_allow_reread(r, &n, dirs, &ndirs, cfg->local_recipients + 5);
+    /* libunbound: with what it includes (root hints, trust anchors, zone files beside it) */
+    daemon_allow_reread(r, &n, dirs, &ndirs, cfg->dns_config);
+    daemon_allow_reread(r, &n, dirs, &ndirs, cfg->tls_cert);
+    daemon_allow_reread(r, &n, dirs, &ndirs, cfg->tls_key);
+    daemon_allow_reread(r, &n, dirs, &ndirs, cfg->tls_ca_file);
     for (i = 0; i < sizeof(system_read) / sizeof(*system_read); i++)
         r[n++] = (struct sandbox_rule){system_read[i], SANDBOX_READ};
     r[n++] = (struct sandbox_rule){"/dev/null", SANDBOX_DEVICE};

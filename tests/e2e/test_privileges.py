@@ -321,3 +321,41 @@ def test_sandbox_keeps_daemon_in_its_directories(t):
     # and inside its directories all is well
     send(d, ['bob@example.org'], 'Subject: in\r\n\r\ninside\r\n')
     wait_until('a delivery inside mailbox_dir', lambda: new_files(d, 'bob'))
+
+
+def test_sandbox_reload_after_rename(t):
+    """Under the sandbox, a certificate replaced by rename (as editors and renewals do: a new
+    file, not the inode the sandbox saw at start) is still read at SIGHUP."""
+    d = t.daemon({'sandbox': 'on'})
+    paths = {}
+    for name in ('one', 'two'):
+        cert = os.path.join(d.tmpdir, name + '.crt')
+        key = os.path.join(d.tmpdir, name + '.key')
+        try:
+            subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                            'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
+                            '-days', '2', '-subj', f'/CN={name}.test'], check=True,
+                           capture_output=True, timeout=30)
+        except FileNotFoundError:
+            raise Skip('openssl not installed')
+        paths[name] = (cert, key)
+    cert, key = os.path.join(d.tmpdir, 'tls.crt'), os.path.join(d.tmpdir, 'tls.key')
+    os.link(paths['one'][0], cert)
+    os.link(paths['one'][1], key)
+    d.overrides.update({'tls_cert': cert, 'tls_key': key})
+    start(d)
+    if log_has(d, r'event=sandbox state=off'):
+        raise Skip('no Landlock on this kernel')
+    os.replace(paths['two'][0], cert)
+    os.replace(paths['two'][1], key)
+    d.signal(signal.SIGHUP)
+    wait_until('the reload is logged', lambda: log_has(d, r'event=reload tls=\S+'))
+    if not log_has(d, r'event=reload tls=reloaded'):
+        fail(f'SIGHUP after a rename did not reload: {d.stderr_tail()!r}')
+    with smtplib.SMTP(d.host, d.port, timeout=10) as s:
+        s.ehlo('client.test')
+        ctx = ssl.create_default_context(cafile=cert)
+        ctx.check_hostname = False
+        code, _msg = s.starttls(context=ctx)  # verifies against the second certificate
+        if code != 220:
+            fail(f'STARTTLS answered {code}')
