@@ -163,6 +163,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c = smtp_client_new("client.test", &m);
     if (c == NULL)
         abort();
+    /* STARTTLS: the mode from opts bits 2-3, the handshake's result from bit 4 */
+    smtp_client_set_tls(c, (enum smtp_client_tls)(((opts >> 2) & 0x03) % 3));
     cur = &m;
     cur_seen = seen;
     off = 0;
@@ -206,6 +208,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 free(piece);
             }
             off += n;
+            break;
+        case SMTP_CLIENT_STARTTLS:
+            out_whole_lines(&oc);
+            smtp_client_tls_done(c, (opts & 0x10) == 0, "handshake failed: fuzz");
             break;
         case SMTP_CLIENT_IDLE:
             out_whole_lines(&oc);
