@@ -48,7 +48,7 @@ f_abort(void *ctx, struct smtp_txn *t)
 {
 }
 
-static const struct smtp_callbacks cb = {f_mail, f_rcpt, f_body, f_commit, f_abort};
+static const struct smtp_callbacks cb = {f_mail, f_rcpt, f_body, f_commit, f_abort, NULL};
 
 static size_t
 run(const uint8_t *data, size_t size, size_t step, char *out, size_t cap)
