@@ -93,6 +93,10 @@ struct config {
     char *tls_cert;
     char *tls_key;
     char *tls_policy;
+    /* AUTH (RFC 4954) */
+    char *auth_users;             /* credentials file: "user:HASH" lines */
+    long auth_max_failures;       /* failed AUTHs per address in the window: then 421 */
+    long auth_failure_window;     /* seconds a failure is remembered */
     /* logging (tern's own key) */
     char *log_level;              /* debug, info, warn, error */
 };
