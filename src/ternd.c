@@ -22,6 +22,7 @@
 #include "deliver/scheduler.h"
 #include "net/control.h"
 #include "net/server.h"
+#include "policy/auth.h"
 #include "queue/maildrop.h"
 #include "queue/queue.h"
 #include "queue/spool.h"
@@ -112,9 +113,9 @@ warn_unimplemented(const struct config *c)
                            "effect\"",
                 keys[i].key);
     for (i = 0; i < c->nlisten; i++)
-        if (c->listen[i].flags & (CONFIG_LISTEN_TLS | CONFIG_LISTEN_SUBMISSION))
-            log_fatal("event=start listen=\"%s\" error=\"the tls and submission listener "
-                      "options are not implemented yet\"",
+        if (c->listen[i].flags & CONFIG_LISTEN_TLS)
+            log_fatal("event=start listen=\"%s\" error=\"the tls listener option is not "
+                      "implemented yet\"",
                 c->listen[i].text);
 }
 
@@ -397,6 +398,16 @@ main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         config_free(&cfg);
         return 1;
+    }
+    if (cfg.auth_users != NULL) {
+        /* Checked here too, so that ternd -n reports a bad credentials file. */
+        struct auth_db *db = auth_db_load(cfg.auth_users, err, sizeof(err));
+        if (db == NULL) {
+            fprintf(stderr, "%s\n", err);
+            config_free(&cfg);
+            return 1;
+        }
+        auth_db_free(db);
     }
     if (check) {
         if (verbose)

@@ -12,6 +12,13 @@
  * max_connections_per_ip -> 421 4.7.0; while shutting down -> 421 4.3.2.
  * These are written straight to the new socket and the socket is closed;
  * no session is created.
+ *
+ * AUTH: the session decodes the exchange; the password is checked by
+ * policy/auth's worker threads and the verdict comes back through its
+ * eventfd (server_on_auth), like a commit's.  Failures are counted per
+ * address (auth_limit); the one that reaches auth_max_failures ends the
+ * session with 421 4.7.0.  An authenticated session may relay and may send
+ * only as its own addresses.  SIGHUP rereads auth_users.
  */
 #include "net/server.h"
 
@@ -32,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "policy/auth.h"
 #include "policy/relay.h"
 #include "smtp/session.h"
 #include "util/log.h"
@@ -57,6 +65,17 @@ struct commit_ticket {
     char id[SPOOL_ID_LEN + 1];
 };
 
+/* An AUTH check in flight: like a commit ticket, conn is cleared if the connection goes. */
+struct auth_ticket {
+    struct conn *conn;
+};
+
+/* One listener and the session settings of its connections (submission or not). */
+struct listener {
+    struct server *srv;
+    struct smtp_session_conf sconf;
+};
+
 struct conn {
     struct server *srv;
     struct conn *prev, *next;
@@ -76,6 +95,7 @@ struct conn {
     struct buf pending; /* input the session has not taken yet */
     struct spool_msg *msg;
     struct commit_ticket *ticket; /* while suspended */
+    struct auth_ticket *auth_ticket; /* while an AUTH check runs */
     unsigned long long msgs; /* messages accepted on this connection */
     char *commit_from;       /* for the log line once the commit is done */
     unsigned commit_nrcpt;
@@ -87,7 +107,11 @@ struct server {
     struct spool *spool;
     struct event_base *base;
     struct evconnlistener **listeners;
+    struct listener *lctx;  /* parallel to listeners */
     size_t nlisteners;
+    struct auth *auth;      /* NULL unless auth_users is set */
+    struct auth_limit *auth_limit;
+    struct event *ev_auth, *ev_hup;
     struct event *ev_term, *ev_int, *ev_spool, *ev_shutdown;
     const struct timeval *tv_command, *tv_data;
     struct smtp_session_conf sconf;
@@ -106,6 +130,7 @@ static char server_rbuf[READ_CHUNK];
 
 static void conn_process(struct conn *c);
 static void conn_free(struct conn *c);
+static void conn_handle_status(struct conn *c, enum smtp_status st);
 
 /* ---- per-IP counting -------------------------------------------------------- */
 
@@ -191,7 +216,13 @@ conn_cb_mail(void *ctx, struct smtp_txn *t)
 {
     struct conn *c = ctx;
     char id[SPOOL_ID_LEN + 1];
+    const char *user = smtp_session_auth_user(c->sess);
 
+    if (user != NULL && !auth_sender_owned(c->srv->cfg, user, t->sender.addr)) {
+        log_info(c->peer.id, "event=mail-refused client=%s user=%s from=<%s> reply=%s",
+            c->peer.addr, user, t->sender.addr, reply_get(R_SENDER_NOT_OWNED)->name);
+        return R_SENDER_NOT_OWNED;
+    }
     spool_new_id(c->srv->spool, id);
     if ((c->msg = spool_msg_new(c->srv->spool, id)) == NULL) {
         log_warn(c->peer.id, "event=mail-refused reason=\"out of memory\"");
@@ -205,7 +236,8 @@ static enum reply_id
 conn_cb_rcpt(void *ctx, const struct smtp_txn *t, const struct smtp_path *rcpt)
 {
     struct conn *c = ctx;
-    enum reply_id r = relay_check_rcpt(c->srv->cfg, c->may_relay, rcpt);
+    bool may_relay = c->may_relay || smtp_session_auth_user(c->sess) != NULL;
+    enum reply_id r = relay_check_rcpt(c->srv->cfg, may_relay, rcpt);
 
     if (r == R_RCPT_OK && c->srv->hooks.local_rcpt != NULL &&
         relay_domain_is_local(c->srv->cfg, rcpt))
@@ -267,9 +299,10 @@ conn_commit_done(struct conn *c, int err, const char *id)
             c->peer.id, c->peer.addr, c->commit_from ? c->commit_from : "", strerror(err),
             reply_get(r)->name);
     else
-        log_info(id, "event=queued session=%s client=%s from=<%s> nrcpt=%u size=%zu",
-            c->peer.id, c->peer.addr, c->commit_from ? c->commit_from : "", c->commit_nrcpt,
-            c->commit_size);
+        log_info(id, "event=queued session=%s client=%s%s%s from=<%s> nrcpt=%u size=%zu",
+            c->peer.id, c->peer.addr, smtp_session_auth_user(c->sess) ? " user=" : "",
+            smtp_session_auth_user(c->sess) ? smtp_session_auth_user(c->sess) : "",
+            c->commit_from ? c->commit_from : "", c->commit_nrcpt, c->commit_size);
     free(c->commit_from);
     c->commit_from = NULL;
     st = smtp_session_commit_done(c->sess, r);
@@ -333,6 +366,10 @@ conn_cb_commit(void *ctx, struct smtp_txn *t)
     spool_msg_add_param(m, kv);
     snprintf(kv, sizeof(kv), "helo=%s", smtp_session_helo(c->sess));
     spool_msg_add_param(m, kv);
+    if (smtp_session_auth_user(c->sess) != NULL) {
+        snprintf(kv, sizeof(kv), "auth=%s", smtp_session_auth_user(c->sess));
+        spool_msg_add_param(m, kv);
+    }
     c->commit_from = strdup(t->sender.addr);
     c->commit_nrcpt = t->nrcpts;
     c->commit_size = spool_msg_size(m);
@@ -355,6 +392,78 @@ conn_cb_commit(void *ctx, struct smtp_txn *t)
         c->suspended = false;
         smtp_session_commit_done(c->sess, R_QUEUED);
     }
+}
+
+/* ---- AUTH --------------------------------------------------------------------- */
+
+static void
+server_on_auth_done(void *arg, enum auth_result res)
+{
+    struct auth_ticket *t = arg;
+    struct conn *c = t->conn;
+    const char *user;
+    bool blocked = false;
+
+    free(t);
+    if (c == NULL || res == AUTH_RESULT_CANCELLED)
+        return;
+    c->auth_ticket = NULL;
+    c->suspended = false;
+    if (res == AUTH_RESULT_FAIL)
+        blocked = auth_limit_fail(c->srv->auth_limit, c->ipkey, time(NULL));
+    conn_handle_status(c, smtp_session_verdict(c->sess,
+                              res == AUTH_RESULT_OK ? R_AUTH_OK : R_AUTH_FAILED));
+    user = smtp_session_auth_user(c->sess);
+    if (res == AUTH_RESULT_OK)
+        log_info(c->peer.id, "event=auth client=%s user=%s result=ok", c->peer.addr,
+            user ? user : "?");
+    else
+        log_info(c->peer.id, "event=auth client=%s result=failed blocked=%d", c->peer.addr,
+            blocked);
+    if (blocked && !c->closing)
+        conn_handle_status(c, smtp_session_drop(c->sess, R_AUTH_TOO_MANY));
+    conn_process(c);
+}
+
+static enum reply_id
+conn_cb_auth(void *ctx, const char *user, const char *pass)
+{
+    struct conn *c = ctx;
+    struct auth *a = c->srv->auth;
+
+    if (a == NULL)
+        return R_NOT_IMPLEMENTED;
+    if (auth_limit_blocked(c->srv->auth_limit, c->ipkey, time(NULL))) {
+        log_info(c->peer.id, "event=auth client=%s result=blocked reply=%s", c->peer.addr,
+            reply_get(R_AUTH_TOO_MANY)->name);
+        return R_AUTH_TOO_MANY;
+    }
+    if ((c->auth_ticket = malloc(sizeof(*c->auth_ticket))) == NULL)
+        return R_LOCAL_ERROR;
+    c->auth_ticket->conn = c;
+    if (auth_check(a, user, pass, server_on_auth_done, c->auth_ticket) == -1) {
+        free(c->auth_ticket);
+        c->auth_ticket = NULL;
+        return R_LOCAL_ERROR;
+    }
+    return REPLY_PENDING;
+}
+
+static void
+server_on_auth(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    auth_reap(srv->auth);
+}
+
+static void
+server_on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    log_info(NULL, "event=reload signal=SIGHUP auth_users=%s", srv->cfg->auth_users);
+    auth_reload(srv->auth);
 }
 
 /* ---- connection I/O --------------------------------------------------------- */
@@ -417,6 +526,8 @@ conn_handle_status(struct conn *c, enum smtp_status st)
 {
     if (st == SMTP_CLOSE)
         c->closing = true;
+    else if (st == SMTP_SUSPEND)
+        c->suspended = true; /* a commit or a verdict in flight; its callback resumes */
 }
 
 /*
@@ -539,6 +650,8 @@ conn_free(struct conn *c)
 
     if (c->ticket != NULL)
         c->ticket->conn = NULL; /* the commit goes on; its outcome reaches the queue only */
+    if (c->auth_ticket != NULL)
+        c->auth_ticket->conn = NULL; /* the check finishes; nobody hears of it */
     log_debug(c->peer.id, "event=disconnect client=%s messages=%llu errors=%u", c->peer.addr,
         c->msgs, smtp_session_errors(c->sess));
     smtp_session_free(c->sess); /* aborts an open transaction through conn_cb_abort */
@@ -593,7 +706,8 @@ static void
 server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
     void *arg)
 {
-    struct server *srv = arg;
+    struct listener *lc = arg;
+    struct server *srv = lc->srv;
     unsigned char key[17];
     char addr[64] = "?";
     struct conn *c;
@@ -633,7 +747,7 @@ server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
     c->ev_read = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
     c->ev_write = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, conn_on_write, c);
     c->ev_timer = evtimer_new(srv->base, conn_on_timer, c);
-    c->sess = smtp_session_new(&srv->sconf, &srv->cb, c, &c->peer);
+    c->sess = smtp_session_new(&lc->sconf, &srv->cb, c, &c->peer);
     c->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = c;
@@ -708,6 +822,7 @@ server_on_spool(evutil_socket_t fd, short what, void *arg)
 static int
 server_listen(struct server *srv, const struct config_listen *ls, char *err, size_t errlen)
 {
+    struct listener *lc = &srv->lctx[srv->nlisteners];
     struct evconnlistener *l;
     int fd, one = 1;
 
@@ -726,7 +841,10 @@ server_listen(struct server *srv, const struct config_listen *ls, char *err, siz
         return -1;
     }
     /* backlog 0: already listening (a negative value would make libevent re-listen at 128) */
-    l = evconnlistener_new(srv->base, server_on_accept, srv,
+    lc->srv = srv;
+    lc->sconf = srv->sconf;
+    lc->sconf.submission = (ls->flags & CONFIG_LISTEN_SUBMISSION) != 0;
+    l = evconnlistener_new(srv->base, server_on_accept, lc,
         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (l == NULL) {
         snprintf(err, errlen, "listen %s: cannot create listener", ls->text);
@@ -735,7 +853,8 @@ server_listen(struct server *srv, const struct config_listen *ls, char *err, siz
     }
     evconnlistener_set_error_cb(l, server_on_accept_error);
     srv->listeners[srv->nlisteners++] = l;
-    log_info(NULL, "event=listen address=%s", ls->text);
+    log_info(NULL, "event=listen address=%s%s", ls->text,
+        lc->sconf.submission ? " submission=1" : "");
     return 0;
 }
 
@@ -779,6 +898,18 @@ server_new(const struct config *cfg, struct spool *sp, const struct server_hooks
     srv->cb.body = conn_cb_body;
     srv->cb.commit = conn_cb_commit;
     srv->cb.abort = conn_cb_abort;
+    srv->cb.auth = conn_cb_auth;
+    if (cfg->auth_users != NULL) {
+        /* Two workers: a hash takes tens of ms; this is a small machine's share. */
+        if ((srv->auth = auth_new(cfg->auth_users, 2, err, errlen)) == NULL)
+            goto fail;
+        if ((srv->auth_limit = auth_limit_new((unsigned)cfg->auth_max_failures,
+                 cfg->auth_failure_window)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        srv->sconf.auth_offer = true;
+    }
 
     if ((srv->base = event_base_new()) == NULL) {
         snprintf(err, errlen, "cannot create the event loop");
@@ -790,7 +921,8 @@ server_new(const struct config *cfg, struct spool *sp, const struct server_hooks
     tv.tv_sec = cfg->timeout_data;
     srv->tv_data = event_base_init_common_timeout(srv->base, &tv);
     srv->listeners = calloc(cfg->nlisten ? cfg->nlisten : 1, sizeof(*srv->listeners));
-    if (srv->listeners == NULL) {
+    srv->lctx = calloc(cfg->nlisten ? cfg->nlisten : 1, sizeof(*srv->lctx));
+    if (srv->listeners == NULL || srv->lctx == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -808,6 +940,17 @@ server_new(const struct config *cfg, struct spool *sp, const struct server_hooks
     evsignal_add(srv->ev_term, NULL);
     evsignal_add(srv->ev_int, NULL);
     event_add(srv->ev_spool, NULL);
+    if (srv->auth != NULL) {
+        srv->ev_auth = event_new(srv->base, auth_event_fd(srv->auth), EV_READ | EV_PERSIST,
+            server_on_auth, srv);
+        srv->ev_hup = evsignal_new(srv->base, SIGHUP, server_on_hup, srv);
+        if (srv->ev_auth == NULL || srv->ev_hup == NULL) {
+            snprintf(err, errlen, "cannot set up events");
+            goto fail;
+        }
+        event_add(srv->ev_auth, NULL);
+        evsignal_add(srv->ev_hup, NULL);
+    }
     return srv;
 fail:
     server_free(srv);
@@ -839,6 +982,13 @@ server_free(struct server *srv)
     for (i = 0; i < srv->nlisteners; i++)
         evconnlistener_free(srv->listeners[i]);
     free(srv->listeners);
+    free(srv->lctx);
+    auth_free(srv->auth); /* checks still in flight are cancelled */
+    auth_limit_free(srv->auth_limit);
+    if (srv->ev_auth)
+        event_free(srv->ev_auth);
+    if (srv->ev_hup)
+        event_free(srv->ev_hup);
     if (srv->ev_term)
         event_free(srv->ev_term);
     if (srv->ev_int)
