@@ -89,8 +89,7 @@ raise_fd_limit(long want)
 /*
  * Keys of the contract whose features arrive with later work: accepted so a
  * configuration written today keeps working, and named at start so nobody
- * believes they are in force.  A TLS listener is refused outright: serving
- * plaintext where a client expects TLS would be worse than not starting.
+ * believes they are in force.
  */
 static void
 warn_unimplemented(const struct config *c)
@@ -103,7 +102,6 @@ warn_unimplemented(const struct config *c)
         {"metrics_listen", c->metrics_listen != NULL},
         {"greylist", c->greylist},
         {"state_store", c->state_store != NULL},
-        {"tls_cert", c->tls_cert != NULL},
     };
     size_t i;
 
@@ -112,11 +110,6 @@ warn_unimplemented(const struct config *c)
             log_warn(NULL, "event=config key=%s reason=\"not implemented yet; the setting has no "
                            "effect\"",
                 keys[i].key);
-    for (i = 0; i < c->nlisten; i++)
-        if (c->listen[i].flags & CONFIG_LISTEN_TLS)
-            log_fatal("event=start listen=\"%s\" error=\"the tls listener option is not "
-                      "implemented yet\"",
-                c->listen[i].text);
 }
 
 /* The daemon's parts, for the hooks that connect them. */

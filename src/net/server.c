@@ -11,14 +11,26 @@
  * Limits at accept: over max_connections -> 421 4.3.2; over
  * max_connections_per_ip -> 421 4.7.0; while shutting down -> 421 4.3.2.
  * These are written straight to the new socket and the socket is closed;
- * no session is created.
+ * no session is created (on an implicit-TLS listener the socket is just
+ * closed: a TLS client could not read a plaintext reply).
+ *
+ * TLS (RFC 3207 STARTTLS, RFC 8314 implicit TLS) keeps the same design: the
+ * raw non-blocking fd stays on the loop and OpenSSL reads and writes it
+ * (SSL_set_fd); no bufferevent_openssl, whose buffers would stay allocated
+ * for every idle connection (docs/design.md).  So SSL_read/SSL_write may
+ * answer WANT_READ/WANT_WRITE: a read that needs the socket writable (a TLS
+ * 1.3 key update) waits for the write event, a write that needs it readable
+ * for the read event, and records OpenSSL has already decrypted
+ * (SSL_has_pending) are fed without waiting for the fd, which may never
+ * become readable again for them.  After STARTTLS every byte received
+ * before the handshake is discarded (CVE-2011-0411).
  *
  * AUTH: the session decodes the exchange; the password is checked by
  * policy/auth's worker threads and the verdict comes back through its
  * eventfd (server_on_auth), like a commit's.  Failures are counted per
  * address (auth_limit); the one that reaches auth_max_failures ends the
  * session with 421 4.7.0.  An authenticated session may relay and may send
- * only as its own addresses.  SIGHUP rereads auth_users.
+ * only as its own addresses.  SIGHUP rereads auth_users too.
  */
 #include "net/server.h"
 
@@ -26,8 +38,11 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -39,6 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "net/tls.h"
 #include "policy/auth.h"
 #include "policy/relay.h"
 #include "smtp/session.h"
@@ -70,14 +86,17 @@ struct auth_ticket {
     struct conn *conn;
 };
 
-/* One listener and the session settings of its connections (submission or not). */
+/* One listener and the session configuration of its connections. */
 struct listener {
     struct server *srv;
     struct smtp_session_conf sconf;
+    bool implicit_tls; /* RFC 8314: handshake first, then the greeting */
+    const char *text;
 };
 
 struct conn {
     struct server *srv;
+    const struct listener *lst;
     struct conn *prev, *next;
     int fd;
     struct event *ev_read;
@@ -92,6 +111,11 @@ struct conn {
     bool reading;     /* ev_read is armed */
     bool writing;     /* ev_write is armed */
     bool lingering;   /* last reply sent, write side shut: draining input until EOF */
+    SSL *ssl;               /* once TLS has started */
+    bool starttls;          /* 220 to STARTTLS queued: flush it, then the handshake */
+    bool handshaking;       /* TLS handshake in progress: no SMTP until it is done */
+    bool tls_read_wants_write;  /* SSL_read needs the socket writable */
+    bool tls_write_wants_read;  /* SSL_write needs the socket readable */
     struct buf pending; /* input the session has not taken yet */
     struct spool_msg *msg;
     struct commit_ticket *ticket; /* while suspended */
@@ -107,14 +131,15 @@ struct server {
     struct spool *spool;
     struct event_base *base;
     struct evconnlistener **listeners;
-    struct listener *lctx;  /* parallel to listeners */
+    struct listener *lst; /* parallel to listeners */
     size_t nlisteners;
+    struct tls_server *tls; /* NULL without tls_cert */
     struct auth *auth;      /* NULL unless auth_users is set */
     struct auth_limit *auth_limit;
-    struct event *ev_auth, *ev_hup;
-    struct event *ev_term, *ev_int, *ev_spool, *ev_shutdown;
+    struct event *ev_auth;
+    struct event *ev_term, *ev_int, *ev_spool, *ev_shutdown, *ev_hup;
     const struct timeval *tv_command, *tv_data;
-    struct smtp_session_conf sconf;
+    struct smtp_session_conf sconf; /* the common part of every listener's */
     struct smtp_callbacks cb;
     struct server_hooks hooks;
     struct conn *conns;
@@ -131,6 +156,8 @@ static char server_rbuf[READ_CHUNK];
 static void conn_process(struct conn *c);
 static void conn_free(struct conn *c);
 static void conn_handle_status(struct conn *c, enum smtp_status st);
+static void conn_handshake(struct conn *c);
+static void conn_starttls(struct conn *c);
 
 /* ---- per-IP counting -------------------------------------------------------- */
 
@@ -299,10 +326,12 @@ conn_commit_done(struct conn *c, int err, const char *id)
             c->peer.id, c->peer.addr, c->commit_from ? c->commit_from : "", strerror(err),
             reply_get(r)->name);
     else
-        log_info(id, "event=queued session=%s client=%s%s%s from=<%s> nrcpt=%u size=%zu",
-            c->peer.id, c->peer.addr, smtp_session_auth_user(c->sess) ? " user=" : "",
-            smtp_session_auth_user(c->sess) ? smtp_session_auth_user(c->sess) : "",
-            c->commit_from ? c->commit_from : "", c->commit_nrcpt, c->commit_size);
+        log_info(id, "event=queued session=%s client=%s from=<%s> nrcpt=%u size=%zu%s%s%s%s%s%s",
+            c->peer.id, c->peer.addr, c->commit_from ? c->commit_from : "", c->commit_nrcpt,
+            c->commit_size, c->ssl ? " tls=" : "", c->ssl ? SSL_get_version(c->ssl) : "",
+            c->ssl ? " cipher=" : "", c->ssl ? SSL_get_cipher_name(c->ssl) : "",
+            smtp_session_auth_user(c->sess) ? " user=" : "",
+            smtp_session_auth_user(c->sess) ? smtp_session_auth_user(c->sess) : "");
     free(c->commit_from);
     c->commit_from = NULL;
     st = smtp_session_commit_done(c->sess, r);
@@ -457,15 +486,6 @@ server_on_auth(evutil_socket_t fd, short what, void *arg)
     auth_reap(srv->auth);
 }
 
-static void
-server_on_hup(evutil_socket_t sig, short what, void *arg)
-{
-    struct server *srv = arg;
-
-    log_info(NULL, "event=reload signal=SIGHUP auth_users=%s", srv->cfg->auth_users);
-    auth_reload(srv->auth);
-}
-
 /* ---- connection I/O --------------------------------------------------------- */
 
 static void
@@ -481,10 +501,48 @@ conn_set_reading(struct conn *c, bool on)
 }
 
 static void
+conn_set_writing(struct conn *c, bool on)
+{
+    if (on == c->writing)
+        return;
+    if (on)
+        event_add(c->ev_write, NULL);
+    else
+        event_del(c->ev_write);
+    c->writing = on;
+}
+
+static void
 conn_arm_timer(struct conn *c)
 {
     event_add(c->ev_timer,
         smtp_session_in_data(c->sess) ? c->srv->tv_data : c->srv->tv_command);
+}
+
+/*
+ * One SSL_write: bytes written (> 0), 0 when it must wait (the event it
+ * needs is armed or flagged), -1 when the connection is broken.
+ */
+static ssize_t
+conn_tls_write(struct conn *c, const char *p, size_t len)
+{
+    int n;
+
+    ERR_clear_error();
+    n = SSL_write(c->ssl, p, len > INT_MAX ? INT_MAX : (int)len);
+    if (n > 0)
+        return n;
+    switch (SSL_get_error(c->ssl, n)) {
+    case SSL_ERROR_WANT_WRITE:
+        conn_set_writing(c, true);
+        return 0;
+    case SSL_ERROR_WANT_READ:
+        c->tls_write_wants_read = true; /* conn_process keeps the read event armed */
+        return 0;
+    default:
+        ERR_clear_error();
+        return -1;
+    }
 }
 
 /* Write what the session has to say; false if the socket is full (write event armed). */
@@ -495,6 +553,18 @@ conn_flush(struct conn *c)
     ssize_t n;
 
     while (out->len > 0) {
+        if (c->ssl != NULL) {
+            n = conn_tls_write(c, out->data, out->len);
+            if (n > 0) {
+                buf_consume(out, (size_t)n);
+                continue;
+            }
+            if (n == 0)
+                return false;
+            buf_reset(out);
+            c->closing = true;
+            return true;
+        }
         n = send(c->fd, out->data, out->len, MSG_NOSIGNAL);
         if (n > 0) {
             buf_consume(out, (size_t)n);
@@ -528,6 +598,11 @@ conn_handle_status(struct conn *c, enum smtp_status st)
         c->closing = true;
     else if (st == SMTP_SUSPEND)
         c->suspended = true; /* a commit or a verdict in flight; its callback resumes */
+    if (st == SMTP_STARTTLS) {
+        /* Sent before the handshake, so never to be read as commands under TLS. */
+        buf_reset(&c->pending);
+        c->starttls = true;
+    }
 }
 
 /*
@@ -545,6 +620,13 @@ conn_linger(struct conn *c)
     if (c->lingering)
         return;
     c->lingering = true;
+    if (c->ssl != NULL && !c->handshaking) {
+        /* close_notify, best effort: the socket's buffer has room, or the peer loses it */
+        ERR_clear_error();
+        SSL_shutdown(c->ssl);
+        ERR_clear_error();
+    }
+    conn_set_writing(c, false);
     if (shutdown(c->fd, SHUT_WR) == -1) {
         conn_free(c);
         return;
@@ -561,8 +643,11 @@ conn_process(struct conn *c)
     enum smtp_status st;
     size_t used;
 
+    if (c->handshaking)
+        return; /* conn_handshake() calls back once TLS is up */
+    c->tls_write_wants_read = false;
     for (;;) {
-        if (c->pending.len > 0 && !c->suspended && !c->closing) {
+        if (c->pending.len > 0 && !c->suspended && !c->closing && !c->starttls) {
             used = smtp_session_input(c->sess, c->pending.data, c->pending.len, time(NULL), &st);
             buf_consume(&c->pending, used);
             conn_handle_status(c, st);
@@ -576,13 +661,60 @@ conn_process(struct conn *c)
             }
             break;
         }
+        if (c->starttls) {
+            conn_starttls(c); /* the 220 is out */
+            return;
+        }
         if (c->pending.len > 0 && !c->suspended)
             continue;
         break;
     }
     if (c->pending.len == 0 && c->pending.cap > 0)
         buf_free(&c->pending); /* idle connections hold no input buffer */
-    conn_set_reading(c, !c->suspended && !c->closing && !c->writing && c->pending.len == 0);
+    conn_set_reading(c, c->tls_write_wants_read ||
+                            (!c->suspended && !c->closing && !c->writing && !c->starttls &&
+                                c->pending.len == 0));
+    /* Decrypted input OpenSSL already holds will not make the fd readable: feed it now. */
+    if (c->reading && c->ssl != NULL && !c->tls_write_wants_read && SSL_has_pending(c->ssl))
+        event_active(c->ev_read, EV_READ, 0);
+}
+
+/* Read into server_rbuf: bytes read (> 0), 0 at EOF or on an error, -1 when nothing now. */
+static ssize_t
+conn_read(struct conn *c)
+{
+    ssize_t n;
+    int r;
+
+    if (c->ssl == NULL) {
+        n = recv(c->fd, server_rbuf, sizeof(server_rbuf), 0);
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return -1;
+        return n > 0 ? n : 0;
+    }
+    ERR_clear_error();
+    r = SSL_read(c->ssl, server_rbuf, sizeof(server_rbuf));
+    if (r > 0)
+        return r;
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        return -1;
+    case SSL_ERROR_WANT_WRITE:
+        c->tls_read_wants_write = true;
+        conn_set_reading(c, false);
+        conn_set_writing(c, true);
+        return -1;
+    case SSL_ERROR_ZERO_RETURN: /* close_notify */
+        return 0;
+    default:
+        if (log_enabled(LOG_LEVEL_DEBUG)) {
+            char e[256];
+            log_debug(c->peer.id, "event=tls-read-error reason=\"%s\"",
+                tls_error_string(e, sizeof(e)));
+        }
+        ERR_clear_error();
+        return 0;
+    }
 }
 
 static void
@@ -593,13 +725,23 @@ conn_on_read(evutil_socket_t fd, short what, void *arg)
     ssize_t n;
     size_t used;
 
-    n = recv(fd, server_rbuf, sizeof(server_rbuf), 0);
     if (c->lingering) {
+        /* raw, even under TLS: input after the last reply is discarded unread */
+        n = recv(fd, server_rbuf, sizeof(server_rbuf), 0);
         if (n == 0 || (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
             conn_free(c);
-        return; /* input after the last reply is discarded */
+        return;
     }
-    if (n == 0 || (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    if (c->handshaking) {
+        conn_handshake(c);
+        return;
+    }
+    if (c->tls_write_wants_read) {
+        conn_process(c); /* the write it waited for goes on */
+        return;
+    }
+    n = conn_read(c);
+    if (n == 0) {
         log_debug(c->peer.id, "event=peer-closed");
         conn_free(c);
         return;
@@ -607,12 +749,13 @@ conn_on_read(evutil_socket_t fd, short what, void *arg)
     if (n < 0)
         return;
     used = smtp_session_input(c->sess, server_rbuf, (size_t)n, time(NULL), &st);
-    if (used < (size_t)n && buf_append(&c->pending, server_rbuf + used, (size_t)n - used) == -1) {
+    conn_handle_status(c, st);
+    if (used < (size_t)n && !c->starttls &&
+        buf_append(&c->pending, server_rbuf + used, (size_t)n - used) == -1) {
         log_warn(c->peer.id, "event=close reason=\"out of memory\"");
         conn_free(c);
         return;
     }
-    conn_handle_status(c, st);
     if (!c->closing)
         conn_arm_timer(c);
     conn_process(c);
@@ -621,7 +764,93 @@ conn_on_read(evutil_socket_t fd, short what, void *arg)
 static void
 conn_on_write(evutil_socket_t fd, short what, void *arg)
 {
-    conn_process(arg);
+    struct conn *c = arg;
+
+    if (c->handshaking) {
+        conn_handshake(c);
+        return;
+    }
+    if (c->tls_read_wants_write) {
+        c->tls_read_wants_write = false;
+        conn_set_writing(c, false);
+        conn_on_read(fd, EV_READ, c); /* the read it waited for goes on */
+        return;
+    }
+    conn_process(c);
+}
+
+/* ---- TLS -------------------------------------------------------------------- */
+
+/*
+ * Drive the handshake; on success the session starts over under TLS (and an
+ * implicit-TLS connection gets its greeting now).  A failed handshake is
+ * logged and the connection closed without a reply: there is no channel to
+ * send one on.
+ */
+static void
+conn_handshake(struct conn *c)
+{
+    const char *version, *cipher, *sni;
+    char e[256];
+    int r;
+
+    ERR_clear_error();
+    r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->handshaking = false;
+        version = SSL_get_version(c->ssl);
+        cipher = SSL_get_cipher_name(c->ssl);
+        sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+        log_info(c->peer.id, "event=tls client=%s version=%s cipher=%s sni=%s implicit=%d",
+            c->peer.addr, version, cipher, sni ? sni : "-", c->lst->implicit_tls);
+        smtp_session_tls_started(c->sess, version, cipher);
+        if (c->lst->implicit_tls)
+            smtp_session_greet(c->sess);
+        conn_set_writing(c, false);
+        conn_arm_timer(c);
+        conn_process(c);
+        return;
+    }
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        conn_set_writing(c, false);
+        conn_set_reading(c, true);
+        return;
+    case SSL_ERROR_WANT_WRITE:
+        conn_set_reading(c, false);
+        conn_set_writing(c, true);
+        return;
+    default:
+        log_info(c->peer.id, "event=tls-failed client=%s reason=\"%s\"", c->peer.addr,
+            ERR_peek_error() ? tls_error_string(e, sizeof(e)) : "connection closed");
+        conn_free(c);
+        return;
+    }
+}
+
+/* Start TLS on a connection: after the 220 to STARTTLS, or at accept (implicit TLS). */
+static void
+conn_tls_begin(struct conn *c)
+{
+    if ((c->ssl = tls_server_ssl(c->srv->tls, c->fd, c->peer.id)) == NULL) {
+        char e[256];
+        log_warn(c->peer.id, "event=close reason=\"cannot start TLS: %s\"",
+            tls_error_string(e, sizeof(e)));
+        conn_free(c);
+        return;
+    }
+    c->handshaking = true;
+    buf_free(&c->pending);
+    /* The whole handshake within timeout_command; its progress does not re-arm it. */
+    event_add(c->ev_timer, c->srv->tv_command);
+    conn_handshake(c);
+}
+
+static void
+conn_starttls(struct conn *c)
+{
+    c->starttls = false;
+    conn_tls_begin(c);
 }
 
 static void
@@ -630,6 +859,12 @@ conn_on_timer(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
 
     if (c->lingering) {
+        conn_free(c);
+        return;
+    }
+    if (c->handshaking || c->starttls) {
+        /* nothing can be said in the middle of a handshake */
+        log_info(c->peer.id, "event=tls-timeout client=%s", c->peer.addr);
         conn_free(c);
         return;
     }
@@ -660,6 +895,8 @@ conn_free(struct conn *c)
     event_free(c->ev_read);
     event_free(c->ev_write);
     event_free(c->ev_timer);
+    if (c->ssl != NULL)
+        SSL_free(c->ssl);
     close(c->fd);
     buf_free(&c->pending);
     free(c->commit_from);
@@ -680,12 +917,13 @@ conn_free(struct conn *c)
 
 /* Refuse a connection before any session exists: one reply, then close. */
 static void
-server_refuse(struct server *srv, int fd, enum reply_id r, const char *addr)
+server_refuse(const struct listener *lst, int fd, enum reply_id r, const char *addr)
 {
+    struct server *srv = lst->srv;
     struct buf b;
 
     buf_init(&b, 1024);
-    if (reply_write(&b, r, srv->sconf.hostname) == 0) {
+    if (!lst->implicit_tls && reply_write(&b, r, srv->sconf.hostname) == 0) {
         /* A fresh socket's send buffer always has room for one line. */
         if (send(fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
         }
@@ -706,8 +944,8 @@ static void
 server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
     void *arg)
 {
-    struct listener *lc = arg;
-    struct server *srv = lc->srv;
+    const struct listener *lst = arg;
+    struct server *srv = lst->srv;
     unsigned char key[17];
     char addr[64] = "?";
     struct conn *c;
@@ -720,24 +958,25 @@ server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
     ip_key(sa, key);
 
     if (srv->shutting_down) {
-        server_refuse(srv, fd, R_SHUTDOWN, addr);
+        server_refuse(lst, fd, R_SHUTDOWN, addr);
         return;
     }
     if (srv->nconns >= srv->cfg->max_connections) {
-        server_refuse(srv, fd, R_OVERLOAD_TOTAL, addr);
+        server_refuse(lst, fd, R_OVERLOAD_TOTAL, addr);
         return;
     }
     if (ip_get(srv, key) >= (unsigned)srv->cfg->max_connections_per_ip) {
-        server_refuse(srv, fd, R_OVERLOAD_IP, addr);
+        server_refuse(lst, fd, R_OVERLOAD_IP, addr);
         return;
     }
     if ((c = calloc(1, sizeof(*c))) == NULL || ip_inc(srv, key) == -1) {
         free(c);
-        server_refuse(srv, fd, R_LOCAL_ERROR, addr);
+        server_refuse(lst, fd, R_LOCAL_ERROR, addr);
         return;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->srv = srv;
+    c->lst = lst;
     c->fd = fd;
     memcpy(c->ipkey, key, sizeof(key));
     snprintf(c->peer.addr, sizeof(c->peer.addr), "%s", addr);
@@ -747,7 +986,7 @@ server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
     c->ev_read = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
     c->ev_write = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, conn_on_write, c);
     c->ev_timer = evtimer_new(srv->base, conn_on_timer, c);
-    c->sess = smtp_session_new(&lc->sconf, &srv->cb, c, &c->peer);
+    c->sess = smtp_session_new(&lst->sconf, &srv->cb, c, &c->peer);
     c->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = c;
@@ -758,7 +997,12 @@ server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
         conn_free(c);
         return;
     }
-    log_debug(c->peer.id, "event=connect client=%s relay=%d", addr, c->may_relay);
+    log_debug(c->peer.id, "event=connect client=%s relay=%d listen=%s", addr, c->may_relay,
+        lst->text);
+    if (lst->implicit_tls) {
+        conn_tls_begin(c); /* the greeting comes under TLS */
+        return;
+    }
     smtp_session_greet(c->sess);
     conn_arm_timer(c);
     conn_process(c);
@@ -802,11 +1046,39 @@ server_on_signal(evutil_socket_t sig, short what, void *arg)
     evtimer_add(srv->ev_shutdown, &tv);
     for (c = srv->conns; c != NULL; c = next) {
         next = c->next;
+        if (c->handshaking || c->starttls) {
+            conn_free(c); /* no reply can be sent in the middle of a handshake */
+            continue;
+        }
         conn_handle_status(c, smtp_session_shutdown(c->sess));
         conn_process(c);
     }
     if (srv->nconns == 0)
         event_base_loopexit(srv->base, NULL);
+}
+
+/*
+ * SIGHUP: a new certificate and key from the same files; the old stay if they are bad.
+ * auth_users is reread on a worker (same rule: a bad file keeps the old users).
+ */
+static void
+server_on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *srv = arg;
+    char err[512];
+
+    if (srv->auth != NULL) {
+        log_info(NULL, "event=reload auth_users=%s", srv->cfg->auth_users);
+        auth_reload(srv->auth);
+    }
+    if (srv->tls == NULL) {
+        log_info(NULL, "event=reload tls=none");
+        return;
+    }
+    if (tls_server_reload(srv->tls, err, sizeof(err)) == 0)
+        log_info(NULL, "event=reload tls=reloaded cert=%s", srv->cfg->tls_cert);
+    else
+        log_warn(NULL, "event=reload tls=kept-old error=\"%s\"", err);
 }
 
 static void
@@ -822,7 +1094,7 @@ server_on_spool(evutil_socket_t fd, short what, void *arg)
 static int
 server_listen(struct server *srv, const struct config_listen *ls, char *err, size_t errlen)
 {
-    struct listener *lc = &srv->lctx[srv->nlisteners];
+    struct listener *lst = &srv->lst[srv->nlisteners];
     struct evconnlistener *l;
     int fd, one = 1;
 
@@ -841,10 +1113,19 @@ server_listen(struct server *srv, const struct config_listen *ls, char *err, siz
         return -1;
     }
     /* backlog 0: already listening (a negative value would make libevent re-listen at 128) */
-    lc->srv = srv;
-    lc->sconf = srv->sconf;
-    lc->sconf.submission = (ls->flags & CONFIG_LISTEN_SUBMISSION) != 0;
-    l = evconnlistener_new(srv->base, server_on_accept, lc,
+    lst->srv = srv;
+    lst->text = ls->text;
+    lst->implicit_tls = (ls->flags & CONFIG_LISTEN_TLS) != 0;
+    lst->sconf = srv->sconf;
+    lst->sconf.tls_offer = srv->tls != NULL && !lst->implicit_tls;
+    lst->sconf.tls_required = (ls->flags & CONFIG_LISTEN_REQUIRE_TLS) != 0 && !lst->implicit_tls;
+    lst->sconf.submission = (ls->flags & CONFIG_LISTEN_SUBMISSION) != 0;
+    if (lst->implicit_tls && srv->tls == NULL) {
+        snprintf(err, errlen, "listen %s: the tls option needs tls_cert and tls_key", ls->text);
+        close(fd);
+        return -1;
+    }
+    l = evconnlistener_new(srv->base, server_on_accept, lst,
         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (l == NULL) {
         snprintf(err, errlen, "listen %s: cannot create listener", ls->text);
@@ -853,8 +1134,11 @@ server_listen(struct server *srv, const struct config_listen *ls, char *err, siz
     }
     evconnlistener_set_error_cb(l, server_on_accept_error);
     srv->listeners[srv->nlisteners++] = l;
-    log_info(NULL, "event=listen address=%s%s", ls->text,
-        lc->sconf.submission ? " submission=1" : "");
+    log_info(NULL, "event=listen address=%s tls=%s submission=%d", ls->text,
+        lst->implicit_tls ? "implicit" : lst->sconf.tls_required ? "required"
+                                       : lst->sconf.tls_offer  ? "starttls"
+                                                               : "none",
+        lst->sconf.submission);
     return 0;
 }
 
@@ -920,9 +1204,12 @@ server_new(const struct config *cfg, struct spool *sp, const struct server_hooks
     srv->tv_command = event_base_init_common_timeout(srv->base, &tv);
     tv.tv_sec = cfg->timeout_data;
     srv->tv_data = event_base_init_common_timeout(srv->base, &tv);
+    if (cfg->tls_cert != NULL && cfg->tls_key != NULL &&
+        (srv->tls = tls_server_new(cfg->tls_cert, cfg->tls_key, err, errlen)) == NULL)
+        goto fail;
     srv->listeners = calloc(cfg->nlisten ? cfg->nlisten : 1, sizeof(*srv->listeners));
-    srv->lctx = calloc(cfg->nlisten ? cfg->nlisten : 1, sizeof(*srv->lctx));
-    if (srv->listeners == NULL || srv->lctx == NULL) {
+    srv->lst = calloc(cfg->nlisten ? cfg->nlisten : 1, sizeof(*srv->lst));
+    if (srv->listeners == NULL || srv->lst == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -931,25 +1218,26 @@ server_new(const struct config *cfg, struct spool *sp, const struct server_hooks
             goto fail;
     srv->ev_term = evsignal_new(srv->base, SIGTERM, server_on_signal, srv);
     srv->ev_int = evsignal_new(srv->base, SIGINT, server_on_signal, srv);
+    srv->ev_hup = evsignal_new(srv->base, SIGHUP, server_on_hup, srv);
     srv->ev_spool = event_new(srv->base, spool_event_fd(sp), EV_READ | EV_PERSIST,
         server_on_spool, srv);
-    if (srv->ev_term == NULL || srv->ev_int == NULL || srv->ev_spool == NULL) {
+    if (srv->ev_term == NULL || srv->ev_int == NULL || srv->ev_spool == NULL ||
+        srv->ev_hup == NULL) {
         snprintf(err, errlen, "cannot set up events");
         goto fail;
     }
     evsignal_add(srv->ev_term, NULL);
     evsignal_add(srv->ev_int, NULL);
+    evsignal_add(srv->ev_hup, NULL);
     event_add(srv->ev_spool, NULL);
     if (srv->auth != NULL) {
         srv->ev_auth = event_new(srv->base, auth_event_fd(srv->auth), EV_READ | EV_PERSIST,
             server_on_auth, srv);
-        srv->ev_hup = evsignal_new(srv->base, SIGHUP, server_on_hup, srv);
-        if (srv->ev_auth == NULL || srv->ev_hup == NULL) {
+        if (srv->ev_auth == NULL) {
             snprintf(err, errlen, "cannot set up events");
             goto fail;
         }
         event_add(srv->ev_auth, NULL);
-        evsignal_add(srv->ev_hup, NULL);
     }
     return srv;
 fail:
@@ -982,7 +1270,8 @@ server_free(struct server *srv)
     for (i = 0; i < srv->nlisteners; i++)
         evconnlistener_free(srv->listeners[i]);
     free(srv->listeners);
-    free(srv->lctx);
+    free(srv->lst);
+    tls_server_free(srv->tls);
     auth_free(srv->auth); /* checks still in flight are cancelled */
     auth_limit_free(srv->auth_limit);
     if (srv->ev_auth)

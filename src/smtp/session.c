@@ -34,6 +34,7 @@ enum smtp_state {
     S_COMMIT,    /* waiting for the commit */
     S_WAIT,      /* waiting for a callback's verdict (wait_verb) */
     S_AUTH,      /* AUTH sent a 334: the next line is a response, not a command */
+    S_TLS,       /* 220 to STARTTLS queued: waiting for smtp_session_tls_started() */
     S_CLOSED,
 };
 
@@ -60,6 +61,8 @@ struct smtp_session {
     unsigned errors;
     char helo[SESSION_HELO_MAX + 1];
     time_t now;
+    char tls_version[16];  /* for the Received header, once TLS is active */
+    char tls_cipher[64];
 
     /* command line assembly across reads */
     char *line;
@@ -102,6 +105,7 @@ struct smtp_command {
     enum reply_id missing; /* reply when a required argument is missing */
     cmd_check_fn check;    /* may only refuse: returns REPLY__COUNT to go on */
     cmd_proceed_fn proceed;
+    bool before_tls;       /* allowed before STARTTLS where TLS is required (RFC 3207 §4) */
 };
 
 /* ---- replies ------------------------------------------------------------ */
@@ -173,7 +177,7 @@ session_body(void *arg, const char *p, size_t n)
 static void
 session_received(struct smtp_session *s)
 {
-    char date[64], hdr[1024];
+    char date[64], hdr[1024], tls[128] = "";
     const char *proto;
     int n;
 
@@ -187,15 +191,19 @@ session_received(struct smtp_session *s)
                             : (s->auth_done ? "ESMTPA" : "ESMTP");
     else
         proto = s->peer.tls ? "SMTPS" : "SMTP";
+    /* A comment after the protocol name says which TLS, as sendmail and Exim do. */
+    if (s->peer.tls)
+        snprintf(tls, sizeof(tls), "\r\n\t(version=%s cipher=%s)", s->tls_version,
+            s->tls_cipher);
     if (s->txn.nrcpts == 1)
         n = snprintf(hdr, sizeof(hdr),
-            "Received: from %s ([%s])\r\n\tby %s (tern) with %s id %s\r\n\tfor <%s>; %s\r\n",
-            s->helo, s->peer.addr, s->conf->hostname, proto, s->txn.id, s->txn.rcpts[0].addr,
-            date);
+            "Received: from %s ([%s])\r\n\tby %s (tern) with %s%s id %s\r\n\tfor <%s>; %s\r\n",
+            s->helo, s->peer.addr, s->conf->hostname, proto, tls, s->txn.id,
+            s->txn.rcpts[0].addr, date);
     else
         n = snprintf(hdr, sizeof(hdr),
-            "Received: from %s ([%s])\r\n\tby %s (tern) with %s id %s;\r\n\t%s\r\n", s->helo,
-            s->peer.addr, s->conf->hostname, proto, s->txn.id, date);
+            "Received: from %s ([%s])\r\n\tby %s (tern) with %s%s id %s;\r\n\t%s\r\n",
+            s->helo, s->peer.addr, s->conf->hostname, proto, tls, s->txn.id, date);
     if (n > 0)
         session_body(s, hdr, (size_t)n < sizeof(hdr) ? (size_t)n : sizeof(hdr) - 1);
 }
@@ -310,9 +318,12 @@ cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
     if (c->verb == VERB_HELO) {
         REPLY1(s, R_HELO, s->conf->hostname);
     } else {
-        const char *ext[8] = {"PIPELINING", session_ehlo_size(s), "8BITMIME", "SMTPUTF8",
+        const char *ext[9] = {"PIPELINING", session_ehlo_size(s), "8BITMIME", "SMTPUTF8",
             "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"};
         size_t next = 7;
+
+        if (s->conf->tls_offer && !s->peer.tls)
+            ext[next++] = "STARTTLS";
         /* RFC 4954 §4 + §6: PLAIN and LOGIN send the password in clear, so only under TLS. */
         if (s->conf->auth_offer && s->cb->auth != NULL && s->peer.tls)
             ext[next++] = "AUTH PLAIN LOGIN";
@@ -620,6 +631,31 @@ cmd_quit(struct smtp_session *s, const struct smtp_cmd *c)
     session_close(s);
 }
 
+/* RFC 3207: not twice, not where it is not offered, not inside a transaction. */
+static enum reply_id
+check_starttls(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    if (s->peer.tls)
+        return R_TLS_ACTIVE;
+    if (!s->conf->tls_offer)
+        return R_NOT_IMPLEMENTED;
+    if (s->txn_open)
+        return R_TLS_IN_TXN;
+    return REPLY__COUNT;
+}
+
+/*
+ * Input stops here (S_TLS): whatever the client sent after this line was
+ * sent in plaintext before the handshake and must never be taken as a
+ * command under TLS (CVE-2011-0411); the caller discards it.
+ */
+static void
+cmd_starttls(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    REPLY0(s, R_TLS_READY);
+    s->state = S_TLS;
+}
+
 static void
 cmd_not_implemented(struct smtp_session *s, const struct smtp_cmd *c)
 {
@@ -845,23 +881,25 @@ cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
 }
 
 static const struct smtp_command smtp_commands[] = {
-    {VERB_HELO, ARG_REQUIRED, R_HELO_SYNTAX, NULL, cmd_helo},
-    {VERB_EHLO, ARG_REQUIRED, R_HELO_SYNTAX, NULL, cmd_helo},
-    {VERB_MAIL, ARG_REQUIRED, R_MAIL_SYNTAX, check_mail_submission, cmd_mail},
-    {VERB_RCPT, ARG_REQUIRED, R_RCPT_SYNTAX, check_in_txn, cmd_rcpt},
-    {VERB_DATA, ARG_NONE, REPLY__COUNT, check_data, cmd_data},
-    {VERB_BDAT, ARG_REQUIRED, R_BDAT_SYNTAX, NULL, cmd_bdat}, /* checks after parsing size */
-    {VERB_RSET, ARG_NONE, REPLY__COUNT, NULL, cmd_rset},
-    {VERB_NOOP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_noop},
-    {VERB_QUIT, ARG_NONE, REPLY__COUNT, NULL, cmd_quit},
-    {VERB_VRFY, ARG_REQUIRED, R_ARG_MISSING, NULL, cmd_vrfy},
-    {VERB_HELP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_help},
-    {VERB_EXPN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
-    {VERB_TURN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
-    {VERB_ETRN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
-    {VERB_STARTTLS, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
-    {VERB_AUTH, ARG_OPTIONAL, REPLY__COUNT, check_auth, cmd_auth},
-    {VERB_HTTP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_http},
+    {VERB_HELO, ARG_REQUIRED, R_HELO_SYNTAX, NULL, cmd_helo, false},
+    {VERB_EHLO, ARG_REQUIRED, R_HELO_SYNTAX, NULL, cmd_helo, true},
+    {VERB_MAIL, ARG_REQUIRED, R_MAIL_SYNTAX, check_mail_submission, cmd_mail, false},
+    {VERB_RCPT, ARG_REQUIRED, R_RCPT_SYNTAX, check_in_txn, cmd_rcpt, false},
+    {VERB_DATA, ARG_NONE, REPLY__COUNT, check_data, cmd_data, false},
+    /* BDAT checks after parsing the size, so a refused chunk is still read (never commands);
+       before TLS it is refused for want of a transaction, as MAIL cannot be given */
+    {VERB_BDAT, ARG_REQUIRED, R_BDAT_SYNTAX, NULL, cmd_bdat, true},
+    {VERB_RSET, ARG_NONE, REPLY__COUNT, NULL, cmd_rset, false},
+    {VERB_NOOP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_noop, true},
+    {VERB_QUIT, ARG_NONE, REPLY__COUNT, NULL, cmd_quit, true},
+    {VERB_VRFY, ARG_REQUIRED, R_ARG_MISSING, NULL, cmd_vrfy, false},
+    {VERB_HELP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_help, false},
+    {VERB_EXPN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented, false},
+    {VERB_TURN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented, false},
+    {VERB_ETRN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented, false},
+    {VERB_STARTTLS, ARG_NONE, REPLY__COUNT, check_starttls, cmd_starttls, true},
+    {VERB_AUTH, ARG_OPTIONAL, REPLY__COUNT, check_auth, cmd_auth, false},
+    {VERB_HTTP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_http, true},
 };
 
 static const struct smtp_command *
@@ -898,6 +936,10 @@ session_command_line(struct smtp_session *s, const char *line, size_t len)
     if (c.verb != VERB_MAIL && c.verb != VERB_RCPT && c.verb != VERB_HTTP &&
         memchr(line, '\0', len) != NULL) {
         REPLY0(s, R_NUL_IN_CMD);
+        return;
+    }
+    if (s->conf->tls_required && !s->peer.tls && !cmd->before_tls) {
+        REPLY0(s, R_TLS_REQUIRED);
         return;
     }
     if (cmd->arg == ARG_NONE && c.arg != NULL) {
@@ -1022,7 +1064,8 @@ smtp_session_input(struct smtp_session *s, const char *p, size_t n, time_t now,
 
     s->now = now;
     while (used < n) {
-        if (s->state == S_CLOSED || s->state == S_COMMIT || s->state == S_WAIT)
+        if (s->state == S_CLOSED || s->state == S_COMMIT || s->state == S_WAIT ||
+            s->state == S_TLS)
             break;
         if (s->out.len >= SESSION_OUT_SOFT)
             break;
@@ -1050,6 +1093,8 @@ smtp_session_input(struct smtp_session *s, const char *p, size_t n, time_t now,
         *st = SMTP_CLOSE;
     else if (s->state == S_COMMIT || s->state == S_WAIT)
         *st = SMTP_SUSPEND;
+    else if (s->state == S_TLS)
+        *st = SMTP_STARTTLS;
     else
         *st = SMTP_OK;
     return used;
@@ -1158,6 +1203,26 @@ bool
 smtp_session_waiting(const struct smtp_session *s)
 {
     return s->state == S_WAIT;
+}
+
+enum smtp_status
+smtp_session_tls_started(struct smtp_session *s, const char *version, const char *cipher)
+{
+    /* RFC 3207 §4.2: discard all knowledge obtained from the client before TLS. */
+    txn_reset(s, true);
+    s->helo[0] = '\0';
+    s->esmtp = false;
+    s->bdat_failed = false;
+    s->linelen = 0;
+    s->line_overflow = s->line_bare_lf = s->line_last_cr = false;
+    s->peer.tls = true;
+    s->auth_done = false; /* cannot be set before TLS (AUTH needs it); cleared all the same */
+    s->auth_user[0] = '\0';
+    snprintf(s->tls_version, sizeof(s->tls_version), "%s", version ? version : "unknown");
+    snprintf(s->tls_cipher, sizeof(s->tls_cipher), "%s", cipher ? cipher : "unknown");
+    if (s->state != S_CLOSED)
+        s->state = S_CONNECTED;
+    return s->state == S_CLOSED ? SMTP_CLOSE : SMTP_OK;
 }
 
 enum smtp_status

@@ -37,7 +37,9 @@ struct smtp_session_conf {
     unsigned max_recipients;
     unsigned max_errors;                /* more than this: 421 4.7.0 and close */
     bool auth_offer;                    /* AUTH PLAIN LOGIN under TLS (auth_users is set) */
-    bool submission;                    /* RFC 6409 listener: AUTH before MAIL */
+    bool tls_offer;                     /* advertise and accept STARTTLS (RFC 3207) */
+    bool tls_required;                  /* 530 5.7.0 to mail commands before TLS */
+    bool submission;                    /* a submission listener (RFC 6409) */
 };
 
 struct smtp_txn {
@@ -104,6 +106,9 @@ enum smtp_status {
     SMTP_SUSPEND,  /* waiting for smtp_session_commit_done() or smtp_session_verdict();
                       keep the rest of the input */
     SMTP_CLOSE,    /* flush the output, then close the connection */
+    SMTP_STARTTLS, /* flush the output (the 220), DISCARD all input not consumed (it was
+                      sent before the handshake: RFC 3207 §4.2), do the TLS handshake,
+                      then call smtp_session_tls_started() */
 };
 
 struct smtp_session *smtp_session_new(const struct smtp_session_conf *conf,
@@ -144,6 +149,16 @@ enum smtp_status smtp_session_drop(struct smtp_session *s, enum reply_id reply);
 
 /* The user this session authenticated as (AUTH answered 235), or NULL. */
 const char *smtp_session_auth_user(const struct smtp_session *s);
+
+/*
+ * The TLS handshake succeeded (after SMTP_STARTTLS, or before the greeting on
+ * an implicit-TLS listener): the session starts over as right after the
+ * greeting (no HELO, no transaction) with peer.tls set.  version and cipher
+ * (e.g. "TLSv1.3", "TLS_AES_256_GCM_SHA384") go into the Received header.
+ * Returns SMTP_OK.  After a failed handshake the caller closes; no reply.
+ */
+enum smtp_status smtp_session_tls_started(struct smtp_session *s, const char *version,
+    const char *cipher);
 
 /* The idle timer fired: 421 4.4.2 queued; always SMTP_CLOSE. */
 enum smtp_status smtp_session_timeout(struct smtp_session *s);

@@ -760,9 +760,12 @@ config_parse_listen_entry(const char *item, struct config_listen *l, char *why, 
             l->flags |= CONFIG_LISTEN_TLS;
         } else if (olen == 10 && strncmp(opt, "submission", 10) == 0) {
             l->flags |= CONFIG_LISTEN_SUBMISSION;
+        } else if (olen == 11 && strncmp(opt, "require-tls", 11) == 0) {
+            l->flags |= CONFIG_LISTEN_REQUIRE_TLS;
         } else {
-            config_why(why, whylen, "'%s': unknown option '%.*s' (options: tls, submission)",
-                item, (int)olen, opt);
+            config_why(why, whylen,
+                "'%s': unknown option '%.*s' (options: tls, submission, require-tls)", item,
+                (int)olen, opt);
             return -1;
         }
         opt += olen;
@@ -1161,6 +1164,10 @@ config_finish(struct config *c, const char *name, char *err, size_t errlen)
                 "listen: '%s' has the submission option but auth_users is not set (a "
                 "submission listener takes mail only from authenticated users)",
                 c->listen[i].text);
+        if ((c->listen[i].flags & CONFIG_LISTEN_REQUIRE_TLS) && c->tls_cert == NULL)
+            return config_error(err, errlen, name, 0,
+                "listen: '%s' has the require-tls option but tls_cert and tls_key are not set",
+                c->listen[i].text);
     }
     return 0;
 }
@@ -1256,9 +1263,10 @@ config_dump_key(const struct config *c, const struct config_key *k, FILE *fp)
         const struct config_listen *l = *(struct config_listen *const *)f;
 
         for (size_t i = 0; i < *config_cfield_n(c, k); i++)
-            fprintf(fp, "%s %s%s%s", i ? "," : "", l[i].text,
+            fprintf(fp, "%s %s%s%s%s", i ? "," : "", l[i].text,
                 (l[i].flags & CONFIG_LISTEN_TLS) ? " tls" : "",
-                (l[i].flags & CONFIG_LISTEN_SUBMISSION) ? " submission" : "");
+                (l[i].flags & CONFIG_LISTEN_SUBMISSION) ? " submission" : "",
+                (l[i].flags & CONFIG_LISTEN_REQUIRE_TLS) ? " require-tls" : "");
         break;
     }
     case CONFIG_CIDR:

@@ -21,6 +21,7 @@
 
 #define CONFIG_LISTEN_TLS 0x1        /* implicit TLS (port 465 style) */
 #define CONFIG_LISTEN_SUBMISSION 0x2 /* submission: AUTH required (issue 7) */
+#define CONFIG_LISTEN_REQUIRE_TLS 0x4 /* STARTTLS before any mail command (RFC 3207) */
 
 struct config_listen {
     struct sockaddr_storage addr; /* IPv4 or IPv6, port set */

@@ -14,7 +14,6 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import threading
 import time
 
 from harness import Skip, fail, free_port
@@ -67,7 +66,7 @@ def setup(t, users=None):
     return {'tls_cert': cert, 'tls_key': key, 'auth_users': users_path}
 
 
-def start(t, conf=None, submission=False, users=None, need_tls=True):
+def start(t, conf=None, submission=False, users=None):
     c = setup(t, users)
     c['relay_networks'] = NOT_US
     c['local_domains'] = 'example.org, localhost'
@@ -77,9 +76,6 @@ def start(t, conf=None, submission=False, users=None, need_tls=True):
         c['listen'] = f'127.0.0.1:{{port}}, 127.0.0.1:{sub} submission'
     c.update(conf or {})
     d = t.start(c)
-    if need_tls and b'key=tls_cert reason="not implemented yet' in d.stderr():
-        # Only until server TLS is merged: ternd says so itself, so this never hides a break.
-        raise Skip('this ternd has no server-side TLS yet, and AUTH is offered only under TLS')
     d.sub_port = sub
     d.users_path = c['auth_users']
     return d
@@ -297,7 +293,7 @@ def test_submission_rules(t):  # covers: R_AUTH_REQUIRED, R_SENDER_NOT_OWNED
 
 def test_submission_plaintext_refused(t):
     """On a submission listener without STARTTLS nothing gets through: 538, then 530."""
-    d = start(t, submission=True, need_tls=False)
+    d = start(t, submission=True)
     s = plain(d.sub_port)
     expect(s.docmd('AUTH', 'PLAIN ' + b64('\0alice\0secret')), 538, '5.7.11', what='AUTH')
     expect(s.docmd('MAIL', 'FROM:<alice@example.org>'), 530, '5.7.0', what='MAIL')

@@ -419,6 +419,10 @@ test_listen(void **state)
     assert_int_equal(ntohs(a4->sin_port), 10025);
     assert_int_equal(c.listen[4].flags, CONFIG_LISTEN_TLS);
     config_free(&c);
+    expect_ok(&c, "listen = 127.0.0.1:587 submission require-tls, 127.0.0.1:25 require-tls\n");
+    assert_int_equal(c.listen[0].flags, CONFIG_LISTEN_SUBMISSION | CONFIG_LISTEN_REQUIRE_TLS);
+    assert_int_equal(c.listen[1].flags, CONFIG_LISTEN_REQUIRE_TLS);
+    config_free(&c);
 
     expect_error("listen = 127.0.0.1:99999\n", "t.conf:1: listen: '127.0.0.1:99999': bad port");
     expect_error("listen = 127.0.0.1:0\n", "t.conf:1: listen: '127.0.0.1:0': bad port");
@@ -435,7 +439,8 @@ test_listen(void **state)
         "t.conf:1: listen: 'mx.example.org:25': bad address (use an IPv4 address, [IPv6], '*' "
         "or 'localhost')");
     expect_error("listen = 127.0.0.1:25, [::]:465 tsl\n",
-        "t.conf:1: listen: '[::]:465 tsl': unknown option 'tsl' (options: tls, submission)");
+        "t.conf:1: listen: '[::]:465 tsl': unknown option 'tsl' (options: tls, submission, "
+        "require-tls)");
     expect_error("listen = 127.0.0.1:25, localhost:25\n",
         "t.conf:1: listen: 'localhost:25' is listed twice");
     expect_error("listen =\n",
@@ -767,6 +772,12 @@ test_finish(void **state)
     assert_int_equal(c.auth_max_failures, 3);
     assert_int_equal(c.auth_failure_window, 900);
     config_free(&c);
+
+    expect_ok(&c, "listen = 127.0.0.1:25 require-tls\n");
+    assert_int_equal(config_finish(&c, "x.conf", err, sizeof(err)), -1);
+    assert_string_equal(err, "x.conf: listen: '127.0.0.1:25' has the require-tls option but "
+                             "tls_cert and tls_key are not set");
+    config_free(&c);
 }
 
 /* ---- helpers ---- */
@@ -850,11 +861,11 @@ test_dump_roundtrip(void **state)
     char *one, *two;
 
     (void)state;
-    expect_ok(&c, "listen = [::]:465 tls submission, *:25\nrelay_networks = 10.1.2.3/8\n"
+    expect_ok(&c, "listen = [::]:465 tls submission, *:25 require-tls\nrelay_networks = 10.1.2.3/8\n"
                   "local_domains = A.org, b.org\ngreylist = yes\nmax_message_size = 1m\n"
                   "relay_host = smtp.example.net:25\n");
     one = dump(&c);
-    assert_non_null(strstr(one, "listen = [::]:465 tls submission, *:25\n"));
+    assert_non_null(strstr(one, "listen = [::]:465 tls submission, *:25 require-tls\n"));
     assert_non_null(strstr(one, "relay_networks = 10.0.0.0/8\n"));
     assert_non_null(strstr(one, "local_domains = a.org, b.org\n"));
     assert_non_null(strstr(one, "greylist = on\n"));

@@ -144,7 +144,7 @@ h_run(struct harness *h, const char *in, size_t len, size_t step, char *out, siz
     h->s = smtp_session_new(&h->conf, &h->cb, h, &h->peer);
     assert_non_null(h->s);
     smtp_session_greet(h->s);
-    while (off < len && st != SMTP_CLOSE) {
+    while (off < len && st != SMTP_CLOSE && st != SMTP_STARTTLS) {
         size_t n = step ? (len - off < step ? len - off : step) : len - off;
         size_t used = smtp_session_input(h->s, in + off, n, 1700000000, &st);
         off += used;
@@ -814,7 +814,8 @@ test_auth_received(void **state)
     h_init_tls(&h);
     h_run(&h, in, sizeof(in) - 1, 0, out, sizeof(out));
     h.body[h.bodylen] = '\0';
-    assert_non_null(strstr(h.body, " with ESMTPSA id QID1"));
+    assert_non_null(strstr(h.body, " with ESMTPSA"));
+    assert_non_null(strstr(h.body, " id QID1"));
     assert_null(strstr(h.body, "alice"));
     smtp_session_free(h.s);
 }
@@ -955,6 +956,136 @@ test_output_backpressure(void **state)
     smtp_session_free(h.s);
 }
 
+/* Feed all of `in`; return the bytes consumed and the status; output appended to out. */
+static size_t
+tls_feed(struct smtp_session *s, const char *in, size_t len, size_t step, enum smtp_status *st,
+    char *out, size_t cap)
+{
+    size_t off = 0, olen = strlen(out);
+    struct buf *b;
+
+    *st = SMTP_OK;
+    while (off < len && *st == SMTP_OK) {
+        size_t n = step ? (len - off < step ? len - off : step) : len - off;
+        off += smtp_session_input(s, in + off, n, 1700000000, st);
+        b = smtp_session_output(s);
+        assert_true(olen + b->len < cap);
+        memcpy(out + olen, b->data, b->len);
+        olen += b->len;
+        out[olen] = '\0';
+        buf_reset(b);
+    }
+    return off;
+}
+
+static void
+test_starttls_refusals(void **state)
+{
+    struct harness h;
+    static char out[8192];
+
+    h_init(&h);
+    /* not offered: not listed, 502 */
+    h_run(&h, "EHLO c\r\n", 8, 0, out, sizeof(out));
+    assert_null(strstr(out, "STARTTLS"));
+    smtp_session_free(h.s);
+    T(&h, "STARTTLS\r\n", "220|502 5.5.1");
+    h.conf.tls_offer = true;
+    h_run(&h, "EHLO c\r\n", 8, 0, out, sizeof(out));
+    assert_non_null(strstr(out, "\r\n250 STARTTLS\r\n"));
+    smtp_session_free(h.s);
+    T(&h, "STARTTLS now\r\n", "220|501 5.5.4");
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.example>\r\nSTARTTLS\r\nRSET\r\n",
+        "220|250|250 2.1.0|503 5.5.1|250 2.0.0");
+    /* already under TLS (implicit TLS listener, or after STARTTLS) */
+    h.peer.tls = true;
+    h_run(&h, "EHLO c\r\n", 8, 0, out, sizeof(out));
+    assert_null(strstr(out, "STARTTLS"));
+    smtp_session_free(h.s);
+    T(&h, "EHLO c\r\nSTARTTLS\r\n", "220|250|554 5.5.1");
+}
+
+/*
+ * STARTTLS ends the input the session takes: what follows in the same read
+ * (CVE-2011-0411) is not consumed and never answered; after the handshake
+ * the session starts over, knows TLS, and the Received header says which.
+ */
+static void
+test_starttls_injection(void **state)
+{
+    static const char in[] = "EHLO c\r\nSTARTTLS\r\nRSET\r\nMAIL FROM:<evil@x.example>\r\n";
+    static char out[8192], codes[256];
+    size_t steps[] = {0, 1}, i, used;
+    struct harness h;
+    enum smtp_status st;
+
+    for (i = 0; i < 2; i++) {
+        h_init(&h);
+        h.conf.tls_offer = true;
+        h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+        out[0] = '\0';
+        smtp_session_greet(h.s);
+        used = tls_feed(h.s, in, sizeof(in) - 1, steps[i], &st, out, sizeof(out));
+        assert_int_equal(st, SMTP_STARTTLS);
+        assert_int_equal(used, strlen("EHLO c\r\nSTARTTLS\r\n"));
+        h_codes(out, codes, sizeof(codes));
+        assert_string_equal(codes, "220|250|220 2.0.0");
+        assert_non_null(strstr(out, "220 2.0.0 Ready to start TLS\r\n"));
+        /* more input before the handshake is refused, not read */
+        assert_int_equal(smtp_session_input(h.s, "RSET\r\n", 6, 1700000000, &st), 0);
+        assert_int_equal(st, SMTP_STARTTLS);
+        assert_int_equal(smtp_session_output(h.s)->len, 0);
+
+        assert_int_equal(smtp_session_tls_started(h.s, "TLSv1.3", "TLS_AES_256_GCM_SHA384"),
+            SMTP_OK);
+        assert_int_equal(smtp_session_output(h.s)->len, 0);
+        out[0] = '\0';
+        tls_feed(h.s,
+            "MAIL FROM:<a@b.example>\r\nEHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@b.example>\r\n"
+            "RCPT TO:<u@example.org>\r\nDATA\r\nhi\r\n.\r\n",
+            strlen("MAIL FROM:<a@b.example>\r\nEHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@b.example>\r\n"
+                   "RCPT TO:<u@example.org>\r\nDATA\r\nhi\r\n.\r\n"),
+            steps[i], &st, out, sizeof(out));
+        assert_int_equal(st, SMTP_SUSPEND);
+        h_codes(out, codes, sizeof(codes));
+        /* HELO forgotten (503), STARTTLS not listed and refused (554) */
+        assert_string_equal(codes, "503 5.5.1|250|554 5.5.1|250 2.1.0|250 2.1.5|354");
+        assert_null(strstr(out, "STARTTLS"));
+        assert_non_null(strstr(h.body, "by mx.test (tern) with ESMTPS\r\n"
+                                       "\t(version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384) id QID1"));
+        smtp_session_commit_done(h.s, R_QUEUED);
+        smtp_session_free(h.s);
+    }
+}
+
+/* RFC 3207 §4: where TLS is required, only EHLO, STARTTLS, NOOP and QUIT come first. */
+static void
+test_tls_required(void **state)
+{
+    struct harness h;
+    static char out[8192], codes[256];
+    enum smtp_status st;
+
+    h_init(&h);
+    h.conf.tls_offer = true;
+    h.conf.tls_required = true;
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\nNOOP\r\nQUIT\r\n",
+        "220|250|530 5.7.0|530 5.7.0|250 2.0.0|221 2.0.0");
+    T(&h, "HELO c\r\nRSET\r\nVRFY x\r\n", "220|530 5.7.0|530 5.7.0|530 5.7.0");
+    /* a refused BDAT's chunk is still read, never taken as commands */
+    T(&h, "EHLO c\r\nBDAT 6\r\nRSET\r\nQUIT\r\n", "220|250|503 5.5.1|221 2.0.0");
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    out[0] = '\0';
+    tls_feed(h.s, "EHLO c\r\nSTARTTLS\r\n", 18, 0, &st, out, sizeof(out));
+    assert_int_equal(st, SMTP_STARTTLS);
+    smtp_session_tls_started(h.s, "TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384");
+    out[0] = '\0';
+    tls_feed(h.s, "EHLO c\r\nMAIL FROM:<a@b.example>\r\n", 33, 0, &st, out, sizeof(out));
+    h_codes(out, codes, sizeof(codes));
+    assert_string_equal(codes, "250|250 2.1.0");
+    smtp_session_free(h.s);
+}
+
 int
 main(void)
 {
@@ -984,6 +1115,9 @@ main(void)
         cmocka_unit_test(test_auth_submission),
         cmocka_unit_test(test_auth_received),
         cmocka_unit_test(test_auth_pending),
+        cmocka_unit_test(test_starttls_refusals),
+        cmocka_unit_test(test_starttls_injection),
+        cmocka_unit_test(test_tls_required),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
