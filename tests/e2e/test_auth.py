@@ -372,3 +372,24 @@ def test_bad_users_file_refused_at_start(t):
             fail(f'refused, but not for the weak hash: {e}')
         return
     fail('ternd started with an MD5 hash in auth_users')
+
+
+def test_implicit_tls_submission(t):
+    """A "tls submission" listener (RFC 8314, port 465 style): AUTH at once, no STARTTLS."""
+    port = free_port()
+    c = setup(t)
+    c.update({'relay_networks': NOT_US,
+              'listen': f'127.0.0.1:{{port}}, 127.0.0.1:{port} tls submission'})
+    t.start(c)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = smtplib.SMTP_SSL('127.0.0.1', port, timeout=TIMEOUT, context=ctx)
+    s.ehlo('client.test')
+    if s.has_extn('starttls') or 'PLAIN' not in s.esmtp_features.get('auth', ''):
+        fail(f'implicit TLS: want AUTH and no STARTTLS in EHLO: {s.esmtp_features}')
+    expect(s.docmd('MAIL', 'FROM:<alice@example.org>'), 530, '5.7.0', what='MAIL before AUTH')
+    expect(s.login('alice', 'secret'), 235, '2.7.0', what='login')
+    expect(s.docmd('MAIL', 'FROM:<alice@example.org>'), 250, '2.1.0', what='MAIL')
+    expect(s.docmd('RCPT', 'TO:<someone@remote.example>'), 250, '2.1.5', what='relay')
+    close(s)
