@@ -393,3 +393,26 @@ def test_implicit_tls_submission(t):
     expect(s.docmd('MAIL', 'FROM:<alice@example.org>'), 250, '2.1.0', what='MAIL')
     expect(s.docmd('RCPT', 'TO:<someone@remote.example>'), 250, '2.1.5', what='relay')
     close(s)
+
+
+def test_shutdown_while_hashing(t):
+    """SIGTERM while AUTHs wait for their hash: 421 4.3.2 to each, and a clean exit."""
+    d = start(t, {'auth_max_failures': '1000'})
+    clients = [tls(d.port) for _ in range(6)]
+    for s in clients:
+        s.send(('AUTH PLAIN ' + b64('\0alice\0secret') + '\r\n').encode())
+    d.signal(signal.SIGTERM)
+    for s in clients:
+        code, msg = s.getreply()
+        # a check that finished before the signal may answer first; then the 421 follows
+        if code == 235:
+            code, msg = s.getreply()
+        expect((code, msg), 421, '4.3.2', what='at shutdown')
+        s.close()
+    status = d.wait_exit(d.shutdown_bound())
+    d.stopped = status is not None
+    if status != 0:
+        fail(f'ternd exit status {status} after SIGTERM with AUTHs in flight')
+    findings = d.sanitizer_findings()
+    if findings:
+        fail(f'sanitizer findings: {findings}')
