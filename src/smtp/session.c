@@ -679,7 +679,9 @@ cmd_http(struct smtp_session *s, const struct smtp_cmd *c)
  * max_line_length bound apply (PLAIN and LOGIN responses are a user name and
  * a password: the 2048 default holds about 1500 octets of them; RFC 4954's
  * 12288 is meant for mechanisms with big tokens, which tern does not offer).
- * Every buffer that held a password is wiped.
+ * Every buffer of the session's that held a password is wiped (a response
+ * read whole is parsed in the caller's read buffer, which the next read
+ * overwrites).
  */
 
 static enum reply_id
