@@ -120,14 +120,13 @@ auth_read_file(const char *path, char *err, size_t errlen)
         return NULL;
     }
     if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) || st.st_size > AUTH_FILE_MAX) {
-        snprintf(err, errlen, "%s: not a regular file of at most %d bytes", path,
-            AUTH_FILE_MAX);
+        snprintf(err, errlen, "%s: not a regular file of at most %d bytes", path, AUTH_FILE_MAX);
         close(fd);
         return NULL;
     }
     if (st.st_mode & S_IROTH)
-        log_warn(NULL, "event=auth-users path=%s reason=\"readable by every user; chmod o-r\"",
-            path);
+        log_warn(
+            NULL, "event=auth-users path=%s reason=\"readable by every user; chmod o-r\"", path);
     if ((text = malloc((size_t)st.st_size + 1)) == NULL) {
         snprintf(err, errlen, "%s: out of memory", path);
         close(fd);
@@ -220,8 +219,8 @@ auth_db_load(const char *path, char *err, size_t errlen)
         }
         for (i = 0; line[i] != '\0'; i++)
             if ((unsigned char)line[i] <= ' ' || line[i] == 0x7f) {
-                snprintf(err, errlen, "%s:%zu: space or control character in the user name",
-                    path, lineno);
+                snprintf(err, errlen, "%s:%zu: space or control character in the user name", path,
+                    lineno);
                 goto fail;
             }
         if (!auth_hash_acceptable(colon + 1, &why)) {
@@ -281,8 +280,8 @@ auth_equal(const char *a, const char *b)
 }
 
 bool
-auth_db_verify(const struct auth_db *db, const char *user, const char *pass,
-    struct crypt_data *data)
+auth_db_verify(
+    const struct auth_db *db, const char *user, const char *pass, struct crypt_data *data)
 {
     struct auth_user key = {.name = (char *)user}, *u;
     const char *hash;
@@ -383,8 +382,9 @@ auth_run_reload(struct auth *a)
     bool free_old;
 
     if ((db = auth_db_load(a->path, err, sizeof(err))) == NULL) {
-        log_warn(NULL, "event=auth-reload-failed error=\"%s\" reason=\"the users read before "
-                       "stay in force\"",
+        log_warn(NULL,
+            "event=auth-reload-failed error=\"%s\" reason=\"the users read before "
+            "stay in force\"",
             err);
         return;
     }
@@ -434,7 +434,7 @@ auth_worker(void *arg)
         pthread_mutex_unlock(&a->lock);
 
         j->result = cd != NULL && auth_db_verify(db, j->user, j->pass, cd) ? AUTH_RESULT_OK
-                                                                          : AUTH_RESULT_FAIL;
+                                                                           : AUTH_RESULT_FAIL;
         auth_db_release(a, db);
         explicit_bzero(j->pass, j->passlen);
         j->next = NULL;

@@ -43,8 +43,8 @@ size_t auth_db_count(const struct auth_db *db);
  * data is the caller's crypt work area (zeroed before its first use).
  */
 struct crypt_data;
-bool auth_db_verify(const struct auth_db *db, const char *user, const char *pass,
-    struct crypt_data *data);
+bool auth_db_verify(
+    const struct auth_db *db, const char *user, const char *pass, struct crypt_data *data);
 
 /* A hash line's HASH is acceptable (a strong method, well-formed); else why. */
 bool auth_hash_acceptable(const char *hash, const char **why);

@@ -87,10 +87,10 @@ struct smtp_session {
     struct dsn_rcpt_params wait_dsn;
 
     /* AUTH (RFC 4954) */
-    bool auth_done;             /* 235 sent: authenticated as auth_user */
-    bool auth_bad_user;         /* LOGIN: the user name given cannot be valid */
-    enum auth_mech auth_mech;   /* in S_AUTH */
-    unsigned auth_step;         /* LOGIN in S_AUTH: 0 user name awaited, 1 password */
+    bool auth_done;           /* 235 sent: authenticated as auth_user */
+    bool auth_bad_user;       /* LOGIN: the user name given cannot be valid */
+    enum auth_mech auth_mech; /* in S_AUTH */
+    unsigned auth_step;       /* LOGIN in S_AUTH: 0 user name awaited, 1 password */
     char auth_user[SESSION_AUTH_USER_MAX + 1]; /* authenticated, or being checked */
 };
 

@@ -68,8 +68,8 @@ users_file(const char *name)
 {
     char text[1024];
 
-    snprintf(text, sizeof(text),
-        "# users\n\nalice:%s\r\n  bob@example.org:%s  \n# the end\n", alice_hash, bob_hash);
+    snprintf(text, sizeof(text), "# users\n\nalice:%s\r\n  bob@example.org:%s  \n# the end\n",
+        alice_hash, bob_hash);
     return write_file(name, text);
 }
 

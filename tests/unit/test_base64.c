@@ -57,17 +57,17 @@ test_strict(void **state)
 {
     unsigned char out[64];
 
-    assert_int_equal(dec("Zg", out), -1);     /* missing padding */
+    assert_int_equal(dec("Zg", out), -1); /* missing padding */
     assert_int_equal(dec("Zg=", out), -1);
     assert_int_equal(dec("Zg===", out), -1);
-    assert_int_equal(dec("Z===", out), -1);   /* too much padding */
+    assert_int_equal(dec("Z===", out), -1); /* too much padding */
     assert_int_equal(dec("=Zg=", out), -1);
     assert_int_equal(dec("Zg==Zg==", out), -1); /* padding in the middle */
-    assert_int_equal(dec("Zh==", out), -1);   /* non-zero bits before the padding */
+    assert_int_equal(dec("Zh==", out), -1);     /* non-zero bits before the padding */
     assert_int_equal(dec("Zm9=", out), -1);
-    assert_int_equal(dec("Zm 9", out), -1);   /* whitespace */
+    assert_int_equal(dec("Zm 9", out), -1); /* whitespace */
     assert_int_equal(dec("Zm9v\r\n", out), -1);
-    assert_int_equal(dec("Zm-_", out), -1);   /* the URL-safe alphabet is not this one */
+    assert_int_equal(dec("Zm-_", out), -1); /* the URL-safe alphabet is not this one */
     assert_int_equal(base64_decode("Zm\0v", 4, out), -1);
 }
 
