@@ -13,6 +13,7 @@
 #include <cmocka.h>
 #include <crypt.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +59,7 @@ write_file(const char *name, const char *text)
     snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
     fp = fopen(path, "w");
     assert_non_null(fp);
+    fchmod(fileno(fp), 0600); /* as an operator should: no warning in the test output */
     fputs(text, fp);
     fclose(fp);
     return path;
