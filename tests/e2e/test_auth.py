@@ -416,3 +416,25 @@ def test_shutdown_while_hashing(t):
     findings = d.sanitizer_findings()
     if findings:
         fail(f'sanitizer findings: {findings}')
+
+
+def test_pipelined_after_auth(t):
+    """Commands pipelined behind AUTH wait for its verdict, then run in order (RFC 2920)."""
+    d = start(t, submission=True)
+    s = tls(d.sub_port)
+    s.send(('AUTH PLAIN ' + b64('\0alice\0secret') + '\r\nMAIL FROM:<alice@example.org>\r\n'
+            'RCPT TO:<u@example.org>\r\nRSET\r\n'
+            'AUTH PLAIN ' + b64('\0alice\0secret') + '\r\n').encode())
+    expect(s.getreply(), 235, '2.7.0', what='AUTH')
+    expect(s.getreply(), 250, '2.1.0', what='MAIL after the pending AUTH')
+    expect(s.getreply(), 250, '2.1.5', what='RCPT')
+    expect(s.getreply(), 250, '2.0.0', what='RSET')
+    expect(s.getreply(), 503, '5.5.1', what='second AUTH')
+    close(s)
+    # and a failed one: MAIL behind it is refused for want of AUTH
+    s = tls(d.sub_port)
+    s.send(('AUTH PLAIN ' + b64('\0alice\0nope') + '\r\nMAIL FROM:<alice@example.org>\r\n')
+           .encode())
+    expect(s.getreply(), 535, '5.7.8', what='AUTH')
+    expect(s.getreply(), 530, '5.7.0', what='MAIL after the failed AUTH')
+    close(s)
