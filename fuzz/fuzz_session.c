@@ -48,13 +48,23 @@ f_abort(void *ctx, struct smtp_txn *t)
 {
 }
 
-static const struct smtp_callbacks cb = {f_mail, f_rcpt, f_body, f_commit, f_abort};
+/* AUTH answers at once (a pending verdict would look like a commit here). */
+static enum reply_id
+f_auth(void *ctx, const char *user, const char *pass)
+{
+    if (strcmp(user, "blocked") == 0)
+        return R_AUTH_TOO_MANY;
+    return strcmp(pass, "pw") == 0 ? R_AUTH_OK : R_AUTH_FAILED;
+}
+
+static const struct smtp_callbacks cb = {f_mail, f_rcpt, f_body, f_commit, f_abort, f_auth};
 
 static size_t
 run(const uint8_t *data, size_t size, size_t step, char *out, size_t cap)
 {
-    struct smtp_session_conf conf = {"mx.fuzz", 512, 2000, 5, 50};
-    struct smtp_peer peer = {"192.0.2.1", "F", false};
+    struct smtp_session_conf conf = {.hostname = "mx.fuzz", .max_line_length = 512,
+        .max_message_size = 2000, .max_recipients = 5, .max_errors = 50, .auth_offer = true};
+    struct smtp_peer peer = {"192.0.2.1", "F", true};
     struct smtp_session *s = smtp_session_new(&conf, &cb, NULL, &peer);
     enum smtp_status st = SMTP_OK;
     size_t off = 0, outlen = 0, n, used;

@@ -12,6 +12,7 @@
  *
  *   tern send ...      cli/send.h        tern probe ...   cli/probe.h
  *   tern queue ...     cli/queue.h       tern sendmail ... (or as `sendmail`) cli/sendmail.h
+ *   tern passwd [USER] cli/passwd.h
  *   mailq              cli/queue.h
  * Those take the rest of the command line as it is, with their own options.
  */
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/passwd.h"
 #include "cli/probe.h"
 #include "cli/queue.h"
 #include "cli/send.h"
@@ -40,6 +42,7 @@ static const char usage_text[] =
     "       tern send --server HOST[:PORT] --from ADDR --to ADDR... [options] [FILE|-]\n"
     "       tern probe HOST:PORT|IP|DOMAIN [--from ADDR] [--to ADDR]... [options]\n"
     "       tern sendmail [sendmail(8) options] [RECIPIENT...]\n"
+    "       tern passwd [USER] < password   (a line for auth_users)\n"
     "CODE: a reply code (421), an enhanced status code (4.7.1, X.7.1), or a whole\n"
     "reply line in quotes (\"550 5.1.1 <bob@example.org>: User unknown\").\n";
 
@@ -152,6 +155,10 @@ main(int argc, char **argv)
         if (argc > 1 && strcmp(argv[1], "sendmail") == 0) {
             free(args);
             return cli_sendmail_main(argc - 1, argv + 1);
+        }
+        if (argc > 1 && strcmp(argv[1], "passwd") == 0) {
+            free(args);
+            return cli_passwd_main(argc - 1, argv + 1);
         }
     }
     for (i = 1; i < argc; i++) {

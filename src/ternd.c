@@ -25,6 +25,7 @@
 #include "deliver/scheduler.h"
 #include "net/control.h"
 #include "net/server.h"
+#include "policy/auth.h"
 #include "queue/maildrop.h"
 #include "queue/queue.h"
 #include "queue/spool.h"
@@ -119,11 +120,6 @@ warn_unimplemented(const struct config *c)
             log_warn(NULL, "event=config key=%s reason=\"not implemented yet; the setting has no "
                            "effect\"",
                 keys[i].key);
-    for (i = 0; i < c->nlisten; i++)
-        if (c->listen[i].flags & CONFIG_LISTEN_SUBMISSION)
-            log_warn(NULL, "event=config listen=\"%s\" reason=\"submission: AUTH is not "
-                           "implemented yet; the listener serves plain SMTP\"",
-                c->listen[i].text);
 }
 
 /* The daemon's parts, for the hooks that connect them. */
@@ -415,9 +411,11 @@ daemon_give_spool(const char *dir, const struct priv_user *pu)
  * the spool and mailbox directories (made and given to the user), the
  * listeners (ports below 1024) and the control socket (in a root-owned
  * directory such as /run/tern; the file is given to the user, mode 0600).
- * Server TLS: the certificate and key are read here too, so that they may stay
- * readable by root only (a SIGHUP reload, after the drop, needs them readable
- * by the user).  Logs go to stderr, already open.
+ * Server TLS: the certificate and key are read here too (server_new), so that
+ * they may stay readable by root only (a SIGHUP reload, after the drop, needs
+ * them readable by the user).  auth_users is not: it is loaded with the AUTH
+ * threads by server_start(), as the user, and must be readable by it (it is
+ * reread on SIGHUP anyway).  Logs go to stderr, already open.
  */
 static void
 daemon_privileged_start(const struct config *cfg, const struct priv_user *pu,
@@ -464,7 +462,7 @@ daemon_privileged_start(const struct config *cfg, const struct priv_user *pu,
  * configuration, the recipient table, certificates and keys, credentials) must
  * be listed here, or its reload fails with EACCES.
  */
-#define SANDBOX_REREAD_MAX 12
+#define SANDBOX_REREAD_MAX 14
 
 /*
  * Read access beneath the directory of path as given and of the file it resolves to (a
@@ -527,6 +525,7 @@ daemon_sandbox_prepare(const struct config *cfg, const char *conf_file)
     daemon_allow_reread(r, &n, dirs, &ndirs, cfg->tls_cert);
     daemon_allow_reread(r, &n, dirs, &ndirs, cfg->tls_key);
     daemon_allow_reread(r, &n, dirs, &ndirs, cfg->tls_ca_file);
+    daemon_allow_reread(r, &n, dirs, &ndirs, cfg->auth_users);
     for (i = 0; i < sizeof(system_read) / sizeof(*system_read); i++)
         r[n++] = (struct sandbox_rule){system_read[i], SANDBOX_READ};
     r[n++] = (struct sandbox_rule){"/dev/null", SANDBOX_DEVICE};
@@ -635,6 +634,16 @@ main(int argc, char **argv)
         config_free(&cfg);
         return 1;
     }
+    if (cfg.auth_users != NULL) {
+        /* Checked here too, so that ternd -n reports a bad credentials file. */
+        struct auth_db *db = auth_db_load(cfg.auth_users, err, sizeof(err));
+        if (db == NULL) {
+            fprintf(stderr, "%s\n", err);
+            config_free(&cfg);
+            return 1;
+        }
+        auth_db_free(db);
+    }
     if (check) {
         if (verbose)
             config_dump(&cfg, stdout);
@@ -662,7 +671,7 @@ main(int argc, char **argv)
     /* ---- from here on: the daemon's user (when started as root), inside the sandbox ---- */
     if ((sp = spool_open(cfg.spool_dir, SPILL_THRESHOLD, err, sizeof(err))) == NULL)
         log_fatal("event=start spool_dir=%s error=\"%s\"", cfg.spool_dir, err);
-    if (server_set_spool(srv, sp, err, sizeof(err)) < 0)
+    if (server_start(srv, sp, err, sizeof(err)) < 0)
         log_fatal("event=start error=\"%s\"", err);
     if ((d.local = local_new(&cfg, err, sizeof(err))) == NULL)
         log_fatal("event=start error=\"%s\"", err);

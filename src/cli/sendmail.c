@@ -945,7 +945,8 @@ static int
 sm_bs_mode(const struct sm_env *e)
 {
     struct sm_bs b = {.e = e};
-    struct smtp_callbacks cb = {sm_bs_mail, sm_bs_rcpt, sm_bs_body, sm_bs_commit, sm_bs_abort};
+    struct smtp_callbacks cb = {sm_bs_mail, sm_bs_rcpt, sm_bs_body, sm_bs_commit, sm_bs_abort,
+        NULL};
     struct smtp_session_conf conf = {
         .hostname = e->hostname,
         .max_line_length = (size_t)e->cfg.max_line_length,

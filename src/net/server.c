@@ -24,6 +24,13 @@
  * (SSL_has_pending) are fed without waiting for the fd, which may never
  * become readable again for them.  After STARTTLS every byte received
  * before the handshake is discarded (CVE-2011-0411).
+ *
+ * AUTH: the session decodes the exchange; the password is checked by
+ * policy/auth's worker threads and the verdict comes back through its
+ * eventfd (server_on_auth), like a commit's.  Failures are counted per
+ * address (auth_limit); the one that reaches auth_max_failures ends the
+ * session with 421 4.7.0.  An authenticated session may relay and may send
+ * only as its own addresses.  SIGHUP rereads auth_users too.
  */
 #include "net/server.h"
 
@@ -48,6 +55,7 @@
 #include <unistd.h>
 
 #include "net/tls.h"
+#include "policy/auth.h"
 #include "policy/relay.h"
 #include "smtp/session.h"
 #include "util/log.h"
@@ -71,6 +79,11 @@ struct commit_ticket {
     struct server *srv;
     struct conn *conn;
     char id[SPOOL_ID_LEN + 1];
+};
+
+/* An AUTH check in flight: like a commit ticket, conn is cleared if the connection goes. */
+struct auth_ticket {
+    struct conn *conn;
 };
 
 /* One listener and the session configuration of its connections. */
@@ -106,6 +119,7 @@ struct conn {
     struct buf pending; /* input the session has not taken yet */
     struct spool_msg *msg;
     struct commit_ticket *ticket; /* while suspended */
+    struct auth_ticket *auth_ticket; /* while an AUTH check runs */
     unsigned long long msgs; /* messages accepted on this connection */
     char *commit_from;       /* for the log line once the commit is done */
     unsigned commit_nrcpt;
@@ -120,6 +134,9 @@ struct server {
     struct listener *lst; /* parallel to listeners */
     size_t nlisteners;
     struct tls_server *tls; /* NULL without tls_cert */
+    struct auth *auth;      /* NULL unless auth_users is set */
+    struct auth_limit *auth_limit;
+    struct event *ev_auth;
     struct event *ev_term, *ev_int, *ev_spool, *ev_shutdown, *ev_hup;
     const struct timeval *tv_command, *tv_data;
     struct smtp_session_conf sconf; /* the common part of every listener's */
@@ -138,6 +155,7 @@ static char server_rbuf[READ_CHUNK];
 
 static void conn_process(struct conn *c);
 static void conn_free(struct conn *c);
+static void conn_handle_status(struct conn *c, enum smtp_status st);
 static void conn_handshake(struct conn *c);
 static void conn_starttls(struct conn *c);
 
@@ -225,7 +243,13 @@ conn_cb_mail(void *ctx, struct smtp_txn *t)
 {
     struct conn *c = ctx;
     char id[SPOOL_ID_LEN + 1];
+    const char *user = smtp_session_auth_user(c->sess);
 
+    if (user != NULL && !auth_sender_owned(c->srv->cfg, user, t->sender.addr)) {
+        log_info(c->peer.id, "event=mail-refused client=%s user=%s from=<%s> reply=%s",
+            c->peer.addr, user, t->sender.addr, reply_get(R_SENDER_NOT_OWNED)->name);
+        return R_SENDER_NOT_OWNED;
+    }
     spool_new_id(c->srv->spool, id);
     if ((c->msg = spool_msg_new(c->srv->spool, id)) == NULL) {
         log_warn(c->peer.id, "event=mail-refused reason=\"out of memory\"");
@@ -239,7 +263,8 @@ static enum reply_id
 conn_cb_rcpt(void *ctx, const struct smtp_txn *t, const struct smtp_path *rcpt)
 {
     struct conn *c = ctx;
-    enum reply_id r = relay_check_rcpt(c->srv->cfg, c->may_relay, rcpt);
+    bool may_relay = c->may_relay || smtp_session_auth_user(c->sess) != NULL;
+    enum reply_id r = relay_check_rcpt(c->srv->cfg, may_relay, rcpt);
 
     if (r == R_RCPT_OK && c->srv->hooks.local_rcpt != NULL &&
         relay_domain_is_local(c->srv->cfg, rcpt))
@@ -301,10 +326,12 @@ conn_commit_done(struct conn *c, int err, const char *id)
             c->peer.id, c->peer.addr, c->commit_from ? c->commit_from : "", strerror(err),
             reply_get(r)->name);
     else
-        log_info(id, "event=queued session=%s client=%s from=<%s> nrcpt=%u size=%zu%s%s%s%s",
+        log_info(id, "event=queued session=%s client=%s from=<%s> nrcpt=%u size=%zu%s%s%s%s%s%s",
             c->peer.id, c->peer.addr, c->commit_from ? c->commit_from : "", c->commit_nrcpt,
             c->commit_size, c->ssl ? " tls=" : "", c->ssl ? SSL_get_version(c->ssl) : "",
-            c->ssl ? " cipher=" : "", c->ssl ? SSL_get_cipher_name(c->ssl) : "");
+            c->ssl ? " cipher=" : "", c->ssl ? SSL_get_cipher_name(c->ssl) : "",
+            smtp_session_auth_user(c->sess) ? " user=" : "",
+            smtp_session_auth_user(c->sess) ? smtp_session_auth_user(c->sess) : "");
     free(c->commit_from);
     c->commit_from = NULL;
     st = smtp_session_commit_done(c->sess, r);
@@ -368,6 +395,10 @@ conn_cb_commit(void *ctx, struct smtp_txn *t)
     spool_msg_add_param(m, kv);
     snprintf(kv, sizeof(kv), "helo=%s", smtp_session_helo(c->sess));
     spool_msg_add_param(m, kv);
+    if (smtp_session_auth_user(c->sess) != NULL) {
+        snprintf(kv, sizeof(kv), "auth=%s", smtp_session_auth_user(c->sess));
+        spool_msg_add_param(m, kv);
+    }
     c->commit_from = strdup(t->sender.addr);
     c->commit_nrcpt = t->nrcpts;
     c->commit_size = spool_msg_size(m);
@@ -390,6 +421,69 @@ conn_cb_commit(void *ctx, struct smtp_txn *t)
         c->suspended = false;
         smtp_session_commit_done(c->sess, R_QUEUED);
     }
+}
+
+/* ---- AUTH --------------------------------------------------------------------- */
+
+static void
+server_on_auth_done(void *arg, enum auth_result res)
+{
+    struct auth_ticket *t = arg;
+    struct conn *c = t->conn;
+    const char *user;
+    bool blocked = false;
+
+    free(t);
+    if (c == NULL || res == AUTH_RESULT_CANCELLED)
+        return;
+    c->auth_ticket = NULL;
+    c->suspended = false;
+    if (res == AUTH_RESULT_FAIL)
+        blocked = auth_limit_fail(c->srv->auth_limit, c->ipkey, time(NULL));
+    conn_handle_status(c, smtp_session_verdict(c->sess,
+                              res == AUTH_RESULT_OK ? R_AUTH_OK : R_AUTH_FAILED));
+    user = smtp_session_auth_user(c->sess);
+    if (res == AUTH_RESULT_OK)
+        log_info(c->peer.id, "event=auth client=%s user=%s result=ok", c->peer.addr,
+            user ? user : "?");
+    else
+        log_info(c->peer.id, "event=auth client=%s result=failed blocked=%d", c->peer.addr,
+            blocked);
+    if (blocked && !c->closing)
+        conn_handle_status(c, smtp_session_drop(c->sess, R_AUTH_TOO_MANY));
+    conn_process(c);
+}
+
+static enum reply_id
+conn_cb_auth(void *ctx, const char *user, const char *pass)
+{
+    struct conn *c = ctx;
+    struct auth *a = c->srv->auth;
+
+    if (a == NULL)
+        return R_NOT_IMPLEMENTED;
+    if (auth_limit_blocked(c->srv->auth_limit, c->ipkey, time(NULL))) {
+        log_info(c->peer.id, "event=auth client=%s result=blocked reply=%s", c->peer.addr,
+            reply_get(R_AUTH_TOO_MANY)->name);
+        return R_AUTH_TOO_MANY;
+    }
+    if ((c->auth_ticket = malloc(sizeof(*c->auth_ticket))) == NULL)
+        return R_LOCAL_ERROR;
+    c->auth_ticket->conn = c;
+    if (auth_check(a, user, pass, server_on_auth_done, c->auth_ticket) == -1) {
+        free(c->auth_ticket);
+        c->auth_ticket = NULL;
+        return R_LOCAL_ERROR;
+    }
+    return REPLY_PENDING;
+}
+
+static void
+server_on_auth(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    auth_reap(srv->auth);
 }
 
 /* ---- connection I/O --------------------------------------------------------- */
@@ -502,6 +596,8 @@ conn_handle_status(struct conn *c, enum smtp_status st)
 {
     if (st == SMTP_CLOSE)
         c->closing = true;
+    else if (st == SMTP_SUSPEND)
+        c->suspended = true; /* a commit or a verdict in flight; its callback resumes */
     if (st == SMTP_STARTTLS) {
         /* Sent before the handshake, so never to be read as commands under TLS. */
         buf_reset(&c->pending);
@@ -789,6 +885,8 @@ conn_free(struct conn *c)
 
     if (c->ticket != NULL)
         c->ticket->conn = NULL; /* the commit goes on; its outcome reaches the queue only */
+    if (c->auth_ticket != NULL)
+        c->auth_ticket->conn = NULL; /* the check finishes; nobody hears of it */
     log_debug(c->peer.id, "event=disconnect client=%s messages=%llu errors=%u", c->peer.addr,
         c->msgs, smtp_session_errors(c->sess));
     smtp_session_free(c->sess); /* aborts an open transaction through conn_cb_abort */
@@ -959,13 +1057,20 @@ server_on_signal(evutil_socket_t sig, short what, void *arg)
         event_base_loopexit(srv->base, NULL);
 }
 
-/* SIGHUP: a new certificate and key from the same files; the old stay if they are bad. */
+/*
+ * SIGHUP: a new certificate and key from the same files; the old stay if they are bad.
+ * auth_users is reread on a worker (same rule: a bad file keeps the old users).
+ */
 static void
 server_on_hup(evutil_socket_t sig, short what, void *arg)
 {
     struct server *srv = arg;
     char err[512];
 
+    if (srv->auth != NULL) {
+        log_info(NULL, "event=reload auth_users=%s", srv->cfg->auth_users);
+        auth_reload(srv->auth);
+    }
     if (srv->tls == NULL) {
         log_info(NULL, "event=reload tls=none");
         return;
@@ -1072,12 +1177,14 @@ server_new(const struct config *cfg, struct spool *sp, const struct server_hooks
     srv->sconf.max_message_size = (unsigned long long)cfg->max_message_size;
     srv->sconf.max_recipients = (unsigned)cfg->max_recipients;
     srv->sconf.max_errors = (unsigned)cfg->max_errors;
+    /* the listeners copy sconf; the AUTH workers themselves start in server_start() */
+    srv->sconf.auth_offer = cfg->auth_users != NULL;
     srv->cb.mail = conn_cb_mail;
     srv->cb.rcpt = conn_cb_rcpt;
     srv->cb.body = conn_cb_body;
     srv->cb.commit = conn_cb_commit;
     srv->cb.abort = conn_cb_abort;
-
+    srv->cb.auth = conn_cb_auth;
     if ((srv->base = event_base_new()) == NULL) {
         snprintf(err, errlen, "cannot create the event loop");
         goto fail;
@@ -1109,7 +1216,7 @@ server_new(const struct config *cfg, struct spool *sp, const struct server_hooks
     evsignal_add(srv->ev_term, NULL);
     evsignal_add(srv->ev_int, NULL);
     evsignal_add(srv->ev_hup, NULL);
-    if (sp != NULL && server_set_spool(srv, sp, err, errlen) < 0)
+    if (sp != NULL && server_start(srv, sp, err, errlen) < 0)
         goto fail;
     return srv;
 fail:
@@ -1118,14 +1225,33 @@ fail:
 }
 
 int
-server_set_spool(struct server *srv, struct spool *sp, char *err, size_t errlen)
+server_start(struct server *srv, struct spool *sp, char *err, size_t errlen)
 {
+    const struct config *cfg = srv->cfg;
+
     srv->spool = sp;
     srv->ev_spool = event_new(srv->base, spool_event_fd(sp), EV_READ | EV_PERSIST,
         server_on_spool, srv);
     if (srv->ev_spool == NULL || event_add(srv->ev_spool, NULL) < 0) {
         snprintf(err, errlen, "cannot set up events");
         return -1;
+    }
+    if (cfg->auth_users != NULL) {
+        /* Two workers: a hash takes tens of ms; this is a small machine's share.  Started here,
+           not in server_new(): threads must come after the privilege drop and the sandbox. */
+        if ((srv->auth = auth_new(cfg->auth_users, 2, err, errlen)) == NULL)
+            return -1;
+        if ((srv->auth_limit = auth_limit_new((unsigned)cfg->auth_max_failures,
+                 cfg->auth_failure_window)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        srv->ev_auth = event_new(srv->base, auth_event_fd(srv->auth), EV_READ | EV_PERSIST,
+            server_on_auth, srv);
+        if (srv->ev_auth == NULL || event_add(srv->ev_auth, NULL) < 0) {
+            snprintf(err, errlen, "cannot set up events");
+            return -1;
+        }
     }
     return 0;
 }
@@ -1157,6 +1283,10 @@ server_free(struct server *srv)
     free(srv->listeners);
     free(srv->lst);
     tls_server_free(srv->tls);
+    auth_free(srv->auth); /* checks still in flight are cancelled */
+    auth_limit_free(srv->auth_limit);
+    if (srv->ev_auth)
+        event_free(srv->ev_auth);
     if (srv->ev_hup)
         event_free(srv->ev_hup);
     if (srv->ev_term)

@@ -30,15 +30,19 @@ struct server_hooks {
 };
 
 /*
- * Bind every listener; NULL with a reason in err (e.g. address in use).  sp may
- * be NULL when the listeners must be bound (as root) before the spool is opened
- * (as the daemon's user): then server_set_spool() before server_run().
+ * Bind every listener and load the TLS certificate; NULL with a reason in err
+ * (e.g. address in use).  Starts no thread.  sp may be NULL when this runs as
+ * root before the spool is opened (as the daemon's user): then server_start()
+ * before server_run().  With sp, server_start() is done here.
  */
 struct server *server_new(const struct config *cfg, struct spool *sp,
     const struct server_hooks *hooks, char *err, size_t errlen);
 
-/* Attach the spool to a server made with sp NULL.  0, or -1 with err set. */
-int server_set_spool(struct server *srv, struct spool *sp, char *err, size_t errlen);
+/*
+ * The second half, after root is dropped: attach the spool, load auth_users
+ * and start the AUTH workers (threads).  0, or -1 with err set.
+ */
+int server_start(struct server *srv, struct spool *sp, char *err, size_t errlen);
 
 /* The event loop, for the other components of the daemon. */
 struct event_base *server_base(struct server *srv);

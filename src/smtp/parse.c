@@ -66,6 +66,7 @@ static const char *const param_errors[PARAM_ERR__COUNT] = {
     [PARAM_ERR_UNKNOWN] = "unsupported parameter",
     [PARAM_ERR_SIZE_VALUE] = "SIZE value must be 1 to 20 digits",
     [PARAM_ERR_BODY_VALUE] = "BODY value must be 7BIT or 8BITMIME",
+    [PARAM_ERR_AUTH_VALUE] = "AUTH value must be an xtext mailbox or <>",
     [PARAM_ERR_VALUE_NOT_ALLOWED] = "parameter takes no value",
     [PARAM_ERR_DUPLICATE] = "parameter given twice",
     [PARAM_ERR_NUL] = "NUL character in parameters",
@@ -85,6 +86,7 @@ struct param {
 static enum param_err param_size(const struct param *, struct smtp_mail_params *);
 static enum param_err param_body(const struct param *, struct smtp_mail_params *);
 static enum param_err param_smtputf8(const struct param *, struct smtp_mail_params *);
+static enum param_err param_auth(const struct param *, struct smtp_mail_params *);
 
 /* MAIL parameters: one table, one parser each; the index is the bit for duplicates. */
 static const struct {
@@ -94,6 +96,7 @@ static const struct {
     {{NAME("SIZE")}, param_size},
     {{NAME("BODY")}, param_body},
     {{NAME("SMTPUTF8")}, param_smtputf8},
+    {{NAME("AUTH")}, param_auth},
 };
 
 static inline unsigned char
@@ -342,6 +345,21 @@ param_smtputf8(const struct param *pm, struct smtp_mail_params *out)
     if (pm->val != NULL)
         return PARAM_ERR_VALUE_NOT_ALLOWED;
     out->smtputf8 = true;
+    return PARAM_OK;
+}
+
+/*
+ * RFC 4954 §5: AUTH=<> or AUTH=xtext (the mailbox of whoever first submitted the
+ * message).  Only the syntax is checked: tern records that it was given and does
+ * not pass it on, as §5 allows for a claim it cannot verify.
+ */
+static enum param_err
+param_auth(const struct param *pm, struct smtp_mail_params *out)
+{
+    if (pm->val == NULL || (!(pm->vallen == 2 && pm->val[0] == '<' && pm->val[1] == '>') &&
+                               !dsn_xtext_valid(pm->val, pm->vallen)))
+        return PARAM_ERR_AUTH_VALUE;
+    out->has_auth = true;
     return PARAM_OK;
 }
 

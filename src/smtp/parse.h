@@ -71,7 +71,10 @@ enum smtp_prefix_err {
 enum smtp_prefix_err smtp_parse_prefix(const char *arg, size_t len, const char *keyword,
     size_t *off);
 
-/* ESMTP parameters of MAIL (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8). */
+/*
+ * ESMTP parameters of MAIL (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8,
+ * RFC 4954 AUTH).
+ */
 enum smtp_body { BODY_UNSPECIFIED = 0, BODY_7BIT, BODY_8BITMIME };
 
 struct smtp_mail_params {
@@ -79,6 +82,9 @@ struct smtp_mail_params {
     unsigned long long size;
     enum smtp_body body;
     bool smtputf8;
+    /* RFC 4954 §5 AUTH=<mailbox as xtext> or AUTH=<>: syntax checked, then only noted.
+       tern does not trust the client's claim about who first submitted the message. */
+    bool has_auth;
     struct dsn_msg_params dsn; /* RFC 3461 RET, ENVID */
     const char *why;           /* PARAM_ERR_DSN: what is wrong, for the reply */
 };
@@ -89,6 +95,7 @@ enum param_err {
     PARAM_ERR_UNKNOWN,      /* keyword not supported: 555 5.5.4 */
     PARAM_ERR_SIZE_VALUE,   /* SIZE not 1-20 digits: 501 5.5.4 */
     PARAM_ERR_BODY_VALUE,   /* BODY not 7BIT / 8BITMIME: 501 5.5.4 */
+    PARAM_ERR_AUTH_VALUE,   /* AUTH not xtext or <>: 501 5.5.4 */
     PARAM_ERR_VALUE_NOT_ALLOWED, /* "SMTPUTF8=x": 501 5.5.4 */
     PARAM_ERR_DUPLICATE,    /* the same keyword twice: 501 5.5.4 */
     PARAM_ERR_NUL,          /* NUL byte: 501 5.5.4 */

@@ -18,8 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "smtp/data.h"
+#include "util/base64.h"
 #include "util/date.h"
 #include "util/log.h"
 
@@ -31,6 +33,7 @@ enum smtp_state {
     S_BDAT,      /* reading a BDAT chunk */
     S_COMMIT,    /* waiting for the commit */
     S_WAIT,      /* waiting for a callback's verdict (wait_verb) */
+    S_AUTH,      /* AUTH sent a 334: the next line is a response, not a command */
     S_TLS,       /* 220 to STARTTLS queued: waiting for smtp_session_tls_started() */
     S_CLOSED,
 };
@@ -39,6 +42,9 @@ enum smtp_state {
 #define SESSION_OUT_SOFT 8192
 #define SESSION_OUT_MAX 65536
 #define SESSION_HELO_MAX 255
+#define SESSION_AUTH_USER_MAX 255 /* octets of an AUTH user name (authcid) */
+
+enum auth_mech { AUTH_PLAIN, AUTH_LOGIN };
 
 struct smtp_session {
     const struct smtp_session_conf *conf;
@@ -79,6 +85,13 @@ struct smtp_session {
     enum smtp_state wait_from; /* the state to return to */
     struct smtp_path wait_rcpt;
     struct dsn_rcpt_params wait_dsn;
+
+    /* AUTH (RFC 4954) */
+    bool auth_done;           /* 235 sent: authenticated as auth_user */
+    bool auth_bad_user;       /* LOGIN: the user name given cannot be valid */
+    enum auth_mech auth_mech; /* in S_AUTH */
+    unsigned auth_step;       /* LOGIN in S_AUTH: 0 user name awaited, 1 password */
+    char auth_user[SESSION_AUTH_USER_MAX + 1]; /* authenticated, or being checked */
 };
 
 typedef enum reply_id (*cmd_check_fn)(struct smtp_session *, const struct smtp_cmd *);
@@ -169,10 +182,13 @@ session_received(struct smtp_session *s)
     int n;
 
     date_rfc5322(s->now, date, sizeof(date));
+    /* RFC 3848 / RFC 6531: a trailing A says AUTH succeeded; the user is not named. */
     if (s->txn.params.smtputf8)
-        proto = s->peer.tls ? "UTF8SMTPS" : "UTF8SMTP";
+        proto = s->peer.tls ? (s->auth_done ? "UTF8SMTPSA" : "UTF8SMTPS")
+                            : (s->auth_done ? "UTF8SMTPA" : "UTF8SMTP");
     else if (s->esmtp)
-        proto = s->peer.tls ? "ESMTPS" : "ESMTP";
+        proto = s->peer.tls ? (s->auth_done ? "ESMTPSA" : "ESMTPS")
+                            : (s->auth_done ? "ESMTPA" : "ESMTP");
     else
         proto = s->peer.tls ? "SMTPS" : "SMTP";
     /* A comment after the protocol name says which TLS, as sendmail and Exim do. */
@@ -236,6 +252,17 @@ check_mail(struct smtp_session *s, const struct smtp_cmd *c)
     return REPLY__COUNT;
 }
 
+/* On a submission listener (RFC 6409) mail comes only from authenticated users. */
+static enum reply_id
+check_mail_submission(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    enum reply_id r = check_mail(s, c);
+
+    if (r == REPLY__COUNT && s->conf->submission && !s->auth_done)
+        return R_AUTH_REQUIRED;
+    return r;
+}
+
 static enum reply_id
 check_in_txn(struct smtp_session *s, const struct smtp_cmd *c)
 {
@@ -291,12 +318,15 @@ cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
     if (c->verb == VERB_HELO) {
         REPLY1(s, R_HELO, s->conf->hostname);
     } else {
-        const char *ext[8] = {"PIPELINING", session_ehlo_size(s), "8BITMIME", "SMTPUTF8",
+        const char *ext[9] = {"PIPELINING", session_ehlo_size(s), "8BITMIME", "SMTPUTF8",
             "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"};
         size_t next = 7;
 
         if (s->conf->tls_offer && !s->peer.tls)
             ext[next++] = "STARTTLS";
+        /* RFC 4954 §4 + §6: PLAIN and LOGIN send the password in clear, so only under TLS. */
+        if (s->conf->auth_offer && s->cb->auth != NULL && s->peer.tls)
+            ext[next++] = "AUTH PLAIN LOGIN";
         reply_write_lines(&s->out, R_EHLO, s->conf->hostname, ext, next);
     }
 }
@@ -371,7 +401,10 @@ static void
 mail_finish(struct smtp_session *s, enum reply_id r)
 {
     if (r != R_MAIL_OK) {
-        REPLY0(s, r);
+        if (reply_get(r)->nargs == 1)
+            REPLY1(s, r, s->txn.sender.addr); /* R_SENDER_NOT_OWNED */
+        else
+            REPLY0(s, r);
         return;
     }
     s->txn_open = true;
@@ -637,10 +670,222 @@ cmd_http(struct smtp_session *s, const struct smtp_cmd *c)
     session_close(s);
 }
 
+/* ---- AUTH (RFC 4954; SASL PLAIN RFC 4616, LOGIN) ----------------------------
+ *
+ * The session decodes the exchange; the caller checks the password (off the
+ * loop thread: a hash takes tens of milliseconds), answering at once or with
+ * REPLY_PENDING and later smtp_session_verdict().  Response lines are read
+ * with the command line reader, so the same framing rules and the same
+ * max_line_length bound apply (PLAIN and LOGIN responses are a user name and
+ * a password: the 2048 default holds about 1500 octets of them; RFC 4954's
+ * 12288 is meant for mechanisms with big tokens, which tern does not offer).
+ * Every buffer of the session's that held a password is wiped (a response
+ * read whole is parsed in the caller's read buffer, which the next read
+ * overwrites).
+ */
+
+static enum reply_id
+check_auth(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    if (!s->conf->auth_offer || s->cb->auth == NULL)
+        return R_NOT_IMPLEMENTED;
+    if (s->state == S_CONNECTED)
+        return R_NEED_HELO;
+    if (s->auth_done)
+        return R_AUTH_ALREADY;
+    if (s->txn_open)
+        return R_AUTH_IN_TXN;
+    if (!s->peer.tls)
+        return R_AUTH_NEED_TLS;
+    return REPLY__COUNT;
+}
+
+/* The exchange is over (answered, refused or cancelled): back to commands. */
+static void
+auth_end(struct smtp_session *s)
+{
+    if (s->state == S_AUTH)
+        s->state = S_READY;
+    s->auth_step = 0;
+    s->auth_bad_user = false;
+}
+
+static void
+auth_finish(struct smtp_session *s, enum reply_id r)
+{
+    auth_end(s);
+    if (r == R_AUTH_OK) {
+        s->auth_done = true;
+        REPLY0(s, R_AUTH_OK);
+        return;
+    }
+    s->auth_user[0] = '\0';
+    if (r == R_AUTH_TOO_MANY) {
+        smtp_session_drop(s, r);
+        return;
+    }
+    REPLY0(s, r == R_LOCAL_ERROR ? R_LOCAL_ERROR : R_AUTH_FAILED);
+}
+
+/* A user name tern could hold: not empty, not too long, no NUL, no control. */
+static bool
+auth_user_ok(const unsigned char *u, size_t n)
+{
+    size_t i;
+
+    if (n == 0 || n > SESSION_AUTH_USER_MAX)
+        return false;
+    for (i = 0; i < n; i++)
+        if (u[i] < 0x20 || u[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* Hand user and password (NUL-terminated, in the caller's buffer) to the caller. */
+static void
+auth_check(struct smtp_session *s, const unsigned char *user, size_t ulen, const char *pass)
+{
+    enum reply_id r;
+
+    memcpy(s->auth_user, user, ulen);
+    s->auth_user[ulen] = '\0';
+    r = s->cb->auth(s->ctx, s->auth_user, pass);
+    if (r == REPLY_PENDING) {
+        auth_end(s);
+        session_wait(s, VERB_AUTH);
+        return;
+    }
+    auth_finish(s, r);
+}
+
+/* PLAIN: [authzid] NUL authcid NUL passwd (RFC 4616 §2); d is wiped by the caller. */
+static void
+auth_plain(struct smtp_session *s, unsigned char *d, size_t n)
+{
+    unsigned char *nul1, *nul2;
+    size_t zlen, ulen;
+
+    nul1 = memchr(d, '\0', n);
+    nul2 = nul1 ? memchr(nul1 + 1, '\0', n - (size_t)(nul1 + 1 - d)) : NULL;
+    if (nul2 == NULL || memchr(nul2 + 1, '\0', n - (size_t)(nul2 + 1 - d)) != NULL) {
+        auth_finish(s, R_AUTH_FAILED); /* not a PLAIN message: nothing to check */
+        return;
+    }
+    zlen = (size_t)(nul1 - d);
+    ulen = (size_t)(nul2 - nul1 - 1);
+    /* Acting for someone else is not supported: authzid empty or the user itself. */
+    if (!auth_user_ok(nul1 + 1, ulen) || (zlen != 0 && (zlen != ulen ||
+                                                         memcmp(d, nul1 + 1, ulen) != 0))) {
+        auth_finish(s, R_AUTH_FAILED);
+        return;
+    }
+    d[n] = '\0'; /* the password is the tail; the buffer has room for this NUL */
+    auth_check(s, nul1 + 1, ulen, (const char *)nul2 + 1);
+}
+
+/* One base64 response (an initial response, or a line after 334). */
+static void
+auth_response(struct smtp_session *s, const char *p, size_t len)
+{
+    unsigned char *d;
+    long n;
+
+    if (len == 1 && p[0] == '=')
+        len = 0; /* RFC 4954 §4: "=" is an empty initial response */
+    if ((d = malloc(BASE64_DECODED_MAX(len) + 1)) == NULL) {
+        auth_end(s);
+        REPLY0(s, R_LOCAL_ERROR);
+        return;
+    }
+    if ((n = base64_decode(p, len, d)) < 0) {
+        auth_end(s);
+        REPLY0(s, R_AUTH_BAD_BASE64);
+    } else if (s->auth_mech == AUTH_PLAIN) {
+        auth_plain(s, d, (size_t)n);
+    } else if (s->auth_step == 0) {
+        /* LOGIN user name: remembered; a bad one fails only after the password. */
+        s->auth_bad_user = !auth_user_ok(d, (size_t)n);
+        if (!s->auth_bad_user) {
+            memcpy(s->auth_user, d, (size_t)n);
+            s->auth_user[n] = '\0';
+        }
+        s->auth_step = 1;
+        s->state = S_AUTH;
+        REPLY1(s, R_AUTH_CHALLENGE, "UGFzc3dvcmQ6"); /* "Password:" */
+    } else if (s->auth_bad_user || memchr(d, '\0', (size_t)n) != NULL) {
+        auth_finish(s, R_AUTH_FAILED);
+    } else {
+        d[n] = '\0';
+        auth_check(s, (const unsigned char *)s->auth_user, strlen(s->auth_user),
+            (const char *)d);
+    }
+    explicit_bzero(d, BASE64_DECODED_MAX(len) + 1);
+    free(d);
+}
+
+/* A line read in S_AUTH. */
+static void
+session_auth_line(struct smtp_session *s, const char *line, size_t len)
+{
+    if (len == 1 && line[0] == '*') {
+        auth_end(s);
+        REPLY0(s, R_AUTH_CANCELLED);
+        return;
+    }
+    if (len == 1 && line[0] == '=') {
+        /* "=" means "empty" only as an initial response; here it is bad base64 */
+        auth_end(s);
+        REPLY0(s, R_AUTH_BAD_BASE64);
+        return;
+    }
+    auth_response(s, line, len);
+}
+
+static void
+cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    static const struct {
+        const char *name;
+        size_t len;
+        enum auth_mech mech;
+    } mechs[] = {{"PLAIN", 5, AUTH_PLAIN}, {"LOGIN", 5, AUTH_LOGIN}};
+    const char *ir = NULL;
+    size_t mlen = 0, irlen = 0, i;
+
+    while (c->arg != NULL && mlen < c->arglen && c->arg[mlen] != ' ')
+        mlen++;
+    if (mlen == 0) {
+        REPLY1(s, R_ARG_MISSING, "AUTH");
+        return;
+    }
+    if (mlen < c->arglen) {
+        ir = c->arg + mlen + 1;
+        irlen = c->arglen - mlen - 1;
+    }
+    for (i = 0; i < sizeof(mechs) / sizeof(*mechs); i++)
+        if (mlen == mechs[i].len && strncasecmp(c->arg, mechs[i].name, mlen) == 0)
+            break;
+    if (i == sizeof(mechs) / sizeof(*mechs)) {
+        REPLY0(s, R_AUTH_MECH);
+        return;
+    }
+    s->auth_mech = mechs[i].mech;
+    s->auth_step = 0;
+    s->auth_bad_user = false;
+    s->auth_user[0] = '\0';
+    if (ir != NULL) {
+        auth_response(s, ir, irlen);
+        return;
+    }
+    s->state = S_AUTH;
+    /* PLAIN: an empty challenge; LOGIN: "Username:" */
+    REPLY1(s, R_AUTH_CHALLENGE, s->auth_mech == AUTH_PLAIN ? "" : "VXNlcm5hbWU6");
+}
+
 static const struct smtp_command smtp_commands[] = {
     {VERB_HELO, ARG_REQUIRED, R_HELO_SYNTAX, NULL, cmd_helo, false},
     {VERB_EHLO, ARG_REQUIRED, R_HELO_SYNTAX, NULL, cmd_helo, true},
-    {VERB_MAIL, ARG_REQUIRED, R_MAIL_SYNTAX, check_mail, cmd_mail, false},
+    {VERB_MAIL, ARG_REQUIRED, R_MAIL_SYNTAX, check_mail_submission, cmd_mail, false},
     {VERB_RCPT, ARG_REQUIRED, R_RCPT_SYNTAX, check_in_txn, cmd_rcpt, false},
     {VERB_DATA, ARG_NONE, REPLY__COUNT, check_data, cmd_data, false},
     /* BDAT checks after parsing the size, so a refused chunk is still read (never commands);
@@ -655,7 +900,7 @@ static const struct smtp_command smtp_commands[] = {
     {VERB_TURN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented, false},
     {VERB_ETRN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented, false},
     {VERB_STARTTLS, ARG_NONE, REPLY__COUNT, check_starttls, cmd_starttls, true},
-    {VERB_AUTH, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented, false},
+    {VERB_AUTH, ARG_OPTIONAL, REPLY__COUNT, check_auth, cmd_auth, false},
     {VERB_HTTP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_http, true},
 };
 
@@ -730,6 +975,10 @@ session_line_done(struct smtp_session *s, const char *line, size_t len)
 {
     char num[32];
 
+    bool auth = s->state == S_AUTH;
+
+    if (auth && (s->line_overflow || s->line_bare_lf || memchr(line, '\r', len) != NULL))
+        auth_end(s); /* the exchange ends with the refusal below */
     if (s->line_overflow) {
         snprintf(num, sizeof(num), "%zu", s->conf->max_line_length);
         REPLY1(s, R_LINE_TOO_LONG, num);
@@ -737,9 +986,13 @@ session_line_done(struct smtp_session *s, const char *line, size_t len)
         REPLY0(s, R_BARE_LF_CMD);
     } else if (memchr(line, '\r', len) != NULL) {
         REPLY0(s, R_BARE_CR_CMD);
+    } else if (auth) {
+        session_auth_line(s, line, len);
     } else {
         session_command_line(s, line, len);
     }
+    if (auth && s->line != NULL)
+        explicit_bzero(s->line, s->conf->max_line_length); /* it held a credential */
     s->linelen = 0;
     s->line_overflow = s->line_bare_lf = s->line_last_cr = false;
 }
@@ -920,10 +1173,32 @@ smtp_session_verdict(struct smtp_session *s, enum reply_id verdict)
     case VERB_RCPT:
         rcpt_finish(s, verdict, &s->wait_rcpt, &s->wait_dsn);
         break;
+    case VERB_AUTH:
+        auth_finish(s, verdict);
+        break;
     default:
         break;
     }
     return s->state == S_CLOSED ? SMTP_CLOSE : SMTP_OK;
+}
+
+enum smtp_status
+smtp_session_drop(struct smtp_session *s, enum reply_id reply)
+{
+    if (reply_get(reply)->nargs == 1)
+        reply_write(&s->out, reply, s->conf->hostname);
+    else
+        reply_write(&s->out, reply);
+    if (s->state != S_COMMIT)
+        txn_reset(s, true);
+    session_close(s);
+    return SMTP_CLOSE;
+}
+
+const char *
+smtp_session_auth_user(const struct smtp_session *s)
+{
+    return s->auth_done ? s->auth_user : NULL;
 }
 
 bool
@@ -943,6 +1218,8 @@ smtp_session_tls_started(struct smtp_session *s, const char *version, const char
     s->linelen = 0;
     s->line_overflow = s->line_bare_lf = s->line_last_cr = false;
     s->peer.tls = true;
+    s->auth_done = false; /* cannot be set before TLS (AUTH needs it); cleared all the same */
+    s->auth_user[0] = '\0';
     snprintf(s->tls_version, sizeof(s->tls_version), "%s", version ? version : "unknown");
     snprintf(s->tls_cipher, sizeof(s->tls_cipher), "%s", cipher ? cipher : "unknown");
     if (s->state != S_CLOSED)

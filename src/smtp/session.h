@@ -4,7 +4,8 @@
  *
  * Pure: bytes in, replies out, and requests to the caller through callbacks
  * (start a transaction, judge a recipient, take body bytes, commit).  No
- * sockets, no clock (the caller passes the time), no disk.  One command table
+ * sockets, no clock (the caller passes the time), no disk.  AUTH (RFC 4954
+ * PLAIN and LOGIN) is decoded here; the password check is the caller's.  One command table
  * (session.c) says for each verb where it is allowed, what may refuse it and
  * what it changes.
  *
@@ -35,6 +36,7 @@ struct smtp_session_conf {
     unsigned long long max_message_size; /* octets; SIZE advertised and enforced */
     unsigned max_recipients;
     unsigned max_errors;                /* more than this: 421 4.7.0 and close */
+    bool auth_offer;                    /* AUTH PLAIN LOGIN under TLS (auth_users is set) */
     bool tls_offer;                     /* advertise and accept STARTTLS (RFC 3207) */
     bool tls_required;                  /* 530 5.7.0 to mail commands before TLS */
     bool submission;                    /* a submission listener (RFC 6409) */
@@ -83,6 +85,14 @@ struct smtp_callbacks {
     void (*commit)(void *ctx, struct smtp_txn *t);
     /* The transaction ended without a commit (RSET, error, close). */
     void (*abort)(void *ctx, struct smtp_txn *t);
+    /*
+     * AUTH: check a user name and password (NUL-terminated, any octets but
+     * NUL and controls in the name).  The session wipes the password as soon
+     * as this returns, so copy what a later check needs.  Return R_AUTH_OK,
+     * R_AUTH_FAILED, R_AUTH_TOO_MANY (421: the session closes),
+     * R_LOCAL_ERROR, or REPLY_PENDING.  NULL: AUTH is not offered.
+     */
+    enum reply_id (*auth)(void *ctx, const char *user, const char *pass);
 };
 
 struct smtp_peer {
@@ -120,7 +130,8 @@ enum smtp_status smtp_session_commit_done(struct smtp_session *s, enum reply_id 
 
 /*
  * The verdict of a callback that answered REPLY_PENDING: for MAIL,
- * R_MAIL_OK or a refusal; for RCPT, R_RCPT_OK or a refusal.  The reply is
+ * R_MAIL_OK or a refusal; for RCPT, R_RCPT_OK or a refusal; for AUTH,
+ * R_AUTH_OK, R_AUTH_FAILED, R_AUTH_TOO_MANY (421, close) or R_LOCAL_ERROR.  The reply is
  * queued; returns SMTP_OK (go on with any input kept) or SMTP_CLOSE (too
  * many errors).
  */
@@ -128,6 +139,16 @@ enum smtp_status smtp_session_verdict(struct smtp_session *s, enum reply_id verd
 
 /* True while a callback's verdict is awaited. */
 bool smtp_session_waiting(const struct smtp_session *s);
+
+/*
+ * Policy ends the session (e.g. too many failed AUTHs): the reply (a 421
+ * taking the host name, or one without arguments) is queued, an open
+ * transaction aborted; always SMTP_CLOSE.  Not while a commit is in flight.
+ */
+enum smtp_status smtp_session_drop(struct smtp_session *s, enum reply_id reply);
+
+/* The user this session authenticated as (AUTH answered 235), or NULL. */
+const char *smtp_session_auth_user(const struct smtp_session *s);
 
 /*
  * The TLS handshake succeeded (after SMTP_STARTTLS, or before the greeting on

@@ -162,6 +162,10 @@ static const struct config_key config_keys[] = {
     K_STR(tls_key, NULL, CONFIG_OPTIONAL, NULL),
     K_ENUM(tls_policy, "may", config_words_tls_policy),
     K_STR(tls_ca_file, NULL, CONFIG_OPTIONAL, NULL),
+    /* AUTH (RFC 4954) */
+    K_STR(auth_users, NULL, CONFIG_OPTIONAL, NULL),
+    K_NUM(auth_max_failures, CONFIG_INT, "3", 1, 1000),
+    K_NUM(auth_failure_window, CONFIG_TIME, "900", 1, CONFIG_DAY),
     /* logging */
     K_ENUM(log_level, "info", config_words_log_level),
 };
@@ -1156,6 +1160,11 @@ config_finish(struct config *c, const char *name, char *err, size_t errlen)
         if ((c->listen[i].flags & CONFIG_LISTEN_TLS) && c->tls_cert == NULL)
             return config_error(err, errlen, name, 0,
                 "listen: '%s' has the tls option but tls_cert and tls_key are not set",
+                c->listen[i].text);
+        if ((c->listen[i].flags & CONFIG_LISTEN_SUBMISSION) && c->auth_users == NULL)
+            return config_error(err, errlen, name, 0,
+                "listen: '%s' has the submission option but auth_users is not set (a "
+                "submission listener takes mail only from authenticated users)",
                 c->listen[i].text);
         if ((c->listen[i].flags & CONFIG_LISTEN_REQUIRE_TLS) && c->tls_cert == NULL)
             return config_error(err, errlen, name, 0,

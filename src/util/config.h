@@ -96,6 +96,10 @@ struct config {
     char *tls_key;
     char *tls_policy;             /* outbound STARTTLS: none, may, encrypt, verify */
     char *tls_ca_file;            /* trust anchors for tls_policy = verify; unset: the system's */
+    /* AUTH (RFC 4954) */
+    char *auth_users;             /* credentials file: "user:HASH" lines */
+    long auth_max_failures;       /* failed AUTHs per address in the window: then 421 */
+    long auth_failure_window;     /* seconds a failure is remembered */
     /* logging (tern's own key) */
     char *log_level;              /* debug, info, warn, error */
 };

@@ -5,7 +5,8 @@ is exercised by some end-to-end test or transcript.
 A transcript (tests/e2e/transcripts/NAME.txt) is replayed on a fresh connection to a fresh
 ternd, one test each (test_transcript_NAME).  Lines:
 
-    # config: KEY = VALUE   a config override for this transcript (several allowed)
+    # config: KEY = VALUE   a config override for this transcript (several allowed);
+                            {port} is the listening port, {e2e} this directory
     # covers: <ids>         the catalogue replies it exercises, comma-separated (R_NAME, ...)
     # anything else         a comment; blank lines are ignored
     C: text                 send text + CRLF (escapes \\r \\n \\t \\\\ \\xHH; UTF-8 as is)
@@ -63,7 +64,7 @@ def expand(text):
 
 def replay(t, path):
     conf, steps = parse_transcript(path)
-    d = t.start(conf)
+    d = t.start({k: v.replace('{e2e}', HERE) for k, v in conf.items()})
     name = os.path.basename(path)
     c = d.connect(greet=False)
     sent = b''

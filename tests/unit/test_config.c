@@ -762,6 +762,17 @@ test_finish(void **state)
     assert_int_equal(config_finish(&c, "x.conf", err, sizeof(err)), 0);
     config_free(&c);
 
+    /* a submission listener needs credentials */
+    expect_ok(&c, "listen = 127.0.0.1:25, 127.0.0.1:587 submission\n");
+    assert_int_equal(config_finish(&c, "x.conf", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "x.conf: listen: '127.0.0.1:587' has the submission option but "
+                                "auth_users is not set"));
+    assert_int_equal(config_override(&c, "auth_users=/etc/tern/users", 1, err, sizeof(err)), 0);
+    assert_int_equal(config_finish(&c, "x.conf", err, sizeof(err)), 0);
+    assert_int_equal(c.auth_max_failures, 3);
+    assert_int_equal(c.auth_failure_window, 900);
+    config_free(&c);
+
     expect_ok(&c, "listen = 127.0.0.1:25 require-tls\n");
     assert_int_equal(config_finish(&c, "x.conf", err, sizeof(err)), -1);
     assert_string_equal(err, "x.conf: listen: '127.0.0.1:25' has the require-tls option but "
@@ -874,7 +885,7 @@ test_dump_roundtrip(void **state)
     config_free(&c);
     config_free(&d);
 
-    /* The dump names every key: 46 lines (update when a key is added). */
+    /* The dump names every key: 49 lines (update when a key is added). */
     config_defaults(&c);
     one = dump(&c);
     {
@@ -882,7 +893,7 @@ test_dump_roundtrip(void **state)
 
         for (const char *p = one; *p; p++)
             lines += *p == '\n';
-        assert_int_equal(lines, 46);
+        assert_int_equal(lines, 49);
     }
     free(one);
     config_free(&c);

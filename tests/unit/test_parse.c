@@ -403,12 +403,37 @@ test_mail_params_errors(void **state)
     r = mail(" SIZE=1 FOO=bar");
     assert_int_equal(r.e, PARAM_ERR_UNKNOWN);
     assert_bad(&r, "FOO");
-    r = mail(" AUTH=<>");
+    r = mail(" X-ORIG=<>");
     assert_int_equal(r.e, PARAM_ERR_UNKNOWN);
-    assert_bad(&r, "AUTH");
+    assert_bad(&r, "X-ORIG");
     r = mail(" X-B2");
     assert_int_equal(r.e, PARAM_ERR_UNKNOWN);
     assert_bad(&r, "X-B2");
+}
+
+/* RFC 4954 §5: AUTH=<> or AUTH=xtext, checked and noted. */
+static void
+test_mail_params_auth(void **state)
+{
+    struct pres r;
+
+    r = mail(" AUTH=<>");
+    assert_int_equal(r.e, PARAM_OK);
+    assert_true(r.mp.has_auth);
+    r = mail(" AUTH=alice+40example.org SIZE=10");
+    assert_int_equal(r.e, PARAM_OK);
+    assert_true(r.mp.has_auth);
+    r = mail(" SIZE=10");
+    assert_false(r.mp.has_auth);
+    r = mail(" AUTH=bad+4");     /* "+" must be followed by two hex digits */
+    assert_int_equal(r.e, PARAM_ERR_AUTH_VALUE);
+    assert_bad(&r, "AUTH");
+    r = mail(" AUTH=a+zzb");
+    assert_int_equal(r.e, PARAM_ERR_AUTH_VALUE);
+    r = mail(" AUTH");
+    assert_int_equal(r.e, PARAM_ERR_AUTH_VALUE);
+    r = mail(" AUTH=<> AUTH=<>");
+    assert_int_equal(r.e, PARAM_ERR_DUPLICATE);
 }
 
 static void
@@ -620,6 +645,7 @@ main(void)
         cmocka_unit_test_teardown(test_mail_params_ok, free_copies),
         cmocka_unit_test_teardown(test_mail_params_size, free_copies),
         cmocka_unit_test_teardown(test_mail_params_errors, free_copies),
+        cmocka_unit_test_teardown(test_mail_params_auth, free_copies),
         cmocka_unit_test_teardown(test_mail_params_syntax, free_copies),
         cmocka_unit_test_teardown(test_mail_params_nul, free_copies),
         cmocka_unit_test_teardown(test_rcpt_params, free_copies),

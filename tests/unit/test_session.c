@@ -29,6 +29,9 @@ struct harness {
     bool relay_denied_for_remote;
     bool pending;       /* mail and rcpt answer REPLY_PENDING */
     int rcpts;
+    int auths;          /* auth callback calls */
+    char auth_user[300], auth_pass[300]; /* what it was given */
+    enum reply_id mail_reply; /* what mail answers when not pending (0: R_MAIL_OK) */
 };
 
 static enum reply_id
@@ -41,7 +44,25 @@ h_mail(void *ctx, struct smtp_txn *t)
     snprintf(t->id, sizeof(t->id), "QID%d", h->mails);
     if (h->pending)
         return REPLY_PENDING;
-    return R_MAIL_OK;
+    return h->mail_reply ? h->mail_reply : R_MAIL_OK;
+}
+
+/* alice/secret is good; "slow" answers later; "blocked" is over the failure limit. */
+static enum reply_id
+h_auth(void *ctx, const char *user, const char *pass)
+{
+    struct harness *h = ctx;
+
+    h->auths++;
+    snprintf(h->auth_user, sizeof(h->auth_user), "%s", user);
+    snprintf(h->auth_pass, sizeof(h->auth_pass), "%s", pass);
+    if (strcmp(user, "slow") == 0)
+        return REPLY_PENDING;
+    if (strcmp(user, "blocked") == 0)
+        return R_AUTH_TOO_MANY;
+    if (strcmp(user, "alice") == 0 && strcmp(pass, "secret") == 0)
+        return R_AUTH_OK;
+    return R_AUTH_FAILED;
 }
 
 static enum reply_id
@@ -101,6 +122,8 @@ h_init(struct harness *h)
     h->cb.body = h_body;
     h->cb.commit = h_commit;
     h->cb.abort = h_abort;
+    h->cb.auth = h_auth;
+    h->conf.auth_offer = true;
     snprintf(h->peer.addr, sizeof(h->peer.addr), "192.0.2.1");
     snprintf(h->peer.id, sizeof(h->peer.id), "S1");
     h->auto_commit = true;
@@ -608,6 +631,257 @@ test_pending_refusals(void **state)
     assert_int_equal(h.aborts, 1);
 }
 
+
+/* ---- AUTH (RFC 4954) ------------------------------------------------------ */
+
+/* base64 of "\0alice\0secret", "\0alice\0wrong", "alice", "secret" */
+#define PLAIN_OK "AGFsaWNlAHNlY3JldA=="
+#define PLAIN_BAD "AGFsaWNlAHdyb25n"
+#define B64_ALICE "YWxpY2U="
+#define B64_SECRET "c2VjcmV0"
+
+static void
+h_init_tls(struct harness *h)
+{
+    h_init(h);
+    h->peer.tls = true;
+}
+
+/* Run in[] whole; return the full output (for texts the codes do not show). */
+static const char *
+h_whole(struct harness *h0, const char *in)
+{
+    static char out[65536];
+    struct harness h = *h0;
+
+    h_run(&h, in, strlen(in), 0, out, sizeof(out));
+    smtp_session_free(h.s);
+    return out;
+}
+
+static void
+test_auth_offer(void **state)
+{
+    struct harness h;
+
+    /* plain text: not advertised, and refused with 538 */
+    h_init(&h);
+    assert_null(strstr(h_whole(&h, "EHLO c\r\nQUIT\r\n"), "AUTH"));
+    T(&h, "EHLO c\r\nAUTH PLAIN " PLAIN_OK "\r\nQUIT\r\n", "220|250|538 5.7.11|221 2.0.0");
+    T(&h, "EHLO c\r\nAUTH FOO\r\nQUIT\r\n", "220|250|538 5.7.11|221 2.0.0");
+    /* under TLS: advertised */
+    h_init_tls(&h);
+    assert_non_null(strstr(h_whole(&h, "EHLO c\r\nQUIT\r\n"), "AUTH PLAIN LOGIN\r\n"));
+    /* no credentials configured: as before, 502, even under TLS */
+    h.conf.auth_offer = false;
+    assert_null(strstr(h_whole(&h, "EHLO c\r\nQUIT\r\n"), "AUTH"));
+    T(&h, "EHLO c\r\nAUTH PLAIN " PLAIN_OK "\r\nQUIT\r\n", "220|250|502 5.5.1|221 2.0.0");
+    h.conf.auth_offer = true;
+    h.cb.auth = NULL;
+    T(&h, "EHLO c\r\nAUTH PLAIN\r\nQUIT\r\n", "220|250|502 5.5.1|221 2.0.0");
+}
+
+static void
+test_auth_plain_login(void **state)
+{
+    struct harness h;
+
+    h_init_tls(&h);
+    /* PLAIN with an initial response, then a second AUTH */
+    T(&h, "EHLO c\r\nAUTH PLAIN " PLAIN_OK "\r\nAUTH PLAIN " PLAIN_OK "\r\nQUIT\r\n",
+        "220|250|235 2.7.0|503 5.5.1|221 2.0.0");
+    /* PLAIN, empty challenge, then the response; mechanism names are case-insensitive */
+    assert_non_null(strstr(h_whole(&h, "EHLO c\r\nauth plain\r\n" PLAIN_OK "\r\nQUIT\r\n"),
+        "\r\n334 \r\n235 2.7.0 "));
+    /* LOGIN: user name, then password */
+    assert_non_null(strstr(h_whole(&h, "EHLO c\r\nAUTH LOGIN\r\n" B64_ALICE "\r\n" B64_SECRET
+                                       "\r\nQUIT\r\n"),
+        "\r\n334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 2.7.0 "));
+    /* LOGIN with the user name as initial response */
+    T(&h, "EHLO c\r\nAUTH LOGIN " B64_ALICE "\r\n" B64_SECRET "\r\nQUIT\r\n",
+        "220|250|334|235 2.7.0|221 2.0.0");
+    /* the caller got exactly the user and the password */
+    h_whole(&h, "EHLO c\r\nAUTH PLAIN " PLAIN_OK "\r\n");
+    /* (h_whole works on a copy: check through a direct run) */
+    {
+        struct harness h2 = h;
+        char out[4096];
+        static const char in[] = "EHLO c\r\nAUTH PLAIN " PLAIN_OK "\r\n";
+        h_run(&h2, in, sizeof(in) - 1, 0, out, sizeof(out));
+        assert_string_equal(h2.auth_user, "alice");
+        assert_string_equal(h2.auth_pass, "secret");
+        assert_string_equal(smtp_session_auth_user(h2.s), "alice");
+        smtp_session_free(h2.s);
+    }
+    /* authzid equal to the user is fine; another one is not */
+    T(&h, "EHLO c\r\nAUTH PLAIN YWxpY2UAYWxpY2UAc2VjcmV0\r\nQUIT\r\n",
+        "220|250|235 2.7.0|221 2.0.0");
+    T(&h, "EHLO c\r\nAUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\nQUIT\r\n",
+        "220|250|535 5.7.8|221 2.0.0");
+}
+
+static void
+test_auth_failures(void **state)
+{
+    struct harness h;
+
+    h_init_tls(&h);
+    /* wrong password; the session stays unauthenticated and may try again */
+    T(&h, "EHLO c\r\nAUTH PLAIN " PLAIN_BAD "\r\nAUTH PLAIN " PLAIN_OK "\r\nQUIT\r\n",
+        "220|250|535 5.7.8|235 2.7.0|221 2.0.0");
+    T(&h, "EHLO c\r\nAUTH LOGIN\r\n" B64_ALICE "\r\nd3Jvbmc=\r\nQUIT\r\n",
+        "220|250|334|334|535 5.7.8|221 2.0.0");
+    /* "*" cancels, at either step */
+    T(&h, "EHLO c\r\nAUTH PLAIN\r\n*\r\nNOOP\r\n", "220|250|334|501 5.0.0|250 2.0.0");
+    T(&h, "EHLO c\r\nAUTH LOGIN\r\n" B64_ALICE "\r\n*\r\nNOOP\r\n",
+        "220|250|334|334|501 5.0.0|250 2.0.0");
+    /* bad base64: initial response, response line, padding, "=" after a 334 */
+    T(&h, "EHLO c\r\nAUTH PLAIN AGFsaWNl!!!\r\nNOOP\r\n", "220|250|501 5.5.2|250 2.0.0");
+    T(&h, "EHLO c\r\nAUTH PLAIN\r\nAGFsaWNlAHNlY3JldA=\r\nNOOP\r\n",
+        "220|250|334|501 5.5.2|250 2.0.0");
+    T(&h, "EHLO c\r\nAUTH PLAIN YWxpY2U\r\nNOOP\r\n", "220|250|501 5.5.2|250 2.0.0");
+    T(&h, "EHLO c\r\nAUTH PLAIN\r\n=\r\nNOOP\r\n", "220|250|334|501 5.5.2|250 2.0.0");
+    T(&h, "EHLO c\r\nAUTH PLAIN " PLAIN_OK " x\r\nNOOP\r\n", "220|250|501 5.5.2|250 2.0.0");
+    /* "=" is an empty initial response: not a PLAIN message */
+    T(&h, "EHLO c\r\nAUTH PLAIN =\r\nNOOP\r\n", "220|250|535 5.7.8|250 2.0.0");
+    /* not a PLAIN message (one NUL), a control in the user name: refused unchecked */
+    h.auths = 0;
+    T(&h, "EHLO c\r\nAUTH PLAIN AGFsaWNl\r\nAUTH PLAIN AGFsAWNlAHNlY3JldA==\r\nQUIT\r\n",
+        "220|250|535 5.7.8|535 5.7.8|221 2.0.0");
+    assert_int_equal(h.auths, 0);
+    /* unknown mechanism, no mechanism */
+    T(&h, "EHLO c\r\nAUTH CRAM-MD5\r\nAUTH\r\nNOOP\r\n", "220|250|504 5.5.4|501 5.5.4|250 2.0.0");
+    /* sequence: before EHLO, in a transaction */
+    T(&h, "AUTH PLAIN " PLAIN_OK "\r\nQUIT\r\n", "220|503 5.5.1|221 2.0.0");
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nAUTH PLAIN " PLAIN_OK "\r\nRSET\r\n"
+          "AUTH PLAIN " PLAIN_OK "\r\nQUIT\r\n",
+        "220|250|250 2.1.0|503 5.5.1|250 2.0.0|235 2.7.0|221 2.0.0");
+    /* over the failure limit: 421 and close, nothing more is read */
+    T(&h, "EHLO c\r\nAUTH PLAIN AGJsb2NrZWQAcHc=\r\nNOOP\r\n", "220|250|421 4.7.0");
+    /* an over-long response line ends the exchange with 500; the next line is a command */
+    {
+        static char in[2048];
+        int n = snprintf(in, sizeof(in), "EHLO c\r\nAUTH PLAIN\r\n");
+        memset(in + n, 'A', 600);
+        snprintf(in + n + 600, sizeof(in) - (size_t)n - 600, "\r\nNOOP\r\n");
+        expect_codes(&h, in, strlen(in), "220|250|334|500 5.5.2|250 2.0.0");
+    }
+    /* a bare LF inside a response line ends the exchange too */
+    T(&h, "EHLO c\r\nAUTH PLAIN\r\nAGFs\naWNl\r\nNOOP\r\n", "220|250|334|500 5.5.2|250 2.0.0");
+}
+
+/* Submission: AUTH before MAIL; the sender check is the caller's (mail callback). */
+static void
+test_auth_submission(void **state)
+{
+    struct harness h;
+    const char *out;
+
+    h_init_tls(&h);
+    h.conf.submission = true;
+    T(&h, "EHLO c\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<u@example.org>\r\nQUIT\r\n",
+        "220|250|530 5.7.0|503 5.5.1|221 2.0.0");
+    T(&h, "EHLO c\r\nAUTH PLAIN " PLAIN_OK "\r\nMAIL FROM:<alice@example.org>\r\nQUIT\r\n",
+        "220|250|235 2.7.0|250 2.1.0|221 2.0.0");
+    /* the mail callback refuses a sender the user does not own: the reply names it */
+    h.mail_reply = R_SENDER_NOT_OWNED;
+    out = h_whole(&h, "EHLO c\r\nAUTH PLAIN " PLAIN_OK "\r\nMAIL FROM:<bob@example.org>\r\n");
+    assert_non_null(strstr(out, "\r\n553 5.7.1 <bob@example.org>: Sender address not owned"));
+    /* not a submission listener: MAIL without AUTH is fine */
+    h_init_tls(&h);
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nQUIT\r\n", "220|250|250 2.1.0|221 2.0.0");
+    /* plain text submission: still 530 (and AUTH would be 538) */
+    h_init(&h);
+    h.conf.submission = true;
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org>\r\nAUTH PLAIN " PLAIN_OK "\r\nQUIT\r\n",
+        "220|250|530 5.7.0|538 5.7.11|221 2.0.0");
+    /* MAIL's AUTH= parameter is accepted */
+    h_init_tls(&h);
+    T(&h, "EHLO c\r\nMAIL FROM:<a@b.org> AUTH=<>\r\nRSET\r\nMAIL FROM:<a@b.org> AUTH=a+2Bb\r\n"
+          "RSET\r\nMAIL FROM:<a@b.org> AUTH=a+b\r\nQUIT\r\n",
+        "220|250|250 2.1.0|250 2.0.0|250 2.1.0|250 2.0.0|501 5.5.4|221 2.0.0");
+}
+
+/* The Received header says ESMTPSA (RFC 3848) after AUTH, and does not name the user. */
+static void
+test_auth_received(void **state)
+{
+    struct harness h;
+    char out[8192];
+    static const char in[] = "EHLO c\r\nAUTH PLAIN " PLAIN_OK "\r\nMAIL FROM:<a@b.org>\r\n"
+                             "RCPT TO:<u@example.org>\r\nDATA\r\nx\r\n.\r\n";
+
+    h_init_tls(&h);
+    h_run(&h, in, sizeof(in) - 1, 0, out, sizeof(out));
+    h.body[h.bodylen] = '\0';
+    assert_non_null(strstr(h.body, " with ESMTPSA"));
+    assert_non_null(strstr(h.body, " id QID1"));
+    assert_null(strstr(h.body, "alice"));
+    smtp_session_free(h.s);
+}
+
+/* A pending verdict: pipelined input waits, then is read in order. */
+static void
+test_auth_pending(void **state)
+{
+    struct harness h;
+    /* base64 of "\0slow\0pw" */
+    static const char in[] = "EHLO c\r\nAUTH PLAIN AHNsb3cAcHc=\r\nMAIL FROM:<slow@b.org>\r\n"
+                             "QUIT\r\n";
+    size_t off = 0;
+
+    h_init_tls(&h);
+    h.conf.submission = true;
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    smtp_session_greet(h.s);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_true(smtp_session_waiting(h.s));
+    assert_int_equal(h.mails, 0);
+    assert_null(smtp_session_auth_user(h.s));
+    assert_int_equal(smtp_session_verdict(h.s, R_AUTH_OK), SMTP_OK);
+    assert_string_equal(smtp_session_auth_user(h.s), "slow");
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_CLOSE);
+    assert_int_equal(h.mails, 1);
+    assert_non_null(strstr(h_out(&h), "\r\n235 2.7.0 Authentication successful\r\n"
+                                      "250 2.1.0 Sender <slow@b.org> ok\r\n221 "));
+    smtp_session_free(h.s);
+
+    /* a failed verdict: 535, and MAIL then gets 530 */
+    off = 0;
+    h_init_tls(&h);
+    h.conf.submission = true;
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_int_equal(smtp_session_verdict(h.s, R_AUTH_FAILED), SMTP_OK);
+    assert_null(smtp_session_auth_user(h.s));
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_CLOSE);
+    assert_non_null(strstr(h_out(&h), "\r\n535 5.7.8 Authentication credentials invalid\r\n"
+                                      "530 5.7.0 Authentication required\r\n221 "));
+    smtp_session_free(h.s);
+
+    /* the failure that reaches the limit: 535 from the verdict, then the caller drops */
+    off = 0;
+    h_init_tls(&h);
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_int_equal(smtp_session_verdict(h.s, R_AUTH_FAILED), SMTP_OK);
+    assert_int_equal(smtp_session_drop(h.s, R_AUTH_TOO_MANY), SMTP_CLOSE);
+    assert_true(smtp_session_closed(h.s));
+    assert_non_null(strstr(h_out(&h), "\r\n535 5.7.8 Authentication credentials invalid\r\n"
+                                      "421 4.7.0 mx.test Too many failed"));
+    smtp_session_free(h.s);
+
+    /* shut down while the verdict is pending: 421 now, a late verdict changes nothing */
+    off = 0;
+    h_init_tls(&h);
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_int_equal(smtp_session_shutdown(h.s), SMTP_CLOSE);
+    assert_int_equal(smtp_session_verdict(h.s, R_AUTH_OK), SMTP_CLOSE);
+    assert_null(smtp_session_auth_user(h.s));
+    smtp_session_free(h.s);
+}
+
 static void
 test_shutdown_and_timeout(void **state)
 {
@@ -835,6 +1109,12 @@ main(void)
         cmocka_unit_test(test_pending_refusals),
         cmocka_unit_test(test_shutdown_and_timeout),
         cmocka_unit_test(test_output_backpressure),
+        cmocka_unit_test(test_auth_offer),
+        cmocka_unit_test(test_auth_plain_login),
+        cmocka_unit_test(test_auth_failures),
+        cmocka_unit_test(test_auth_submission),
+        cmocka_unit_test(test_auth_received),
+        cmocka_unit_test(test_auth_pending),
         cmocka_unit_test(test_starttls_refusals),
         cmocka_unit_test(test_starttls_injection),
         cmocka_unit_test(test_tls_required),
