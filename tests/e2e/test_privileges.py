@@ -359,3 +359,48 @@ def test_sandbox_reload_after_rename(t):
         code, _msg = s.starttls(context=ctx)  # verifies against the second certificate
         if code != 220:
             fail(f'STARTTLS answered {code}')
+
+
+def test_auth_users_read_as_the_user(t):
+    """auth_users is loaded with the AUTH threads after the drop (and reread on SIGHUP), so it
+    must be readable by the user: root-only refuses to start with the reason; readable by the
+    user's group, AUTH works inside the sandbox."""
+    need_root()
+    pw = nobody()
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'auth_users')
+    d = t.daemon({'user': USER})
+    open_up(t, d)
+    users = os.path.join(d.tmpdir, 'users')
+    with open(src, 'rb') as f, open(users, 'wb') as g:
+        g.write(f.read())
+    os.chmod(users, 0o600)  # root's only
+    cert = os.path.join(d.tmpdir, 'server.crt')
+    key = os.path.join(d.tmpdir, 'server.key')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                    'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days',
+                    '2', '-subj', '/CN=mx.test'], check=True, capture_output=True, timeout=30)
+    d.overrides.update({'auth_users': users, 'tls_cert': cert, 'tls_key': key})
+    d.start_error = None
+    try:
+        d.start()
+    except AssertionError as e:
+        d.start_error = str(e)
+    if d.start_error is None or 'Permission denied' not in d.start_error:
+        fail(f'a root-only auth_users with user = {USER}: want a refusal to start naming '
+             f'"Permission denied", got {d.start_error!r}')
+
+    d2 = t.daemon({'user': USER})
+    open_up(t, d2)
+    os.chown(users, 0, pw.pw_gid)
+    os.chmod(users, 0o640)
+    d2.overrides.update({'auth_users': users, 'tls_cert': cert, 'tls_key': key})
+    start(d2)
+    ctx = ssl.create_default_context(cafile=cert)
+    ctx.check_hostname = False
+    with smtplib.SMTP(d2.host, d2.port, timeout=10) as s:
+        s.ehlo('client.test')
+        s.starttls(context=ctx)
+        s.ehlo('client.test')
+        code, _msg = s.login('alice', 'secret')
+        if code != 235:
+            fail(f'AUTH as nobody: {code}')
