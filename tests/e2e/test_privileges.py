@@ -380,14 +380,16 @@ def test_auth_users_read_as_the_user(t):
                     'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days',
                     '2', '-subj', '/CN=mx.test'], check=True, capture_output=True, timeout=30)
     d.overrides.update({'auth_users': users, 'tls_cert': cert, 'tls_key': key})
-    d.start_error = None
     try:
-        d.start()
-    except AssertionError as e:
-        d.start_error = str(e)
-    if d.start_error is None or 'Permission denied' not in d.start_error:
-        fail(f'a root-only auth_users with user = {USER}: want a refusal to start naming '
-             f'"Permission denied", got {d.start_error!r}')
+        d.start()  # the port listens (bound as root) before the users file is read
+    except AssertionError:
+        pass
+    status_ = d.wait_exit(10)
+    d.stopped = True
+    err = d.stderr().decode('utf-8', 'replace')
+    if status_ != 1 or 'Permission denied' not in err:
+        fail(f'a root-only auth_users with user = {USER}: want exit 1 naming "Permission '
+             f'denied", got status {status_}: {err[-600:]!r}')
 
     d2 = t.daemon({'user': USER})
     open_up(t, d2)
