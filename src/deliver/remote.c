@@ -166,8 +166,13 @@ remote_tls_mode(const struct remote *r)
     case REMOTE_TLS_NONE:
         return SMTP_CLIENT_TLS_NONE;
     case REMOTE_TLS_MAY:
-        return remote_tls_fallback_active(r->desc, time(NULL)) ? SMTP_CLIENT_TLS_NONE
-                                                                : SMTP_CLIENT_TLS_MAY;
+        if (remote_tls_fallback_active(r->desc, time(NULL))) {
+            log_info(NULL, "event=tls-skipped host=%s policy=may reason=\"a TLS handshake with "
+                           "it failed within %d s: plaintext\"",
+                r->desc, REMOTE_TLS_FALLBACK_SECS);
+            return SMTP_CLIENT_TLS_NONE;
+        }
+        return SMTP_CLIENT_TLS_MAY;
     case REMOTE_TLS_ENCRYPT:
     case REMOTE_TLS_VERIFY:
         return SMTP_CLIENT_TLS_REQUIRE;
