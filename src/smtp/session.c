@@ -76,6 +76,7 @@ struct smtp_session {
     enum smtp_state wait_from; /* the state to return to */
     struct smtp_path wait_rcpt;
     struct dsn_rcpt_params wait_dsn;
+    const char *const *verdict_args; /* a refusal's own %s arguments (verdict_args) */
 };
 
 typedef enum reply_id (*cmd_check_fn)(struct smtp_session *, const struct smtp_cmd *);
@@ -113,6 +114,7 @@ session_error_sent(struct smtp_session *s)
 #define REPLY0(s, id) session_reply(s, id, reply_write(&(s)->out, id))
 #define REPLY1(s, id, a) session_reply(s, id, reply_write(&(s)->out, id, a))
 #define REPLY2(s, id, a, b) session_reply(s, id, reply_write(&(s)->out, id, a, b))
+#define REPLYV(s, id, v) session_reply(s, id, reply_write(&(s)->out, id, v[0], v[1], v[2], v[3]))
 
 static void
 session_reply(struct smtp_session *s, enum reply_id id, int written)
@@ -359,7 +361,10 @@ static void
 mail_finish(struct smtp_session *s, enum reply_id r)
 {
     if (r != R_MAIL_OK) {
-        REPLY0(s, r);
+        if (s->verdict_args != NULL)
+            REPLYV(s, r, s->verdict_args);
+        else
+            REPLY0(s, r);
         return;
     }
     s->txn_open = true;
@@ -372,7 +377,9 @@ rcpt_finish(struct smtp_session *s, enum reply_id r, const struct smtp_path *pat
     const struct dsn_rcpt_params *dsn)
 {
     if (r != R_RCPT_OK) {
-        if (reply_get(r)->nargs == 1)
+        if (s->verdict_args != NULL)
+            REPLYV(s, r, s->verdict_args);
+        else if (reply_get(r)->nargs == 1)
             REPLY1(s, r, path->addr);
         else
             REPLY0(s, r);
@@ -878,6 +885,18 @@ smtp_session_verdict(struct smtp_session *s, enum reply_id verdict)
         break;
     }
     return s->state == S_CLOSED ? SMTP_CLOSE : SMTP_OK;
+}
+
+enum smtp_status
+smtp_session_verdict_args(struct smtp_session *s, enum reply_id verdict,
+    const char *const args[4])
+{
+    enum smtp_status st;
+
+    s->verdict_args = args;
+    st = smtp_session_verdict(s, verdict);
+    s->verdict_args = NULL;
+    return st;
 }
 
 bool
