@@ -331,6 +331,23 @@ def test_redis_stopped_no_hang(t):
         time.sleep(1.5)
         if not d.alive():
             fail('ternd died after clients left during a policy lookup')
+        # SIGTERM while a lookup is in flight: 421 at once, the late answer dropped, exit 0
+        d2 = t.start(greylist_conf(delay=1, state_store=rd.spec))
+        c = d2.connect()
+        c.cmd('EHLO client.test', 250, None)
+        c.cmd('MAIL FROM:<a@b.example>', 250, '2.1.0')
+        c.send('RCPT TO:<late@example.org>\r\n')
+        time.sleep(0.2)
+        d2.signal(signal.SIGTERM)
+        c.expect(421, '4.3.2', timeout=3)
+        c.close()
+        status = d2.wait_exit(10)
+        if status != 0:
+            fail(f'ternd exited with {status} after SIGTERM during a policy lookup (want 0)')
+        d2.stopped = True
+        problems = d2.sanitizer_findings()
+        if problems:
+            fail('; '.join(problems))
         rd.proc.send_signal(signal.SIGCONT)
         wait_for('greylisting works again after SIGCONT',
                  lambda: rcpt_reply(d, rcpt='y@example.org').esc == '4.7.1')
