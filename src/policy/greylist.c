@@ -99,8 +99,7 @@ greylist_fnv(uint64_t h, const char *s, bool lower)
 }
 
 void
-greylist_triplet_key(const char *net, const char *sender, const char *rcpt, char *out,
-    size_t len)
+greylist_triplet_key(const char *net, const char *sender, const char *rcpt, char *out, size_t len)
 {
     uint64_t h = 14695981039346656037ULL;
 
@@ -121,8 +120,7 @@ greylist_domain_listed(const struct config *cfg, const char *addr)
 {
     const char *at = strrchr(addr, '@');
 
-    return at != NULL && config_domain_listed(&cfg->greylist_allow_domains, at + 1,
-                             strlen(at + 1));
+    return at != NULL && config_domain_listed(&cfg->greylist_allow_domains, at + 1, strlen(at + 1));
 }
 
 bool

@@ -41,11 +41,11 @@ enum greylist_why {
 struct greylist_decision {
     bool pass;
     enum greylist_why why;
-    int64_t retry_in;      /* seconds, when greylisted */
-    bool write;            /* set the triplet's record to value, for ttl seconds */
+    int64_t retry_in; /* seconds, when greylisted */
+    bool write;       /* set the triplet's record to value, for ttl seconds */
     int64_t value;
     int64_t ttl;
-    bool count_network;    /* one more passed triplet for the network (ttl: expire) */
+    bool count_network; /* one more passed triplet for the network (ttl: expire) */
 };
 
 void greylist_params_from(const struct config *cfg, struct greylist_params *p);
@@ -54,8 +54,8 @@ void greylist_params_from(const struct config *cfg, struct greylist_params *p);
  * found/value: the triplet's record; net_passes: the network's count (only looked at when
  * auto_allow > 0 and the triplet has not passed).
  */
-void greylist_decide(const struct greylist_params *p, bool found, int64_t value,
-    int64_t net_passes, int64_t now, struct greylist_decision *d);
+void greylist_decide(const struct greylist_params *p, bool found, int64_t value, int64_t net_passes,
+    int64_t now, struct greylist_decision *d);
 
 const char *greylist_why_name(enum greylist_why why);
 
@@ -63,8 +63,8 @@ const char *greylist_why_name(enum greylist_why why);
 void greylist_network(int family, const unsigned char addr[16], char *out, size_t len);
 
 /* "gl:t:" + 16 hex digits of a hash of (network, sender, recipient). */
-void greylist_triplet_key(const char *net, const char *sender, const char *rcpt, char *out,
-    size_t len);
+void greylist_triplet_key(
+    const char *net, const char *sender, const char *rcpt, char *out, size_t len);
 
 /* "gl:n:" + the network. */
 void greylist_network_key(const char *net, char *out, size_t len);

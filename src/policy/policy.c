@@ -28,17 +28,17 @@ struct policy {
     struct store *store; /* NULL: no check is on */
     struct greylist_params gp;
     int64_t window_ms;
-    bool tempfail;       /* policy_on_error = tempfail */
+    bool tempfail; /* policy_on_error = tempfail */
 };
 
 struct policy_req {
     struct policy *pol;
-    policy_cb cb;        /* NULL once cancelled */
+    policy_cb cb; /* NULL once cancelled */
     void *arg;
     enum req_kind kind;
-    bool greylist;       /* greylisting follows the rate check */
-    int64_t limit;       /* the rate checked */
-    enum reply_id over;  /* its refusal */
+    bool greylist;      /* greylisting follows the rate check */
+    int64_t limit;      /* the rate checked */
+    enum reply_id over; /* its refusal */
     char net[64];
     char tkey[STORE_KEY_MAX];
     char nkey[STORE_KEY_MAX];
@@ -81,6 +81,12 @@ policy_positive(enum req_kind k)
 {
     return k == REQ_CONNECT ? R_GREETING : k == REQ_MAIL ? R_MAIL_OK : R_RCPT_OK;
 }
+/* The verdict when the store cannot be asked (it failed, or no memory to ask it). */
+static enum reply_id
+policy_error_verdict(const struct policy *pol, enum req_kind kind)
+{
+    return kind != REQ_CONNECT && pol->tempfail ? R_POLICY_UNAVAILABLE : policy_positive(kind);
+}
 
 static void
 req_finish(struct policy_req *q, enum reply_id verdict, const char *const args[4])
@@ -97,13 +103,10 @@ req_finish(struct policy_req *q, enum reply_id verdict, const char *const args[4
 static bool
 req_failed(struct policy_req *q, const struct store_result *r)
 {
-    if (r->err == 0)
-        return false;
-    if (q->kind != REQ_CONNECT && q->pol->tempfail) {
-        req_finish(q, R_POLICY_UNAVAILABLE, NULL);
-        return true;
-    }
-    return false; /* accept: as if the check had passed */
+    if (r->err == 0 || policy_error_verdict(q->pol, q->kind) != R_POLICY_UNAVAILABLE)
+        return false; /* accept: as if the check had passed */
+    req_finish(q, R_POLICY_UNAVAILABLE, NULL);
+    return true;
 }
 
 static void
@@ -119,8 +122,8 @@ gl_decide(struct policy_req *q, int64_t net_passes)
         store_set(pol->store, q->tkey, d.value, d.ttl * 1000, NULL, NULL);
     if (d.count_network && pol->gp.auto_allow > 0)
         store_incr(pol->store, q->nkey, pol->gp.expire * 1000, NULL, NULL, NULL);
-    log_debug(NULL, "event=greylist net=%s key=%s outcome=%s", q->net, q->tkey,
-        greylist_why_name(d.why));
+    log_debug(
+        NULL, "event=greylist net=%s key=%s outcome=%s", q->net, q->tkey, greylist_why_name(d.why));
     if (d.pass) {
         req_finish(q, R_RCPT_OK, NULL);
         return;
@@ -162,14 +165,14 @@ gl_on_triplet(void *arg, const struct store_result *r)
     q->tvalue = r->value;
     if ((r->found && r->value < 0) || q->pol->gp.auto_allow == 0)
         gl_decide(q, 0);
-    else
-        store_get(q->pol->store, q->nkey, gl_on_network, q);
+    else if (store_get(q->pol->store, q->nkey, gl_on_network, q) == -1)
+        req_finish(q, policy_error_verdict(q->pol, q->kind), NULL);
 }
 
-static void
+static int
 gl_start(struct policy_req *q)
 {
-    store_get(q->pol->store, q->tkey, gl_on_triplet, q);
+    return store_get(q->pol->store, q->tkey, gl_on_triplet, q);
 }
 
 static void
@@ -209,13 +212,13 @@ rate_on_hit(void *arg, const struct store_result *r)
         req_finish(q, q->over, args);
         return;
     }
-    if (q->greylist)
-        gl_start(q);
-    else
+    if (!q->greylist)
         req_finish(q, policy_positive(q->kind), NULL);
+    else if (gl_start(q) == -1)
+        req_finish(q, policy_error_verdict(pol, q->kind), NULL);
 }
 
-static void
+static int
 rate_start(struct policy_req *q, const struct policy_client *cl, const char *kind)
 {
     char client[64], key[STORE_KEY_MAX], prev[STORE_KEY_MAX];
@@ -223,7 +226,23 @@ rate_start(struct policy_req *q, const struct policy_client *cl, const char *kin
 
     rate_client(cl->family, cl->addr, client, sizeof(client));
     rate_keys(kind, client, q->pol->window_ms, now, key, prev, sizeof(key));
-    store_incr(q->pol->store, key, 2 * q->pol->window_ms, prev, rate_on_hit, q);
+    return store_incr(q->pol->store, key, 2 * q->pol->window_ms, prev, rate_on_hit, q);
+}
+
+/* Started: the verdict comes later.  Not started (no memory): the verdict is now. */
+static enum reply_id
+req_started(struct policy_req *q, int rc, struct policy_req **req)
+{
+    enum reply_id r;
+
+    if (rc == 0) {
+        *req = q;
+        return REPLY_PENDING;
+    }
+    r = policy_error_verdict(q->pol, q->kind);
+    free(q->rcpt);
+    free(q);
+    return r;
 }
 
 static struct policy_req *
@@ -241,8 +260,8 @@ req_new(struct policy *pol, enum req_kind kind, policy_cb cb, void *arg)
 }
 
 enum reply_id
-policy_connect(struct policy *pol, const struct policy_client *cl, bool authenticated,
-    policy_cb cb, void *arg, struct policy_req **req)
+policy_connect(struct policy *pol, const struct policy_client *cl, bool authenticated, policy_cb cb,
+    void *arg, struct policy_req **req)
 {
     struct policy_req *q;
 
@@ -253,9 +272,7 @@ policy_connect(struct policy *pol, const struct policy_client *cl, bool authenti
         return R_GREETING;
     q->limit = pol->cfg->rate_connections;
     q->over = R_RATE_CONNECTIONS;
-    *req = q;
-    rate_start(q, cl, "c");
-    return REPLY_PENDING;
+    return req_started(q, rate_start(q, cl, "c"), req);
 }
 
 enum reply_id
@@ -271,9 +288,7 @@ policy_mail(struct policy *pol, const struct policy_client *cl, bool authenticat
         return pol->tempfail ? R_POLICY_UNAVAILABLE : R_MAIL_OK;
     q->limit = pol->cfg->rate_messages;
     q->over = R_RATE_MESSAGES;
-    *req = q;
-    rate_start(q, cl, "m");
-    return REPLY_PENDING;
+    return req_started(q, rate_start(q, cl, "m"), req);
 }
 
 enum reply_id
@@ -302,12 +317,7 @@ policy_rcpt(struct policy *pol, const struct policy_client *cl, bool authenticat
         greylist_triplet_key(q->net, sender, rcpt, q->tkey, sizeof(q->tkey));
         greylist_network_key(q->net, q->nkey, sizeof(q->nkey));
     }
-    *req = q;
-    if (rate)
-        rate_start(q, cl, "r");
-    else
-        gl_start(q);
-    return REPLY_PENDING;
+    return req_started(q, rate ? rate_start(q, cl, "r") : gl_start(q), req);
 }
 
 void
@@ -342,8 +352,9 @@ policy_new(const struct config *cfg, struct event_base *base, char *err, size_t 
         free(pol);
         return NULL;
     }
-    log_info(NULL, "event=policy store=%s greylist=%s rate_connections=%ld rate_messages=%ld "
-                   "rate_recipients=%ld rate_window=%ld policy_on_error=%s",
+    log_info(NULL,
+        "event=policy store=%s greylist=%s rate_connections=%ld rate_messages=%ld "
+        "rate_recipients=%ld rate_window=%ld policy_on_error=%s",
         spec, cfg->greylist ? "on" : "off", cfg->rate_connections, cfg->rate_messages,
         cfg->rate_recipients, cfg->rate_window, cfg->policy_on_error);
     return pol;

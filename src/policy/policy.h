@@ -32,10 +32,10 @@ struct policy;
 struct policy_req;
 
 struct policy_client {
-    int family;              /* AF_INET (v4-mapped IPv6 folded in) or AF_INET6 */
+    int family; /* AF_INET (v4-mapped IPv6 folded in) or AF_INET6 */
     unsigned char addr[16];
-    bool may_relay;          /* in relay_networks */
-    bool allowed;            /* in policy_allow_networks */
+    bool may_relay; /* in relay_networks */
+    bool allowed;   /* in policy_allow_networks */
 };
 
 /*
@@ -45,12 +45,12 @@ struct policy_client {
 typedef void (*policy_cb)(void *arg, enum reply_id verdict, const char *const args[4]);
 
 /* The store is opened only if a check is on; NULL with a reason in err. */
-struct policy *policy_new(const struct config *cfg, struct event_base *base, char *err,
-    size_t errlen);
+struct policy *policy_new(
+    const struct config *cfg, struct event_base *base, char *err, size_t errlen);
 void policy_free(struct policy *pol);
 
-void policy_client_init(struct policy_client *cl, const struct config *cfg,
-    const struct sockaddr *sa);
+void policy_client_init(
+    struct policy_client *cl, const struct config *cfg, const struct sockaddr *sa);
 
 /*
  * The one place that says who skips the checks.  authenticated: the client has
@@ -63,13 +63,12 @@ bool policy_exempt(const struct config *cfg, const struct policy_client *cl, boo
  * with *req set: the verdict comes through cb(arg, ...) unless policy_cancel(*req) is
  * called first.
  */
-enum reply_id policy_connect(struct policy *pol, const struct policy_client *cl,
-    bool authenticated, policy_cb cb, void *arg, struct policy_req **req);
-enum reply_id policy_mail(struct policy *pol, const struct policy_client *cl,
-    bool authenticated, const char *sender, policy_cb cb, void *arg, struct policy_req **req);
-enum reply_id policy_rcpt(struct policy *pol, const struct policy_client *cl,
-    bool authenticated, const char *sender, const char *rcpt, policy_cb cb, void *arg,
-    struct policy_req **req);
+enum reply_id policy_connect(struct policy *pol, const struct policy_client *cl, bool authenticated,
+    policy_cb cb, void *arg, struct policy_req **req);
+enum reply_id policy_mail(struct policy *pol, const struct policy_client *cl, bool authenticated,
+    const char *sender, policy_cb cb, void *arg, struct policy_req **req);
+enum reply_id policy_rcpt(struct policy *pol, const struct policy_client *cl, bool authenticated,
+    const char *sender, const char *rcpt, policy_cb cb, void *arg, struct policy_req **req);
 
 /* The asker is gone: its verdict is dropped. */
 void policy_cancel(struct policy_req *req);

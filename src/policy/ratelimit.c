@@ -22,8 +22,8 @@ rate_wait_within(int64_t lim, int64_t w, int64_t c, int64_t prev)
 }
 
 bool
-rate_check(int64_t limit, int64_t window_ms, int64_t now_ms, int64_t cur, int64_t prev,
-    int64_t *retry_in)
+rate_check(
+    int64_t limit, int64_t window_ms, int64_t now_ms, int64_t cur, int64_t prev, int64_t *retry_in)
 {
     int64_t w = window_ms, elapsed = now_ms % w, wait_ms;
 

@@ -20,12 +20,12 @@
  * cur: this window's count including this hit; prev: the previous window's.  True when
  * the hit is within limit; else *retry_in (seconds, at least 1) says when to come back.
  */
-bool rate_check(int64_t limit, int64_t window_ms, int64_t now_ms, int64_t cur, int64_t prev,
-    int64_t *retry_in);
+bool rate_check(
+    int64_t limit, int64_t window_ms, int64_t now_ms, int64_t cur, int64_t prev, int64_t *retry_in);
 
 /* The keys of this window and the previous one: "rl:KIND:CLIENT:WINDOW_S:INDEX". */
-void rate_keys(const char *kind, const char *client, int64_t window_ms, int64_t now_ms,
-    char *key, char *prev, size_t len);
+void rate_keys(const char *kind, const char *client, int64_t window_ms, int64_t now_ms, char *key,
+    char *prev, size_t len);
 
 /* What a limit counts: the address for IPv4, the /64 for IPv6 (a host has a whole /64). */
 void rate_client(int family, const unsigned char addr[16], char *out, size_t len);

@@ -97,20 +97,16 @@ store_op_new(struct store *st, enum store_kind kind, store_cb cb, void *arg)
     return op;
 }
 
-/*
- * Out of memory for the operation itself: answer through a static record on the loop
- * would need memory too, so the caller hears nothing.  XXX: a caller waiting on it would
- * then wait for its own timeout; the server's callers keep theirs (the idle timer).
- */
-#define STORE_OP_OR_RETURN(op)                                                                 \
-    do {                                                                                       \
-        if ((op) == NULL) {                                                                    \
-            log_warn(NULL, "event=state-store-error reason=\"out of memory\"");               \
-            return;                                                                            \
-        }                                                                                      \
+/* Out of memory for the operation itself: no answer will come; the caller is told now. */
+#define STORE_OP_OR_RETURN(op)                                                                     \
+    do {                                                                                           \
+        if ((op) == NULL) {                                                                        \
+            log_warn(NULL, "event=state-store-error reason=\"out of memory\"");                    \
+            return -1;                                                                             \
+        }                                                                                          \
     } while (0)
 
-void
+int
 store_get(struct store *st, const char *key, store_cb cb, void *arg)
 {
     struct store_op *op = store_op_new(st, STORE_GET, cb, arg);
@@ -120,11 +116,11 @@ store_get(struct store *st, const char *key, store_cb cb, void *arg)
         store_fail(op, ECANCELED);
     else
         st->be->get(st, op, key);
+    return 0;
 }
 
-void
-store_set(struct store *st, const char *key, int64_t value, int64_t ttl_ms, store_cb cb,
-    void *arg)
+int
+store_set(struct store *st, const char *key, int64_t value, int64_t ttl_ms, store_cb cb, void *arg)
 {
     struct store_op *op = store_op_new(st, STORE_SET, cb, arg);
 
@@ -133,11 +129,12 @@ store_set(struct store *st, const char *key, int64_t value, int64_t ttl_ms, stor
         store_fail(op, ECANCELED);
     else
         st->be->set(st, op, key, value, ttl_ms);
+    return 0;
 }
 
-void
-store_incr(struct store *st, const char *key, int64_t ttl_ms, const char *other, store_cb cb,
-    void *arg)
+int
+store_incr(
+    struct store *st, const char *key, int64_t ttl_ms, const char *other, store_cb cb, void *arg)
 {
     struct store_op *op = store_op_new(st, STORE_INCR, cb, arg);
 
@@ -146,6 +143,7 @@ store_incr(struct store *st, const char *key, int64_t ttl_ms, const char *other,
         store_fail(op, ECANCELED);
     else
         st->be->incr(st, op, key, ttl_ms, other);
+    return 0;
 }
 
 const char *

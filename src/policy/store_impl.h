@@ -16,17 +16,17 @@ struct store_op {
     store_cb cb;
     void *arg;
     struct store_result res;
-    int refs;                     /* the done queue's and the backend's (Redis) */
-    bool answered;                /* the result is set: it goes to the caller once */
-    int64_t deadline_ms;          /* Redis: answer with an error at this time */
+    int refs;            /* the done queue's and the backend's (Redis) */
+    bool answered;       /* the result is set: it goes to the caller once */
+    int64_t deadline_ms; /* Redis: answer with an error at this time */
 };
 
 struct store_backend {
     void (*get)(struct store *st, struct store_op *op, const char *key);
-    void (*set)(struct store *st, struct store_op *op, const char *key, int64_t value,
-        int64_t ttl_ms);
-    void (*incr)(struct store *st, struct store_op *op, const char *key, int64_t ttl_ms,
-        const char *other);
+    void (*set)(
+        struct store *st, struct store_op *op, const char *key, int64_t value, int64_t ttl_ms);
+    void (*incr)(
+        struct store *st, struct store_op *op, const char *key, int64_t ttl_ms, const char *other);
     void (*free)(void *impl);
 };
 
@@ -37,7 +37,7 @@ struct store {
     struct event *ev_done;
     struct store_op *done_head, *done_tail;
     char name[256];
-    bool closing;                 /* store_free() runs: fail every new operation */
+    bool closing; /* store_free() runs: fail every new operation */
 };
 
 /* Hand a result to its caller (later, from the loop).  Takes over one reference. */

@@ -29,7 +29,7 @@
 
 #define STORE_LMDB_MAPSIZE (256UL * 1024 * 1024) /* some 2-3 million records */
 #define STORE_LMDB_PURGE_SECONDS 60
-#define STORE_LMDB_PURGE_SLICE 20000             /* records looked at per purge */
+#define STORE_LMDB_PURGE_SLICE 20000 /* records looked at per purge */
 
 struct lmdb_rec {
     int64_t expires_ms;
@@ -40,11 +40,11 @@ struct store_lmdb {
     struct store *st;
     MDB_env *env;
     MDB_dbi dbi;
-    MDB_txn *rtxn;            /* a reset read transaction, renewed for each get */
+    MDB_txn *rtxn; /* a reset read transaction, renewed for each get */
     struct event *ev_purge;
     char purge_from[STORE_KEY_MAX]; /* where the last purge slice stopped ("" = start) */
     size_t purge_from_len;
-    bool full;                /* the last write found the map full (logged once) */
+    bool full; /* the last write found the map full (logged once) */
     char path[4096];
 };
 
@@ -105,13 +105,16 @@ lmdb_check_boot(const char *dir)
         unlink(path);
         snprintf(path, sizeof(path), "%s/lock.mdb", dir);
         unlink(path);
-        log_warn(NULL, "event=state-store-reset store=lmdb:%s reason=\"the system stopped "
-                       "without closing the store; greylisting and rate windows start over\"",
+        log_warn(NULL,
+            "event=state-store-reset store=lmdb:%s reason=\"the system stopped "
+            "without closing the store; greylisting and rate windows start over\"",
             dir);
     }
     if (lmdb_write_marker(dir, now) == -1)
-        log_warn(NULL, "event=state-store-warning store=lmdb:%s error=\"cannot write boot_id: "
-                       "%s\"", dir, strerror(errno));
+        log_warn(NULL,
+            "event=state-store-warning store=lmdb:%s error=\"cannot write boot_id: "
+            "%s\"",
+            dir, strerror(errno));
 }
 
 static bool
@@ -143,8 +146,8 @@ lmdb_write_failed(struct store_lmdb *l, int rc)
         l->full = true;
         lmdb_purge(l, STORE_LMDB_PURGE_SLICE * 10);
     } else {
-        log_warn(NULL, "event=state-store-error store=lmdb:%s error=\"%s\"", l->path,
-            mdb_strerror(rc));
+        log_warn(
+            NULL, "event=state-store-error store=lmdb:%s error=\"%s\"", l->path, mdb_strerror(rc));
     }
 }
 
@@ -158,8 +161,8 @@ lmdb_get(struct store *st, struct store_op *op, const char *key)
 
     lmdb_key(&k, key);
     if ((rc = mdb_txn_renew(l->rtxn)) != 0) {
-        log_warn(NULL, "event=state-store-error store=lmdb:%s error=\"%s\"", l->path,
-            mdb_strerror(rc));
+        log_warn(
+            NULL, "event=state-store-error store=lmdb:%s error=\"%s\"", l->path, mdb_strerror(rc));
         store_fail(op, EIO);
         return;
     }
@@ -200,8 +203,7 @@ lmdb_set(struct store *st, struct store_op *op, const char *key, int64_t value, 
 }
 
 static void
-lmdb_incr(struct store *st, struct store_op *op, const char *key, int64_t ttl_ms,
-    const char *other)
+lmdb_incr(struct store *st, struct store_op *op, const char *key, int64_t ttl_ms, const char *other)
 {
     struct store_lmdb *l = st->impl;
     int64_t now = store_now_ms();

@@ -48,7 +48,7 @@ struct store_redis {
     struct event *ev_check;
     struct event *ev_retry;
     long backoff_ms;
-    struct store_op *ping;        /* the PING in flight or queued; its answer says "up" */
+    struct store_op *ping; /* the PING in flight or queued; its answer says "up" */
 };
 
 static void redis_connect(struct store_redis *r);
@@ -84,8 +84,9 @@ redis_set_health(struct store_redis *r, enum redis_health h, const char *reason)
     if (h == r->health)
         return;
     if (h == HEALTH_DOWN)
-        log_warn(NULL, "event=state-store-down store=%s reason=\"%s\" effect=\"policy checks "
-                       "follow policy_on_error until it is back\"",
+        log_warn(NULL,
+            "event=state-store-down store=%s reason=\"%s\" effect=\"policy checks "
+            "follow policy_on_error until it is back\"",
             r->st->name, reason);
     else
         log_info(NULL, "event=state-store-up store=%s", r->st->name);
@@ -192,8 +193,8 @@ redis_on_disconnect(const redisAsyncContext *ac, int status)
 
     if (r->ac != ac)
         return;
-    snprintf(reason, sizeof(reason), "connection lost: %s",
-        status == REDIS_OK ? "closed" : ac->errstr);
+    snprintf(
+        reason, sizeof(reason), "connection lost: %s", status == REDIS_OK ? "closed" : ac->errstr);
     redis_down(r, reason, false);
 }
 
@@ -248,8 +249,8 @@ redis_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         redis_unlink(r, op);
         if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
             if (rep != NULL)
-                log_warn(NULL, "event=state-store-error store=%s error=\"%s\"", r->st->name,
-                    rep->str);
+                log_warn(
+                    NULL, "event=state-store-error store=%s error=\"%s\"", r->st->name, rep->str);
             store_fail(op, EIO);
         } else if (op->kind == STORE_GET) {
             if (rep->type == REDIS_REPLY_STRING) {
@@ -331,13 +332,14 @@ redis_set(struct store *st, struct store_op *op, const char *key, int64_t value,
     if (!redis_usable(r, op))
         return;
     redis_track(r, op);
-    redis_sent(r, op, redisAsyncCommand(r->ac, redis_on_reply, op, "SET tern:%s %lld PX %lld",
-                          key, (long long)value, (long long)(ttl_ms > 0 ? ttl_ms : 1)));
+    redis_sent(r, op,
+        redisAsyncCommand(r->ac, redis_on_reply, op, "SET tern:%s %lld PX %lld", key,
+            (long long)value, (long long)(ttl_ms > 0 ? ttl_ms : 1)));
 }
 
 static void
-redis_incr(struct store *st, struct store_op *op, const char *key, int64_t ttl_ms,
-    const char *other)
+redis_incr(
+    struct store *st, struct store_op *op, const char *key, int64_t ttl_ms, const char *other)
 {
     struct store_redis *r = st->impl;
     long long ttl = ttl_ms > 0 ? ttl_ms : 1;
@@ -350,8 +352,8 @@ redis_incr(struct store *st, struct store_op *op, const char *key, int64_t ttl_m
         rc = redisAsyncCommand(r->ac, redis_on_reply, op, "EVAL %s 2 tern:%s tern:%s %lld",
             redis_incr_script, key, other, ttl);
     else
-        rc = redisAsyncCommand(r->ac, redis_on_reply, op, "EVAL %s 1 tern:%s %lld",
-            redis_incr_script, key, ttl);
+        rc = redisAsyncCommand(
+            r->ac, redis_on_reply, op, "EVAL %s 1 tern:%s %lld", redis_incr_script, key, ttl);
     redis_sent(r, op, rc);
 }
 

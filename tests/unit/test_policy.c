@@ -56,8 +56,8 @@ fake_set(struct fake *f, const char *key, int64_t value, int64_t now, int64_t tt
     f->r[i].expires = now + ttl;
 }
 
-static const struct greylist_params GP = {.delay = 300, .retry_window = 2 * 86400,
-    .expire = 35 * 86400, .auto_allow = 2};
+static const struct greylist_params GP = {
+    .delay = 300, .retry_window = 2 * 86400, .expire = 35 * 86400, .auto_allow = 2};
 
 /* One RCPT through greylisting as policy.c runs it, on the fake store. */
 static struct greylist_decision
