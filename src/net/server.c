@@ -77,6 +77,7 @@ struct conn {
     struct policy_client pcl;  /* who the client is, for the policy checks */
     struct policy_req *preq;   /* a policy check in flight (cancelled if we go first) */
     struct smtp_txn *preq_txn; /* MAIL: the transaction to open once the check passes */
+    const struct smtp_path *preq_rcpt; /* RCPT: the session's copy, valid until the verdict */
     bool greeting_wait; /* the greeting waits for the connection rate check */
     bool suspended;   /* waiting for a commit or a policy verdict */
     bool closing;     /* flush the output, then close */
@@ -252,6 +253,7 @@ conn_cb_rcpt(void *ctx, const struct smtp_txn *t, const struct smtp_path *rcpt)
             conn_on_policy, c, &c->preq);
         if (r == REPLY_PENDING) {
             c->suspended = true;
+            c->preq_rcpt = rcpt;
             return r;
         }
     }
@@ -290,9 +292,13 @@ conn_on_policy(void *arg, enum reply_id verdict, const char *const args[4])
     if (verdict == R_MAIL_OK && c->preq_txn != NULL)
         verdict = conn_mail_open(c, c->preq_txn);
     if (verdict != R_MAIL_OK && verdict != R_RCPT_OK)
-        log_info(c->peer.id, "event=policy-refused client=%s reply=%s%s%s", c->peer.addr,
-            reply_get(verdict)->name, args[0] ? " arg=" : "", args[0] ? args[0] : "");
+        log_info(c->peer.id, "event=%s-refused client=%s %s=<%s> reply=%s",
+            c->preq_rcpt ? "rcpt" : "mail", c->peer.addr, c->preq_rcpt ? "to" : "from",
+            c->preq_rcpt ? c->preq_rcpt->addr
+                         : c->preq_txn ? c->preq_txn->sender.addr : "",
+            reply_get(verdict)->name);
     c->preq_txn = NULL;
+    c->preq_rcpt = NULL;
     st = smtp_session_verdict_args(c->sess, verdict, args);
     if (st == SMTP_CLOSE)
         c->closing = true;

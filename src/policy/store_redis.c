@@ -9,6 +9,9 @@
  * it fails) and a new one is made.  So no caller ever waits more than STORE_TIMEOUT_MS.
  * One log line when the store goes down (with the reason) and one when it is back.
  *
+ * XXX: hiredis resolves a host name with getaddrinfo() inside redisAsyncConnect(), which
+ * blocks the loop while DNS answers; give state_store an address (or a name in /etc/hosts).
+ *
  * The counter (store_incr) is one Lua script, so INCR, PEXPIRE and the read of the other
  * key are one atomic step even with several nodes.
  */
