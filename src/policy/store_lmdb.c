@@ -14,6 +14,9 @@
  * or "clean" after a clean close (which syncs).  At open, a store last used during another
  * boot and not closed cleanly is discarded: greylisting starts over (senders retry once
  * more), rate windows start empty.  That is the whole cost of a system crash.
+ * XXX: several ternd sharing one LMDB directory share that file too: the first to close
+ * cleanly writes "clean" while the others may still write; a system crash after that keeps
+ * a store the others left unsynced.  Give each ternd its own directory, or use Redis.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -350,6 +353,7 @@ store_lmdb_open(struct store *st, const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "state_store lmdb:%s: %s", path, mdb_strerror(rc));
         goto fail;
     }
+    mdb_reader_check(l->env, NULL); /* slots of a ternd killed with a reader: else pages leak */
     if ((rc = mdb_txn_begin(l->env, NULL, 0, &txn)) != 0 ||
         (rc = mdb_dbi_open(txn, NULL, 0, &l->dbi)) != 0 || (rc = mdb_txn_commit(txn)) != 0) {
         snprintf(err, errlen, "state_store lmdb:%s: %s", path, mdb_strerror(rc));

@@ -122,6 +122,14 @@ def test_greylist_state_survives_restart(t):
     check_reply(rcpt_reply(d, rcpt='pending@example.org'), 250, '2.1.5')
     if not os.path.exists(os.path.join(d.spool_dir, 'policy', 'data.mdb')):
         fail('the default LMDB store is not under spool_dir/policy')
+    # kill -9 (no clean close, no sync): the kernel has the pages; nothing is lost
+    check_reply(rcpt_reply(d, rcpt='killed@example.org'), 451, '4.7.1')
+    time.sleep(1.3)
+    check_reply(rcpt_reply(d, rcpt='killed@example.org'), 250, '2.1.5')
+    d.kill()
+    d.start()
+    d.stopped = False
+    check_reply(rcpt_reply(d, rcpt='killed@example.org'), 250, '2.1.5')
 
 
 # ---- rate limits on LMDB -----------------------------------------------------------------------

@@ -328,6 +328,31 @@ test_store_lmdb(void **state)
     assert_true(a.r.found);
     assert_int_equal(a.r.value, -42);
 
+    /* a store left open during another boot (a system crash) is discarded at open */
+    store_free(st);
+    {
+        char marker[128];
+        FILE *f;
+
+        snprintf(marker, sizeof(marker), "%s/db/boot_id", dir);
+        f = fopen(marker, "r");
+        assert_non_null(f);
+        assert_non_null(fgets(marker, sizeof(marker), f));
+        fclose(f);
+        assert_string_equal(marker, "clean"); /* a clean close says so */
+        snprintf(marker, sizeof(marker), "%s/db/boot_id", dir);
+        f = fopen(marker, "w");
+        assert_non_null(f);
+        fputs("00000000-0000-0000-0000-000000000000\n", f);
+        fclose(f);
+    }
+    st = store_open(spec, base, err, sizeof(err));
+    assert_non_null(st);
+    store_get(st, "k", on_answer, &a);
+    run(base);
+    assert_int_equal(a.r.err, 0);
+    assert_false(a.r.found);
+
     /* freed with an operation in flight: it is answered (with its result or an error) */
     a.calls = 0;
     store_get(st, "k", on_answer, &a);
