@@ -8,6 +8,7 @@ The client is always 127.0.0.1, so every test empties relay_networks (else it is
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -76,6 +77,15 @@ def test_greylist_lmdb(t):  # covers: R_GREYLISTED
     # another recipient (or sender) is another triplet
     check_reply(rcpt_reply(d, rcpt='v@example.org'), 451, '4.7.1', 'Greylisted')
     check_reply(rcpt_reply(d, sender='other@b.example'), 451, '4.7.1', 'Greylisted')
+
+
+def test_greylist_ipv6(t):
+    if not os.path.exists('/proc/net/tcp6'):
+        raise Skip('no IPv6 on this machine')
+    d = t.start(greylist_conf(delay=1), family=socket.AF_INET6)
+    check_reply(rcpt_reply(d), 451, '4.7.1', 'Greylisted')
+    time.sleep(1.3)
+    check_reply(rcpt_reply(d), 250, '2.1.5')
 
 
 def test_greylist_exemptions(t):
