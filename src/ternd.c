@@ -100,8 +100,6 @@ warn_unimplemented(const struct config *c)
     } keys[] = {
         {"user", c->user != NULL},
         {"metrics_listen", c->metrics_listen != NULL},
-        {"greylist", c->greylist},
-        {"state_store", c->state_store != NULL},
     };
     size_t i;
 

@@ -92,6 +92,7 @@ struct smtp_session {
     enum auth_mech auth_mech; /* in S_AUTH */
     unsigned auth_step;       /* LOGIN in S_AUTH: 0 user name awaited, 1 password */
     char auth_user[SESSION_AUTH_USER_MAX + 1]; /* authenticated, or being checked */
+    const char *const *verdict_args; /* a refusal's own %s arguments (verdict_args) */
 };
 
 typedef enum reply_id (*cmd_check_fn)(struct smtp_session *, const struct smtp_cmd *);
@@ -130,6 +131,7 @@ session_error_sent(struct smtp_session *s)
 #define REPLY0(s, id) session_reply(s, id, reply_write(&(s)->out, id))
 #define REPLY1(s, id, a) session_reply(s, id, reply_write(&(s)->out, id, a))
 #define REPLY2(s, id, a, b) session_reply(s, id, reply_write(&(s)->out, id, a, b))
+#define REPLYV(s, id, v) session_reply(s, id, reply_write(&(s)->out, id, v[0], v[1], v[2], v[3]))
 
 static void
 session_reply(struct smtp_session *s, enum reply_id id, int written)
@@ -401,7 +403,9 @@ static void
 mail_finish(struct smtp_session *s, enum reply_id r)
 {
     if (r != R_MAIL_OK) {
-        if (reply_get(r)->nargs == 1)
+        if (s->verdict_args != NULL)
+            REPLYV(s, r, s->verdict_args);
+        else if (reply_get(r)->nargs == 1)
             REPLY1(s, r, s->txn.sender.addr); /* R_SENDER_NOT_OWNED */
         else
             REPLY0(s, r);
@@ -417,7 +421,9 @@ rcpt_finish(struct smtp_session *s, enum reply_id r, const struct smtp_path *pat
     const struct dsn_rcpt_params *dsn)
 {
     if (r != R_RCPT_OK) {
-        if (reply_get(r)->nargs == 1)
+        if (s->verdict_args != NULL)
+            REPLYV(s, r, s->verdict_args);
+        else if (reply_get(r)->nargs == 1)
             REPLY1(s, r, path->addr);
         else
             REPLY0(s, r);
@@ -1199,6 +1205,18 @@ const char *
 smtp_session_auth_user(const struct smtp_session *s)
 {
     return s->auth_done ? s->auth_user : NULL;
+}
+
+enum smtp_status
+smtp_session_verdict_args(struct smtp_session *s, enum reply_id verdict,
+    const char *const args[4])
+{
+    enum smtp_status st;
+
+    s->verdict_args = args;
+    st = smtp_session_verdict(s, verdict);
+    s->verdict_args = NULL;
+    return st;
 }
 
 bool

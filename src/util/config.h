@@ -87,7 +87,17 @@ struct config {
     long delay_warning;
     /* policy */
     bool greylist;
-    long greylist_delay;
+    long greylist_delay;          /* seconds before a retry passes */
+    long greylist_retry_window;   /* seconds after first sight within which it must come */
+    long greylist_expire;         /* seconds a passed triplet (and a network's count) lives */
+    long greylist_auto_allow;     /* passed triplets after which a network passes; 0: never */
+    struct config_strlist greylist_allow_domains; /* sender or recipient domains not greylisted */
+    struct config_cidr *policy_allow_networks; /* clients exempt from greylisting and rates */
+    size_t npolicy_allow_networks;
+    long rate_window;             /* seconds, for the three rates below */
+    long rate_connections;        /* per client address and window; 0: no limit */
+    long rate_messages;
+    long rate_recipients;
     char *state_store;
     char *policy_on_error;        /* "tempfail" or "accept" */
     /* TLS */
