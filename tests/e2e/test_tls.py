@@ -242,6 +242,101 @@ def test_tls_required(t):  # covers: R_TLS_REQUIRED
         c.cmd('QUIT', 221)
 
 
+def test_tls_bulk_pipelined(t):
+    """Under TLS: three large messages pipelined in one write (many records, commits that
+    suspend input, decrypted data waiting in OpenSSL), then thousands of pipelined NOOPs to a
+    client that reads nothing until it has sent them all (SSL_write must wait)."""
+    d = start(t, {'max_message_size': '4000000'})
+    c = d.connect(rcvbuf=4096)
+    starttls(c, d.cert)
+    c.cmd('EHLO client.test', 250)
+    mks = [marker(f'bulk{i}') for i in range(3)]
+    body = ('x' * 998 + '\r\n') * 300
+    blob = b''
+    for mk in mks:
+        blob += (f'MAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n'
+                 f'Subject: {mk}\r\n\r\n{body}{mk}\r\n.\r\n').encode()
+    c.send(blob)
+    for _ in mks:
+        c.expect(250, '2.1.0', timeout=20)
+        c.expect(250, '2.1.5', timeout=20)
+        c.expect(354, None, timeout=20)
+        c.expect(250, '2.0.0', 'queued as', timeout=20)
+    n = 5000
+    c.sock.settimeout(30)
+    c.send(b'NOOP\r\n' * n)
+    for i in range(n):
+        c.expect(250, '2.0.0', timeout=20)
+    c.cmd('QUIT', 221)
+    c.close()
+    newdir = os.path.join(d.mailbox_dir, 'example.org', 'u', 'new')
+    deadline = time.monotonic() + DLV_WAIT
+    while time.monotonic() < deadline:
+        got = os.listdir(newdir) if os.path.isdir(newdir) else []
+        if len(got) >= 3:
+            break
+        time.sleep(0.1)
+    texts = [open(os.path.join(newdir, f), 'rb').read() for f in got]
+    for mk in mks:
+        if sum(mk.encode() in x and len(x) > 300000 for x in texts) != 1:
+            fail(f'message {mk} not delivered whole once ({len(texts)} files)')
+
+
+def test_tls_records_read_ahead(t):
+    """Several TLS records in one TCP segment: OpenSSL reads them all at once, so the later
+    ones wait decrypted in OpenSSL with nothing left on the socket; each must be answered."""
+    d = start(t)
+    c = d.connect()
+    c.cmd('EHLO client.test', 250)
+    c.cmd('STARTTLS', 220, '2.0.0')
+    sock = c.sock
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx(d.cert).wrap_bio(inc, out, server_hostname=HOSTNAME)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pass
+        if out.pending:
+            sock.sendall(out.read())
+        if time.monotonic() > deadline:
+            fail('handshake did not finish')
+        sock.settimeout(5)
+        chunk = sock.recv(65536)
+        if not chunk:
+            fail('closed during the handshake')
+        inc.write(chunk)
+    if out.pending:
+        sock.sendall(out.read())
+    for cmd in (b'EHLO client.test\r\n', b'NOOP\r\n', b'NOOP\r\n', b'NOOP 3\r\n'):
+        obj.write(cmd)  # one record each
+    sock.sendall(out.read())  # all four in one write
+    got = b''
+    deadline = time.monotonic() + 5
+    while got.count(b'250 ') < 4:
+        try:
+            got += obj.read(65536)
+            continue
+        except ssl.SSLWantReadError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            fail(f'replies to 4 records sent in one segment: only {got!r}')
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        if not chunk:
+            fail(f'closed; replies so far {got!r}')
+        inc.write(chunk)
+    if got.count(b'250 2.0.0 Ok\r\n') != 3:
+        fail(f'want three "250 2.0.0 Ok": {got!r}')
+    c.close()
+
+
 # ---- implicit TLS -----------------------------------------------------------------------------
 
 def test_implicit_tls(t):
