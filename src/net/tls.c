@@ -50,17 +50,23 @@ struct tls_server {
 const char *
 tls_error_string(char *buf, size_t len)
 {
-    unsigned long e = ERR_get_error(), last = e;
+    unsigned long first = ERR_get_error(), last = first, e;
+    char a[256], b[256];
 
-    /* The last error queued is usually the most specific one. */
-    while (e != 0) {
+    /* The first error is the cause (e.g. "no start line"), the last the context ("PEM lib"). */
+    while ((e = ERR_get_error()) != 0)
         last = e;
-        e = ERR_get_error();
-    }
-    if (last == 0)
+    if (first == 0) {
         snprintf(buf, len, "no OpenSSL error queued");
-    else
-        ERR_error_string_n(last, buf, len);
+        return buf;
+    }
+    ERR_error_string_n(first, a, sizeof(a));
+    if (last == first) {
+        snprintf(buf, len, "%s", a);
+    } else {
+        ERR_error_string_n(last, b, sizeof(b));
+        snprintf(buf, len, "%s; %s", a, b);
+    }
     return buf;
 }
 

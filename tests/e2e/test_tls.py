@@ -539,6 +539,32 @@ def test_sighup_reload(t):
         fail('after a SIGHUP with a bad certificate the last good one is not served')
 
 
+def test_bad_cert_refused_at_start(t):
+    """ternd -n and ternd itself refuse a key that does not match the certificate, and a
+    certificate file that is not one, naming the file."""
+    d = t.daemon()
+    cert, _key = make_cert(d.tmpdir, 'one')
+    _cert2, key2 = make_cert(d.tmpdir, 'two')
+    conf = os.path.join(d.tmpdir, 'bad.conf')
+    with open(conf, 'w') as f:
+        f.write(f'listen = 127.0.0.1:1\nspool_dir = {d.tmpdir}/spool\n'
+                f'mailbox_dir = {d.tmpdir}/mail\ntls_cert = {cert}\ntls_key = {key2}\n')
+    p = subprocess.run([d.path, '-n', '-c', conf], capture_output=True, timeout=20)
+    err = p.stderr.decode('utf-8', 'replace')
+    if p.returncode != 1 or f'tls_key {key2}' not in err or 'match' not in err:
+        fail(f'ternd -n with a mismatched key: status {p.returncode}, {err!r}')
+    p = subprocess.run([d.path, '-n', '-c', conf, '-o', f'tls_cert={conf}'],
+                       capture_output=True, timeout=20)
+    err = p.stderr.decode('utf-8', 'replace')
+    if p.returncode != 1 or f'tls_cert {conf}:' not in err:
+        fail(f'ternd -n with a certificate that is not one: status {p.returncode}, {err!r}')
+    p = subprocess.run([d.path, '-f', '-c', conf], capture_output=True, timeout=20,
+                       stdin=subprocess.DEVNULL)
+    err = p.stderr.decode('utf-8', 'replace')
+    if p.returncode == 0 or f'tls_key {key2}' not in err or 'match' not in err:
+        fail(f'ternd started with a mismatched key: status {p.returncode}, {err[-500:]!r}')
+
+
 # ---- testssl.sh -------------------------------------------------------------------------------
 
 # What a scan may find (docs/design.md "TLS"): TLS 1.2 and 1.3 only, and only ciphers with a
