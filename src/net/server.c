@@ -490,7 +490,7 @@ conn_flush(struct conn *c)
         c->closing = true;
         return true;
     }
-    if (c->writing) {
+    if (c->writing && !c->tls_read_wants_write) {
         event_del(c->ev_write);
         c->writing = false;
     }

@@ -20,7 +20,7 @@ import subprocess
 import time
 import warnings
 
-from harness import HOSTNAME, Closed, Skip, fail, marker
+from harness import HOSTNAME, Closed, Conn, Skip, fail, free_port, marker
 
 DLV_WAIT = 30.0
 RECEIVED_TLS_RE = re.compile(r'with ESMTPS\r\n\t\(version=(TLSv1\.[23]) cipher=([A-Z0-9_-]+)\)'
@@ -376,6 +376,33 @@ def alive_and_serving_tls(d):
         if not s.recv(100).startswith(b'220 mx.test'):
             fail('no greeting under implicit TLS')
         s.close()
+
+
+def test_implicit_tls_over_limit_closes(t):
+    """Over max_connections_per_ip on a tls listener: closed without a plaintext 421 (a TLS
+    client could not read it); the plaintext listener still says 421 4.7.0."""
+    d = t.daemon({'max_connections_per_ip': '1'})
+    d.cert, d.key = make_cert(d.tmpdir, 'server')
+    plain = free_port()
+    d.overrides.update({'tls_cert': d.cert, 'tls_key': d.key,
+                        'listen': f'127.0.0.1:{{port}} tls, 127.0.0.1:{plain}'})
+    d.start()
+    with socket.create_connection(('127.0.0.1', d.port), timeout=5) as raw:
+        first = client_ctx(d.cert).wrap_socket(raw, server_hostname=HOSTNAME)
+        first.settimeout(5)
+        if not first.recv(100).startswith(b'220 '):
+            fail('no greeting under implicit TLS')
+        with socket.create_connection(('127.0.0.1', d.port), timeout=5) as s:
+            s.settimeout(5)
+            try:
+                data = s.recv(4096)
+            except ConnectionResetError:
+                data = b''
+            if data:
+                fail(f'over the limit on the tls listener: got {data!r}, want a bare close')
+        with Conn(plain, greet=False) as c:
+            c.expect(421, '4.7.0')
+        first.close()
 
 
 # ---- what is refused --------------------------------------------------------------------------
