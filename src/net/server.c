@@ -575,9 +575,8 @@ conn_process(struct conn *c)
     }
     if (c->pending.len == 0 && c->pending.cap > 0)
         buf_free(&c->pending); /* idle connections hold no input buffer */
-    conn_set_reading(c, c->tls_write_wants_read ||
-                            (!c->suspended && !c->closing && !c->writing && !c->starttls &&
-                                c->pending.len == 0));
+    conn_set_reading(c, c->tls_write_wants_read || (!c->suspended && !c->closing && !c->writing &&
+                                                       !c->starttls && c->pending.len == 0));
     /* Decrypted input OpenSSL already holds will not make the fd readable: feed it now. */
     if (c->reading && c->ssl != NULL && !c->tls_write_wants_read && SSL_has_pending(c->ssl))
         event_active(c->ev_read, EV_READ, 0);
@@ -1030,9 +1029,10 @@ server_listen(struct server *srv, const struct config_listen *ls, char *err, siz
     evconnlistener_set_error_cb(l, server_on_accept_error);
     srv->listeners[srv->nlisteners++] = l;
     log_info(NULL, "event=listen address=%s tls=%s submission=%d", ls->text,
-        lst->implicit_tls ? "implicit" : lst->sconf.tls_required ? "required"
-                                       : lst->sconf.tls_offer  ? "starttls"
-                                                               : "none",
+        lst->implicit_tls         ? "implicit"
+        : lst->sconf.tls_required ? "required"
+        : lst->sconf.tls_offer    ? "starttls"
+                                  : "none",
         lst->sconf.submission);
     return 0;
 }
