@@ -17,7 +17,7 @@
 #define N 500
 static const char *cert_path, *key_path;
 static void
-pump(SSL *a, BIO *a_out, SSL *b, BIO *b_in)
+pump(BIO *a_out, BIO *b_in)
 {
     char buf[65536];
     int n;
@@ -35,7 +35,6 @@ main(int argc, char **argv)
     key_path = argv[2];
     for (int release = 1; release >= 0; release--)
         for (int maxv = 13; maxv >= 12; maxv--) {
-
             SSL_CTX *s = SSL_CTX_new(TLS_server_method()), *c = SSL_CTX_new(TLS_client_method());
             SSL_CTX_set_min_proto_version(s, TLS1_2_VERSION);
             SSL_CTX_set_max_proto_version(c, maxv == 12 ? TLS1_2_VERSION : TLS1_3_VERSION);
@@ -67,17 +66,17 @@ main(int argc, char **argv)
                     SSL_set_connect_state(cc[i]);
                     for (int k = 0; k < 10; k++) {
                         SSL_do_handshake(cc[i]);
-                        pump(cc[i], c_out, ss[i], s_in);
+                        pump(c_out, s_in);
                         SSL_do_handshake(ss[i]);
-                        pump(ss[i], s_out, cc[i], c_in);
+                        pump(s_out, c_in);
                     }
                     char b[100];
                     SSL_write(ss[i], "220 x\r\n", 7);
-                    pump(ss[i], s_out, cc[i], c_in);
+                    pump(s_out, c_in);
                     SSL_read(cc[i], b, sizeof b);
-                    pump(cc[i], c_out, ss[i], s_in);
+                    pump(c_out, s_in);
                     SSL_write(cc[i], "EHLO\r\n", 6);
-                    pump(cc[i], c_out, ss[i], s_in);
+                    pump(c_out, s_in);
                     int r = SSL_read(ss[i], b, sizeof b);
                     if (r != 6) {
                         printf("read %d\n", r);
