@@ -103,6 +103,7 @@ struct conn {
     bool handshaking;       /* TLS handshake in progress: no SMTP until it is done */
     bool tls_read_wants_write;  /* SSL_read needs the socket writable */
     bool tls_write_wants_read;  /* SSL_write needs the socket readable */
+    bool tls_broken;            /* a fatal TLS error: no SSL_shutdown (OpenSSL forbids it) */
     struct buf pending; /* input the session has not taken yet */
     struct spool_msg *msg;
     struct commit_ticket *ticket; /* while suspended */
@@ -446,6 +447,7 @@ conn_tls_write(struct conn *c, const char *p, size_t len)
         c->tls_write_wants_read = true; /* conn_process keeps the read event armed */
         return 0;
     default:
+        c->tls_broken = true;
         ERR_clear_error();
         return -1;
     }
@@ -524,7 +526,7 @@ conn_linger(struct conn *c)
     if (c->lingering)
         return;
     c->lingering = true;
-    if (c->ssl != NULL && !c->handshaking) {
+    if (c->ssl != NULL && !c->handshaking && !c->tls_broken) {
         /* close_notify, best effort: the socket's buffer has room, or the peer loses it */
         ERR_clear_error();
         SSL_shutdown(c->ssl);
