@@ -53,7 +53,8 @@ static const struct smtp_callbacks cb = {f_mail, f_rcpt, f_body, f_commit, f_abo
 static size_t
 run(const uint8_t *data, size_t size, size_t step, char *out, size_t cap)
 {
-    struct smtp_session_conf conf = {"mx.fuzz", 512, 2000, 5, 50};
+    /* STARTTLS offered: the bytes after it are fed as if they came under TLS */
+    struct smtp_session_conf conf = {"mx.fuzz", 512, 2000, 5, 50, true, false, false};
     struct smtp_peer peer = {"192.0.2.1", "F", false};
     struct smtp_session *s = smtp_session_new(&conf, &cb, NULL, &peer);
     enum smtp_status st = SMTP_OK;
@@ -70,6 +71,8 @@ run(const uint8_t *data, size_t size, size_t step, char *out, size_t cap)
         off += used;
         if (st == SMTP_SUSPEND)
             st = smtp_session_commit_done(s, (k++ & 1) ? R_SPOOL_ERROR : R_QUEUED);
+        else if (st == SMTP_STARTTLS)
+            st = smtp_session_tls_started(s, "TLSv1.3", "TLS_AES_128_GCM_SHA256");
         b = smtp_session_output(s);
         if (b->len > 70000)
             abort();
