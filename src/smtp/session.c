@@ -92,6 +92,7 @@ struct smtp_command {
     enum reply_id missing; /* reply when a required argument is missing */
     cmd_check_fn check;    /* may only refuse: returns REPLY__COUNT to go on */
     cmd_proceed_fn proceed;
+    bool before_tls; /* allowed before STARTTLS where TLS is required (RFC 3207 §4) */
 };
 
 /* ---- replies ------------------------------------------------------------ */
@@ -636,47 +637,26 @@ cmd_http(struct smtp_session *s, const struct smtp_cmd *c)
 }
 
 static const struct smtp_command smtp_commands[] = {
-    {VERB_HELO, ARG_REQUIRED, R_HELO_SYNTAX, NULL, cmd_helo},
-    {VERB_EHLO, ARG_REQUIRED, R_HELO_SYNTAX, NULL, cmd_helo},
-    {VERB_MAIL, ARG_REQUIRED, R_MAIL_SYNTAX, check_mail, cmd_mail},
-    {VERB_RCPT, ARG_REQUIRED, R_RCPT_SYNTAX, check_in_txn, cmd_rcpt},
-    {VERB_DATA, ARG_NONE, REPLY__COUNT, check_data, cmd_data},
-    {VERB_BDAT, ARG_REQUIRED, R_BDAT_SYNTAX, NULL, cmd_bdat}, /* checks after parsing size */
-    {VERB_RSET, ARG_NONE, REPLY__COUNT, NULL, cmd_rset},
-    {VERB_NOOP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_noop},
-    {VERB_QUIT, ARG_NONE, REPLY__COUNT, NULL, cmd_quit},
-    {VERB_VRFY, ARG_REQUIRED, R_ARG_MISSING, NULL, cmd_vrfy},
-    {VERB_HELP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_help},
-    {VERB_EXPN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
-    {VERB_TURN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
-    {VERB_ETRN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
-    {VERB_STARTTLS, ARG_NONE, REPLY__COUNT, check_starttls, cmd_starttls},
-    {VERB_AUTH, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented},
-    {VERB_HTTP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_http},
+    {VERB_HELO, ARG_REQUIRED, R_HELO_SYNTAX, NULL, cmd_helo, false},
+    {VERB_EHLO, ARG_REQUIRED, R_HELO_SYNTAX, NULL, cmd_helo, true},
+    {VERB_MAIL, ARG_REQUIRED, R_MAIL_SYNTAX, check_mail, cmd_mail, false},
+    {VERB_RCPT, ARG_REQUIRED, R_RCPT_SYNTAX, check_in_txn, cmd_rcpt, false},
+    {VERB_DATA, ARG_NONE, REPLY__COUNT, check_data, cmd_data, false},
+    /* BDAT checks after parsing the size, so a refused chunk is still read (never commands);
+       before TLS it is refused for want of a transaction, as MAIL cannot be given */
+    {VERB_BDAT, ARG_REQUIRED, R_BDAT_SYNTAX, NULL, cmd_bdat, true},
+    {VERB_RSET, ARG_NONE, REPLY__COUNT, NULL, cmd_rset, false},
+    {VERB_NOOP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_noop, true},
+    {VERB_QUIT, ARG_NONE, REPLY__COUNT, NULL, cmd_quit, true},
+    {VERB_VRFY, ARG_REQUIRED, R_ARG_MISSING, NULL, cmd_vrfy, false},
+    {VERB_HELP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_help, false},
+    {VERB_EXPN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented, false},
+    {VERB_TURN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented, false},
+    {VERB_ETRN, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented, false},
+    {VERB_STARTTLS, ARG_NONE, REPLY__COUNT, check_starttls, cmd_starttls, true},
+    {VERB_AUTH, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_not_implemented, false},
+    {VERB_HTTP, ARG_OPTIONAL, REPLY__COUNT, NULL, cmd_http, true},
 };
-
-/*
- * Where TLS is required, RFC 3207 §4 allows only EHLO, STARTTLS, NOOP and
- * QUIT before it (530 5.7.0 to the rest).  BDAT is let through to its own
- * checks, which refuse it for want of a transaction (MAIL cannot be given)
- * but still read its chunk, so the chunk never becomes commands; HTTP gets
- * its 421.
- */
-static bool
-session_before_tls(enum smtp_verb v)
-{
-    switch (v) {
-    case VERB_EHLO:
-    case VERB_STARTTLS:
-    case VERB_NOOP:
-    case VERB_QUIT:
-    case VERB_BDAT:
-    case VERB_HTTP:
-        return true;
-    default:
-        return false;
-    }
-}
 
 static const struct smtp_command *
 session_command(enum smtp_verb v)
@@ -714,7 +694,7 @@ session_command_line(struct smtp_session *s, const char *line, size_t len)
         REPLY0(s, R_NUL_IN_CMD);
         return;
     }
-    if (s->conf->tls_required && !s->peer.tls && !session_before_tls(c.verb)) {
+    if (s->conf->tls_required && !s->peer.tls && !cmd->before_tls) {
         REPLY0(s, R_TLS_REQUIRED);
         return;
     }
