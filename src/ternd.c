@@ -22,6 +22,7 @@
 #include "deliver/scheduler.h"
 #include "net/control.h"
 #include "net/server.h"
+#include "net/tls.h"
 #include "policy/auth.h"
 #include "queue/maildrop.h"
 #include "queue/queue.h"
@@ -401,6 +402,16 @@ main(int argc, char **argv)
         auth_db_free(db);
     }
     if (check) {
+        /* The certificate and key must load, as they must at start. */
+        if (cfg.tls_cert != NULL && cfg.tls_key != NULL) {
+            struct tls_server *tls = tls_server_new(cfg.tls_cert, cfg.tls_key, err, sizeof(err));
+            if (tls == NULL) {
+                fprintf(stderr, "%s: %s\n", file ? file : "(embedded)", err);
+                config_free(&cfg);
+                return 1;
+            }
+            tls_server_free(tls);
+        }
         if (verbose)
             config_dump(&cfg, stdout);
         config_free(&cfg);

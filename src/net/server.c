@@ -128,6 +128,7 @@ struct conn {
     bool handshaking;       /* TLS handshake in progress: no SMTP until it is done */
     bool tls_read_wants_write;  /* SSL_read needs the socket writable */
     bool tls_write_wants_read;  /* SSL_write needs the socket readable */
+    bool tls_broken;            /* a fatal TLS error: no SSL_shutdown (OpenSSL forbids it) */
     struct buf pending; /* input the session has not taken yet */
     struct spool_msg *msg;
     struct commit_ticket *ticket; /* while suspended */
@@ -628,6 +629,7 @@ conn_tls_write(struct conn *c, const char *p, size_t len)
         c->tls_write_wants_read = true; /* conn_process keeps the read event armed */
         return 0;
     default:
+        c->tls_broken = true;
         ERR_clear_error();
         return -1;
     }
@@ -672,7 +674,7 @@ conn_flush(struct conn *c)
         c->closing = true;
         return true;
     }
-    if (c->writing) {
+    if (c->writing && !c->tls_read_wants_write) {
         event_del(c->ev_write);
         c->writing = false;
     }
@@ -708,7 +710,7 @@ conn_linger(struct conn *c)
     if (c->lingering)
         return;
     c->lingering = true;
-    if (c->ssl != NULL && !c->handshaking) {
+    if (c->ssl != NULL && !c->handshaking && !c->tls_broken) {
         /* close_notify, best effort: the socket's buffer has room, or the peer loses it */
         ERR_clear_error();
         SSL_shutdown(c->ssl);
@@ -759,9 +761,8 @@ conn_process(struct conn *c)
     }
     if (c->pending.len == 0 && c->pending.cap > 0)
         buf_free(&c->pending); /* idle connections hold no input buffer */
-    conn_set_reading(c, c->tls_write_wants_read ||
-                            (!c->suspended && !c->closing && !c->writing && !c->starttls &&
-                                c->pending.len == 0));
+    conn_set_reading(c, c->tls_write_wants_read || (!c->suspended && !c->closing && !c->writing &&
+                                                       !c->starttls && c->pending.len == 0));
     /* Decrypted input OpenSSL already holds will not make the fd readable: feed it now. */
     if (c->reading && c->ssl != NULL && !c->tls_write_wants_read && SSL_has_pending(c->ssl))
         event_active(c->ev_read, EV_READ, 0);
@@ -1248,9 +1249,10 @@ server_listen(struct server *srv, const struct config_listen *ls, char *err, siz
     evconnlistener_set_error_cb(l, server_on_accept_error);
     srv->listeners[srv->nlisteners++] = l;
     log_info(NULL, "event=listen address=%s tls=%s submission=%d", ls->text,
-        lst->implicit_tls ? "implicit" : lst->sconf.tls_required ? "required"
-                                       : lst->sconf.tls_offer  ? "starttls"
-                                                               : "none",
+        lst->implicit_tls         ? "implicit"
+        : lst->sconf.tls_required ? "required"
+        : lst->sconf.tls_offer    ? "starttls"
+                                  : "none",
         lst->sconf.submission);
     return 0;
 }

@@ -61,7 +61,7 @@ struct smtp_session {
     unsigned errors;
     char helo[SESSION_HELO_MAX + 1];
     time_t now;
-    char tls_version[16];  /* for the Received header, once TLS is active */
+    char tls_version[16]; /* for the Received header, once TLS is active */
     char tls_cipher[64];
 
     /* command line assembly across reads */
@@ -106,7 +106,7 @@ struct smtp_command {
     enum reply_id missing; /* reply when a required argument is missing */
     cmd_check_fn check;    /* may only refuse: returns REPLY__COUNT to go on */
     cmd_proceed_fn proceed;
-    bool before_tls;       /* allowed before STARTTLS where TLS is required (RFC 3207 §4) */
+    bool before_tls; /* allowed before STARTTLS where TLS is required (RFC 3207 §4) */
 };
 
 /* ---- replies ------------------------------------------------------------ */
@@ -195,17 +195,16 @@ session_received(struct smtp_session *s)
         proto = s->peer.tls ? "SMTPS" : "SMTP";
     /* A comment after the protocol name says which TLS, as sendmail and Exim do. */
     if (s->peer.tls)
-        snprintf(tls, sizeof(tls), "\r\n\t(version=%s cipher=%s)", s->tls_version,
-            s->tls_cipher);
+        snprintf(tls, sizeof(tls), "\r\n\t(version=%s cipher=%s)", s->tls_version, s->tls_cipher);
     if (s->txn.nrcpts == 1)
         n = snprintf(hdr, sizeof(hdr),
             "Received: from %s ([%s])\r\n\tby %s (tern) with %s%s id %s\r\n\tfor <%s>; %s\r\n",
-            s->helo, s->peer.addr, s->conf->hostname, proto, tls, s->txn.id,
-            s->txn.rcpts[0].addr, date);
+            s->helo, s->peer.addr, s->conf->hostname, proto, tls, s->txn.id, s->txn.rcpts[0].addr,
+            date);
     else
         n = snprintf(hdr, sizeof(hdr),
-            "Received: from %s ([%s])\r\n\tby %s (tern) with %s%s id %s;\r\n\t%s\r\n",
-            s->helo, s->peer.addr, s->conf->hostname, proto, tls, s->txn.id, date);
+            "Received: from %s ([%s])\r\n\tby %s (tern) with %s%s id %s;\r\n\t%s\r\n", s->helo,
+            s->peer.addr, s->conf->hostname, proto, tls, s->txn.id, date);
     if (n > 0)
         session_body(s, hdr, (size_t)n < sizeof(hdr) ? (size_t)n : sizeof(hdr) - 1);
 }
@@ -1072,8 +1071,7 @@ smtp_session_input(struct smtp_session *s, const char *p, size_t n, time_t now,
 
     s->now = now;
     while (used < n) {
-        if (s->state == S_CLOSED || s->state == S_COMMIT || s->state == S_WAIT ||
-            s->state == S_TLS)
+        if (s->state == S_CLOSED || s->state == S_COMMIT || s->state == S_WAIT || s->state == S_TLS)
             break;
         if (s->out.len >= SESSION_OUT_SOFT)
             break;

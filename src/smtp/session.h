@@ -1,6 +1,6 @@
 /*
  * session.h - the SMTP server state machine (RFC 5321, 1870, 2920, 3030,
- * 6152, 6531, 2034).
+ * 6152, 6531, 2034, 3207).
  *
  * Pure: bytes in, replies out, and requests to the caller through callbacks
  * (start a transaction, judge a recipient, take body bytes, commit).  No
