@@ -66,7 +66,9 @@ struct remote_conn {
     const struct remote_host *hp;
     char desc[340]; /* "name[ip]:port", for our messages */
     char mta[300];  /* name, or ip: for remote_mta */
-    /* the message being delivered */
+    /* the message being delivered (msg: the client's, which it keeps pointing to
+       while idle, so it lives here rather than on a stack) */
+    struct smtp_client_msg msg;
     struct delivery_msg *m;
     uint64_t body_pos;
     bool *open;      /* per recipient: not decided yet */
@@ -469,7 +471,7 @@ void
 remote_conn_deliver(struct remote_conn *r, struct delivery_msg *m)
 {
     struct smtp_client_rcpt *rc;
-    struct smtp_client_msg msg;
+    struct smtp_client_msg *msg = &r->msg;
     size_t *map, i, h, n;
     bool utf8, retried = false;
 
@@ -505,19 +507,19 @@ remote_conn_deliver(struct remote_conn *r, struct delivery_msg *m)
         }
         if (n == 0)
             break;
-        memset(&msg, 0, sizeof(msg));
-        msg.sender = m->sender != NULL ? m->sender : "";
-        msg.rcpts = rc;
-        msg.nrcpts = n;
-        msg.size = m->body_len;
-        msg.smtputf8 = utf8;
-        msg.eightbit = m->eightbit;
-        msg.chunking = true; /* BDAT when the server offers CHUNKING (RFC 3030): no dot-stuffing */
-        msg.ret = m->dsn_ret;
-        msg.envid = m->dsn_envid;
-        msg.body = remote_body;
-        msg.arg = r;
-        if (remote_session(r, h, &msg, map) && !retried) {
+        memset(msg, 0, sizeof(*msg));
+        msg->sender = m->sender != NULL ? m->sender : "";
+        msg->rcpts = rc;
+        msg->nrcpts = n;
+        msg->size = m->body_len;
+        msg->smtputf8 = utf8;
+        msg->eightbit = m->eightbit;
+        msg->chunking = true; /* BDAT when the server offers CHUNKING (RFC 3030): no stuffing */
+        msg->ret = m->dsn_ret;
+        msg->envid = m->dsn_envid;
+        msg->body = remote_body;
+        msg->arg = r;
+        if (remote_session(r, h, msg, map) && !retried) {
             retried = true; /* the same host once more, on a fresh connection */
             h--;
         }
@@ -533,6 +535,9 @@ out:
     free(r->had_reply);
     r->open = r->had_reply = NULL;
     r->m = NULL;
+    /* the client may still look at the count, never at the recipients or the body */
+    msg->rcpts = NULL;
+    msg->body = NULL;
 }
 
 void
