@@ -212,8 +212,8 @@ class Peers:
         for p in self.procs:
             p.stop()
 
-    def smtp(self, host, port, script=(), idle=60):
-        p = SmtpPeer(self.t, host, port, script, idle)
+    def smtp(self, host, port, script=(), idle=60, concurrent=False):
+        p = SmtpPeer(self.t, host, port, script, idle, concurrent)
         self.procs.append(p)
         p.start()
         return p
@@ -228,7 +228,7 @@ class Peers:
 class SmtpPeer:
     """tests/e2e/smtpserver.py on host:port, scripted (see its docstring)."""
 
-    def __init__(self, t, host, port, script, idle):
+    def __init__(self, t, host, port, script, idle, concurrent=False):
         self.host, self.port = host, port
         self.dir = tempfile.mkdtemp(prefix=f'smtp-{host}-', dir=t.tmproot)
         self.maildir = os.path.join(self.dir, 'md')
@@ -236,6 +236,8 @@ class SmtpPeer:
                     '--maildir', self.maildir, '--idle', str(idle)]
         for s in script:
             self.cmd += ['--script', s]
+        if concurrent:
+            self.cmd.append('--concurrent')
         self.proc = None
 
     def start(self):
@@ -279,6 +281,13 @@ class SmtpPeer:
 
     def connections(self):
         return self.transcript().count('# connect\n')
+
+    def max_concurrency(self):
+        """With concurrent=True: the most connections that were open at once."""
+        try:
+            return int(read(os.path.join(self.maildir, 'concurrency.txt')))
+        except (OSError, ValueError):
+            return 0
 
     def stop(self):
         if self.proc is None:
