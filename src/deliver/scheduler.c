@@ -1064,6 +1064,29 @@ sched_conn_pick(struct scheduler *s, const char *dom)
     return c;
 }
 
+/*
+ * At max_outbound: connections idling for more mail close now, so that the
+ * destination waiting for a slot gets one (their threads see closing).
+ */
+static void
+sched_conn_nudge(struct scheduler *s)
+{
+    struct domcount *e;
+    struct job *c;
+    unsigned i;
+
+    pthread_mutex_lock(&s->mu);
+    for (i = 0; i < SCHED_DOMTAB; i++)
+        for (e = s->domtab[i]; e != NULL; e = e->next)
+            for (c = e->conns; c != NULL; c = c->conn_next)
+                if (c->started && !c->busy && !c->closing && c->waiting == NULL &&
+                    c->reserved == 0) {
+                    c->closing = true;
+                    pthread_cond_signal(&c->cv);
+                }
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* A reservation not used after all (the message job could not be made). */
 static void
 sched_conn_unreserve(struct scheduler *s, struct job *c)
@@ -1237,6 +1260,8 @@ sched_route(struct scheduler *s, struct queue_msg *m, time_t now, bool *changed,
             if (j == NULL) {
                 struct job *c = sched_conn_pick(s, dom);
                 if (c == NULL) {
+                    if (!*blocked && s->outbound >= (unsigned)s->cfg->max_outbound)
+                        sched_conn_nudge(s);
                     *blocked = true;
                     continue;
                 }
