@@ -186,6 +186,38 @@ scheduler_backoff(long min_backoff, long max_backoff, unsigned attempts, double 
     return d < 1 ? 1 : (time_t)d;
 }
 
+enum scheduler_verdict
+scheduler_decide(const struct scheduler_policy *p, time_t arrival, time_t now, int status,
+    unsigned attempts, double r, time_t *next)
+{
+    *next = 0;
+    if (status == DLV_OK)
+        return SCHED_V_DELIVERED;
+    if (status != DLV_TEMP)
+        return SCHED_V_FAILED;
+    if (now - arrival >= p->max_queue_lifetime)
+        return SCHED_V_EXPIRED;
+    *next = now + scheduler_backoff(p->min_backoff, p->max_backoff, attempts, r);
+    return SCHED_V_DEFERRED;
+}
+
+bool
+scheduler_delay_due(const struct scheduler_policy *p, time_t arrival, time_t now, bool warned,
+    bool deferred)
+{
+    return deferred && !warned && p->delay_warning > 0 && now - arrival >= p->delay_warning &&
+           p->delay_warning < p->max_queue_lifetime;
+}
+
+static struct scheduler_policy
+sched_policy(const struct scheduler *s)
+{
+    return (struct scheduler_policy){.min_backoff = s->cfg->min_backoff,
+        .max_backoff = s->cfg->max_backoff,
+        .max_queue_lifetime = s->cfg->max_queue_lifetime,
+        .delay_warning = s->cfg->delay_warning};
+}
+
 static double
 sched_random(struct scheduler *s)
 {
@@ -580,38 +612,40 @@ sched_apply(struct scheduler *s, struct queue_msg *m, unsigned idx,
     const char *event;
     bool failed = false;
 
+    struct scheduler_policy pol = sched_policy(s);
+    time_t next;
+
     r->attempts++;
-    switch (d->status) {
-    case DLV_OK:
+    switch (
+        scheduler_decide(&pol, m->arrival, now, d->status, r->attempts, sched_random(s), &next)) {
+    case SCHED_V_DELIVERED:
         queue_rcpt_set(r, QR_DELIVERED, d->reply, 0);
         s->stats.delivered++;
         event = "delivered";
         break;
-    case DLV_TEMP:
-        if (now - m->arrival >= s->cfg->max_queue_lifetime) {
-            struct delivery_rcpt x = {0};
-            char age[32];
-            long t = (long)(now - m->arrival);
-            if (t >= 2 * 86400)
-                snprintf(age, sizeof(age), "%ld days", t / 86400);
-            else if (t >= 2 * 3600)
-                snprintf(age, sizeof(age), "%ld hours", t / 3600);
-            else if (t >= 120)
-                snprintf(age, sizeof(age), "%ld minutes", t / 60);
-            else
-                snprintf(age, sizeof(age), "%ld seconds", t);
-            delivery_set(&x, R_DLV_EXPIRED, age, d->reply);
-            queue_rcpt_set(r, QR_FAILED, x.reply, 0);
-            s->stats.failed++;
-            event = "expired";
-            failed = true;
-        } else {
-            queue_rcpt_set(r, QR_DEFERRED, d->reply,
-                now + scheduler_backoff(s->cfg->min_backoff, s->cfg->max_backoff, r->attempts,
-                          sched_random(s)));
-            s->stats.deferred++;
-            event = "deferred";
-        }
+    case SCHED_V_EXPIRED: {
+        struct delivery_rcpt x = {0};
+        char age[32];
+        long t = (long)(now - m->arrival);
+        if (t >= 2 * 86400)
+            snprintf(age, sizeof(age), "%ld days", t / 86400);
+        else if (t >= 2 * 3600)
+            snprintf(age, sizeof(age), "%ld hours", t / 3600);
+        else if (t >= 120)
+            snprintf(age, sizeof(age), "%ld minutes", t / 60);
+        else
+            snprintf(age, sizeof(age), "%ld seconds", t);
+        delivery_set(&x, R_DLV_EXPIRED, age, d->reply);
+        queue_rcpt_set(r, QR_FAILED, x.reply, 0);
+        s->stats.failed++;
+        event = "expired";
+        failed = true;
+        break;
+    }
+    case SCHED_V_DEFERRED:
+        queue_rcpt_set(r, QR_DEFERRED, d->reply, next);
+        s->stats.deferred++;
+        event = "deferred";
         break;
     default:
         queue_rcpt_set(r, QR_FAILED, d->reply, 0);
@@ -797,16 +831,14 @@ out:
 static void
 sched_delay_notice(struct scheduler *s, struct queue_msg *m, time_t now)
 {
+    struct scheduler_policy pol = sched_policy(s);
     unsigned idx[SCHED_BOUNCE_MAX], i;
     size_t n = 0;
 
-    if (s->cfg->delay_warning <= 0 || m->warned || now - m->arrival < s->cfg->delay_warning ||
-        s->cfg->delay_warning >= s->cfg->max_queue_lifetime)
-        return;
     for (i = 0; i < m->nrcpts && n < SCHED_BOUNCE_MAX; i++)
         if (m->rcpts[i].state == QR_DEFERRED)
             idx[n++] = i;
-    if (n == 0)
+    if (!scheduler_delay_due(&pol, m->arrival, now, m->warned, n > 0))
         return;
     m->warned = true; /* persisted by the queue_update that follows */
     sched_bounce(s, m, idx, NULL, n, now, BOUNCE_DELAYED);
