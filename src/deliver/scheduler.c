@@ -786,6 +786,7 @@ sched_bounce(struct scheduler *s, const struct queue_msg *m, const unsigned *idx
             bm.envid = envid;
     }
     bm.ret = mp.ret;
+    bm.smtputf8 = sched_param(m, "SMTPUTF8", 8) != NULL; /* RFC 6533 report */
     bm.boundary_salt = salt;
     bm.rcpts = br;
     bm.nrcpts = k;
