@@ -3,9 +3,10 @@
  *
  * The scheduler alone decides what happens after a delivery attempt
  * (STYLE.md rule 7): it takes due messages from the queue, routes each
- * recipient (local mailbox via Maildir or LMTP; remote: not yet), hands the
- * work to a pool of worker threads (so the event loop never waits for a
- * disk or a socket), and applies the per-recipient outcomes: delivered,
+ * recipient (local mailbox via Maildir or LMTP; remote: by MX or relay_host,
+ * over outbound connections that carry several messages each), hands the
+ * work to worker threads (so the event loop never waits for a disk or a
+ * socket), and applies the per-recipient outcomes: delivered,
  * deferred with exponential backoff between min_backoff and max_backoff
  * (with jitter), or failed (permanent reply, or max_queue_lifetime passed).
  * Maildir deliveries in flight are batched so that they share syncs.
