@@ -25,7 +25,9 @@
  * malformed reply before the message was taken) costs the message nothing:
  * its recipients still open are tried once more on a fresh connection to
  * the same host before the next host.  Recipients a server accepted are
- * never offered again.  The caller bounds how many messages one connection
+ * never offered again.  A host that could not be connected to is not tried
+ * again for the later messages of the same remote_conn (they get the same
+ * outcome at once, not after another connect timeout).  The caller bounds how many messages one connection
  * carries and how long it stays idle.
  * BODY=8BITMIME and the RFC 3461 parameters (NOTIFY/ORCPT/RET/ENVID) come
  * from the queue through delivery_msg and are passed on when the next hop
@@ -62,6 +64,8 @@ struct remote_conn {
     size_t h;               /* its host: hosts[h] */
     bool heard;             /* the server of this session sent something */
     unsigned connections;   /* opened so far */
+    char (*refused)[200];   /* per host: why connecting failed during this remote_conn ("": not
+                               tried, or it worked); later messages do not wait for it again */
     unsigned messages;      /* transactions on the open connection */
     const struct remote_host *hp;
     char desc[340]; /* "name[ip]:port", for our messages */
@@ -382,8 +386,13 @@ remote_session(struct remote_conn *r, size_t h, const struct smtp_client_msg *ms
         r->hp = &r->hosts[h];
         remote_describe(r);
         r->heard = false;
-        r->connections++;
-        if (remote_connect(r, &why) < 0) {
+        if (r->refused != NULL && r->refused[h][0] != '\0')
+            why = r->refused[h]; /* moments ago: a connect timeout is not worth waiting again */
+        else
+            r->connections++;
+        if (why != NULL || remote_connect(r, &why) < 0) {
+            if (r->refused != NULL && why != r->refused[h])
+                snprintf(r->refused[h], sizeof(r->refused[h]), "%s", why);
             for (k = 0; k < msg->nrcpts; k++) {
                 struct delivery_rcpt *d = &r->m->rcpts[map[k]];
 
@@ -449,6 +458,7 @@ remote_conn_new(const struct remote_conf *c, const struct remote_host *hosts, si
     r->hosts = hosts;
     r->nhosts = nhosts;
     r->fd = -1;
+    r->refused = calloc(nhosts ? nhosts : 1, sizeof(*r->refused)); /* NULL: no memory of it */
     return r;
 }
 
@@ -464,6 +474,7 @@ remote_conn_free(struct remote_conn *r)
     if (r == NULL)
         return;
     remote_close(r);
+    free(r->refused);
     free(r);
 }
 

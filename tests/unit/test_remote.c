@@ -677,6 +677,25 @@ test_conn_rcpt_refused_one_message(void **state)
     free(t);
 }
 
+/* No MX takes connections: each is tried once per remote_conn, not once per message. */
+static void
+test_conn_refused_hosts_once(void **state)
+{
+    struct remote_host h[2];
+    struct msg x[3];
+    char want[200];
+    int i;
+
+    host_init(&h[0], "mx1.test", closed_port());
+    host_init(&h[1], "mx2.test", closed_port());
+    assert_int_equal(conn_deliver(x, 3, h, 2), 2);
+    snprintf(want, sizeof(want), "451 4.4.1 Connection to mx2.test[127.0.0.1]:%u failed: "
+                                 "Connection refused",
+        ntohs(((struct sockaddr_in *)&h[1].addr)->sin_port));
+    for (i = 0; i < 3; i++)
+        assert_outcome(&x[i].r[0], DLV_TEMP, want, "");
+}
+
 int
 main(void)
 {
@@ -694,6 +713,7 @@ main(void)
         cmocka_unit_test_teardown(test_conn_reuse, teardown),
         cmocka_unit_test_teardown(test_conn_421_fresh_connection, teardown),
         cmocka_unit_test_teardown(test_conn_rcpt_refused_one_message, teardown),
+        cmocka_unit_test_teardown(test_conn_refused_hosts_once, teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);
