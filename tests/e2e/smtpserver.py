@@ -45,7 +45,8 @@ STAGE is one of greeting, ehlo, helo, mail, rcpt, data, dot, quit.
 
 --concurrent serves every connection in a thread of its own (else one at a
 time) and keeps DIR/concurrency.txt up to date: the most connections that
-were open at once.
+were open at once (a connection stops counting when its QUIT is answered,
+or when it closes).
 
 Bounded: it exits after --idle seconds (default 30) without a connection or a
 command, and on SIGTERM.
@@ -108,6 +109,7 @@ class Conn:
     def __init__(self, server, sock):
         self.server = server
         self.sock = sock
+        self.left = False  # no longer counted as open (concurrency.txt)
         self.buf = b""
         self.sock.settimeout(server.idle)
 
@@ -250,6 +252,8 @@ class Conn:
             elif verb == "NOOP":
                 self.send("250 2.0.0 Ok")
             elif verb == "QUIT":
+                # the session is over for the count before the client can hear it is
+                self.server.leave(self)
                 self.answer("quit", "221 2.0.0 Bye")
                 return
             else:
@@ -317,15 +321,21 @@ class SMTPServer:
             with open(os.path.join(self.maildir, "concurrency.txt"), "w") as f:
                 f.write("%d\n" % self.max_open)
 
+    def leave(self, c):
+        if not c.left:
+            c.left = True
+            self.count(-1)
+
     def one(self, conn):
         self.count(1)
+        c = Conn(self, conn)
         try:
-            Conn(self, conn).serve()
+            c.serve()
         except (Closed, OSError):
             pass
         finally:
             conn.close()
-            self.count(-1)
+            self.leave(c)
 
 
 def main(argv=None):
