@@ -703,8 +703,8 @@ bounce_xtext_utf8(const char *in, char *out, size_t outlen)
  * whole field value for Original-Recipient ("type;address"), else the address.
  */
 static void
-bounce_addr_field(struct bounce_ctx *c, const char *name, const char *value, bool typed,
-    bool global)
+bounce_addr_field(
+    struct bounce_ctx *c, const char *name, const char *value, bool typed, bool global)
 {
     char plain[1024];
     const char *addr = value, *semi;

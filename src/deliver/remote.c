@@ -27,8 +27,9 @@
  * the same host before the next host.  Recipients a server accepted are
  * never offered again.  A host that could not be connected to is not tried
  * again for the later messages of the same remote_conn (they get the same
- * outcome at once, not after another connect timeout).  The caller bounds how many messages one connection
- * carries and how long it stays idle.
+ * outcome at once, not after another connect timeout).  The caller bounds
+ * how many messages one connection carries and how long it stays idle.
+ *
  * BODY=8BITMIME and the RFC 3461 parameters (NOTIFY/ORCPT/RET/ENVID) come
  * from the queue through delivery_msg and are passed on when the next hop
  * offers them.  SMTPUTF8 is needed when an envelope address has a non-ASCII
@@ -368,8 +369,8 @@ remote_reusable(struct remote_conn *r, size_t h)
  * failed with recipients still open (they deserve a fresh connection).
  */
 static bool
-remote_session(struct remote_conn *r, size_t h, const struct smtp_client_msg *msg,
-    const size_t *map)
+remote_session(
+    struct remote_conn *r, size_t h, const struct smtp_client_msg *msg, const size_t *map)
 {
     const char *why = NULL;
     bool local = false, reused = false, retry = false;

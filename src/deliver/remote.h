@@ -60,8 +60,8 @@ void remote_deliver(const struct remote_conf *c, const struct remote_host *hosts
  * hosts must stay valid until remote_conn_free().  NULL: out of memory.
  */
 struct remote_conn;
-struct remote_conn *remote_conn_new(const struct remote_conf *c, const struct remote_host *hosts,
-    size_t nhosts);
+struct remote_conn *remote_conn_new(
+    const struct remote_conf *c, const struct remote_host *hosts, size_t nhosts);
 void remote_conn_deliver(struct remote_conn *r, struct delivery_msg *m);
 /* TCP connections opened so far (for logs and tests). */
 unsigned remote_conn_connections(const struct remote_conn *r);

@@ -202,8 +202,8 @@ scheduler_decide(const struct scheduler_policy *p, time_t arrival, time_t now, i
 }
 
 bool
-scheduler_delay_due(const struct scheduler_policy *p, time_t arrival, time_t now, bool warned,
-    bool deferred)
+scheduler_delay_due(
+    const struct scheduler_policy *p, time_t arrival, time_t now, bool warned, bool deferred)
 {
     return deferred && !warned && p->delay_warning > 0 && now - arrival >= p->delay_warning &&
            p->delay_warning < p->max_queue_lifetime;
@@ -516,8 +516,7 @@ sched_run_conn(struct scheduler *s, struct job *c)
     unsigned i;
 
     if (c->relay) {
-        nhosts = sched_resolve_relay(s->cfg->relay_host, relay, SCHED_HOSTS_MAX, why,
-            sizeof(why));
+        nhosts = sched_resolve_relay(s->cfg->relay_host, relay, SCHED_HOSTS_MAX, why, sizeof(why));
         hosts = relay;
     }
     if (nhosts > 0)
@@ -1010,8 +1009,8 @@ sched_conn_closed(struct scheduler *s, struct job *c, time_t now)
     struct job *j, *next;
     unsigned i;
 
-    log_info(NULL, "event=connection-closed destination=%s messages=%u connections=%u",
-        c->domain, c->assigned, c->connections);
+    log_info(NULL, "event=connection-closed destination=%s messages=%u connections=%u", c->domain,
+        c->assigned, c->connections);
     pthread_mutex_lock(&s->mu);
     j = c->waiting;
     c->waiting = NULL;

@@ -74,8 +74,8 @@ enum scheduler_verdict scheduler_decide(const struct scheduler_policy *p, time_t
  * that arrived at arrival, not warned yet, with recipients still deferred?
  * Only when delay_warning > 0, has passed, and is before max_queue_lifetime.
  */
-bool scheduler_delay_due(const struct scheduler_policy *p, time_t arrival, time_t now,
-    bool warned, bool deferred);
+bool scheduler_delay_due(
+    const struct scheduler_policy *p, time_t arrival, time_t now, bool warned, bool deferred);
 
 struct scheduler_stats {
     unsigned long long attempts, delivered, deferred, failed, batches;

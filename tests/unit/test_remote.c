@@ -689,8 +689,9 @@ test_conn_refused_hosts_once(void **state)
     host_init(&h[0], "mx1.test", closed_port());
     host_init(&h[1], "mx2.test", closed_port());
     assert_int_equal(conn_deliver(x, 3, h, 2), 2);
-    snprintf(want, sizeof(want), "451 4.4.1 Connection to mx2.test[127.0.0.1]:%u failed: "
-                                 "Connection refused",
+    snprintf(want, sizeof(want),
+        "451 4.4.1 Connection to mx2.test[127.0.0.1]:%u failed: "
+        "Connection refused",
         ntohs(((struct sockaddr_in *)&h[1].addr)->sin_port));
     for (i = 0; i < 3; i++)
         assert_outcome(&x[i].r[0], DLV_TEMP, want, "");

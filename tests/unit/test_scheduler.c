@@ -37,7 +37,8 @@ test_backoff_jitter(void **state)
     assert_int_equal(scheduler_backoff(1000, 100000, 1, 0.0), 900);
     assert_int_equal(scheduler_backoff(1000, 100000, 1, 1.0), 1100);
     assert_int_equal(scheduler_backoff(1000, 100000, 1, 0.25), 950);
-    assert_true(scheduler_backoff(1000, 100000, 1, 0.3) != scheduler_backoff(1000, 100000, 1, 0.31));
+    assert_true(
+        scheduler_backoff(1000, 100000, 1, 0.3) != scheduler_backoff(1000, 100000, 1, 0.31));
 }
 
 static void
@@ -147,18 +148,18 @@ test_permanent_never_retried(void **state)
     unsigned a;
 
     for (a = 1; a < 20; a++) {
-        assert_int_equal(scheduler_decide(&p, 1000, 1000 + (time_t)a * 1000, DLV_PERM, a, 0.5,
-                             &next),
+        assert_int_equal(
+            scheduler_decide(&p, 1000, 1000 + (time_t)a * 1000, DLV_PERM, a, 0.5, &next),
             SCHED_V_FAILED);
         assert_int_equal(next, 0);
     }
     /* after the lifetime a permanent reply stays itself (its own code, not 5.4.7) */
-    assert_int_equal(scheduler_decide(&p, 1000, 1000 + 432000 * 2, DLV_PERM, 3, 0.5, &next),
-        SCHED_V_FAILED);
+    assert_int_equal(
+        scheduler_decide(&p, 1000, 1000 + 432000 * 2, DLV_PERM, 3, 0.5, &next), SCHED_V_FAILED);
     assert_int_equal(next, 0);
     /* delivered is done, even late */
-    assert_int_equal(scheduler_decide(&p, 1000, 1000 + 432000 * 2, DLV_OK, 3, 0.5, &next),
-        SCHED_V_DELIVERED);
+    assert_int_equal(
+        scheduler_decide(&p, 1000, 1000 + 432000 * 2, DLV_OK, 3, 0.5, &next), SCHED_V_DELIVERED);
     assert_int_equal(next, 0);
 }
 
@@ -184,7 +185,7 @@ test_delay_notice_rule(void **state)
 
     assert_false(scheduler_delay_due(&p, 0, 14399, false, true));
     assert_true(scheduler_delay_due(&p, 0, 14400, false, true));
-    assert_false(scheduler_delay_due(&p, 0, 20000, true, true));  /* already warned */
+    assert_false(scheduler_delay_due(&p, 0, 20000, true, true));   /* already warned */
     assert_false(scheduler_delay_due(&p, 0, 20000, false, false)); /* nothing deferred */
     q.delay_warning = 0;
     assert_false(scheduler_delay_due(&q, 0, 400000, false, true));
