@@ -40,6 +40,9 @@ sent as given, e.g. "550-5.1.1 a\\n550 5.1.1 b"):
     max-messages=K        after K messages accepted on one connection, answer the
                           next MAIL with "421 4.7.0 Too many messages on one
                           connection" and close (as Exim's smtp_accept_max_per_connection)
+    close-after=K         close the connection, without a word, right after the
+                          reply to the K-th message accepted on it (the client
+                          finds out when it next writes or reads)
     hold=SECONDS          wait this long before the greeting (connections overlap)
 STAGE is one of greeting, ehlo, helo, mail, rcpt, data, dot, quit.
 
@@ -73,6 +76,7 @@ class Script:
         self.exts = list(DEFAULT_EXTS)
         self.actions = {}   # stage -> "drop" / "stall" / "malformed"
         self.max_messages = None
+        self.close_after = None
         self.hold = 0.0
         for spec in specs:
             self.add(spec)
@@ -93,6 +97,8 @@ class Script:
             self.exts = [e for e in self.exts if e.split(" ", 1)[0].upper() != value.upper()]
         elif key == "max-messages":
             self.max_messages = int(value)
+        elif key == "close-after":
+            self.close_after = int(value)
         elif key == "hold":
             self.hold = float(value)
         elif key in ("drop", "stall", "malformed") and value in STAGES:
@@ -243,6 +249,9 @@ class Conn:
                             self.store(addr, body)
                         accepted += 1
                     self.answer("dot", reply)
+                    if sc.close_after is not None and accepted >= sc.close_after:
+                        self.log(b"# close after %d" % accepted)
+                        return
                 sender = None
                 rcpts = []
             elif verb == "RSET":

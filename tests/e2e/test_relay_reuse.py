@@ -4,8 +4,8 @@ the limits max_outbound / max_outbound_per_domain, against tests/e2e/smtpserver.
 
 Reuse: messages for one destination go one after another on one SMTP session (MAIL FROM right
 after the previous message's 250, no RSET), at most max_messages_per_connection per
-connection.  A 421 in the middle of a reused connection sends the rest to a fresh connection,
-and nothing is delivered twice; a 5xx to one message's RCPT bounces that message only.  The
+connection.  A 421 in the middle of a reused connection, or a close while it is idle, sends
+the rest to a fresh connection, and nothing is delivered twice; a 5xx to one message's RCPT bounces that message only.  The
 server's transcript tells connections ("# connect") and transactions ("C: MAIL FROM:") apart.
 
 Limits: a server in --concurrent mode with hold=SECONDS (each connection waits before its
@@ -87,27 +87,32 @@ def test_relay_reuse_one_connection(t):
 
 
 def test_relay_reuse_421_midway(t):
-    """The server answers the 4th MAIL on a connection with 421 and closes: the 4th message
-    and the rest go on fresh connections; each message arrives once, none is deferred."""
+    """The server answers the 4th MAIL on a connection with 421 and closes (or closes without
+    a word after the 3rd message): the 4th message and the rest go on fresh connections;
+    each message arrives once, none is deferred."""
     n = 8
-    port = pick_port(['127.0.0.2'])
-    with Peers(t) as p:
-        srv = p.smtp('127.0.0.2', port, ['max-messages=3'])
-        d = start(t, {'relay_host': f'127.0.0.2:{port}', 'max_outbound_per_domain': '1'})
-        sent = []
-        for i in range(n):
-            a = f'u{i}@far.test'
-            sent.append((submit(d, [a], message(marker(f'r421-{i}'))), a))
-        delivered_once(t, d, srv, sent)
-        counts = per_connection(srv)
-        if sum(counts) != n or max(counts) > 3 or len(counts) < 3:
-            fail(f'messages accepted per connection {counts}, want {n} in all, at most 3 each')
-        tr = srv.transcript()
-        if 'S: 421 4.7.0 Too many messages on one connection' not in tr:
-            fail('the server never said 421: the test did not test the reuse after it')
-        for qid, a in sent:
-            if events(d, qid, a, 'deferred'):
-                fail(f'{qid} was deferred: {events(d, qid, a, "deferred")}')
+    for script, said in (('max-messages=3', 'S: 421 4.7.0 Too many messages on one connection'),
+                         ('close-after=3', '# close after 3')):
+        port = pick_port(['127.0.0.2'])
+        with Peers(t) as p:
+            srv = p.smtp('127.0.0.2', port, [script])
+            d = start(t, {'relay_host': f'127.0.0.2:{port}', 'max_outbound_per_domain': '1'})
+            sent = []
+            for i in range(n):
+                a = f'u{i}@far.test'
+                sent.append((submit(d, [a], message(marker(f'r421-{i}'))), a))
+            delivered_once(t, d, srv, sent)
+            counts = per_connection(srv)
+            if sum(counts) != n or max(counts) > 3 or len(counts) < 3:
+                fail(f'{script}: messages accepted per connection {counts}, want {n} in all, '
+                     f'at most 3 each')
+            if said not in srv.transcript():
+                fail(f'{script}: the server never broke a connection off: the test did not '
+                     f'test the reuse after it')
+            for qid, a in sent:
+                if events(d, qid, a, 'deferred'):
+                    fail(f'{script}: {qid} was deferred: {events(d, qid, a, "deferred")}')
+            stop(d)
 
 
 def test_relay_reuse_rcpt_refused_one_message(t):

@@ -654,6 +654,31 @@ test_conn_421_fresh_connection(void **state)
     free(t);
 }
 
+/* The server closes the idle connection after two messages: the next one connects afresh. */
+static void
+test_conn_closed_while_idle(void **state)
+{
+    const char *specs[] = {"close-after=2", NULL};
+    struct remote_host h;
+    struct msg x[5];
+    char *t;
+    int i;
+
+    NEED_PYTHON();
+    server_start(0, specs);
+    host_init(&h, "mx1.test", srv[0].port);
+    assert_int_equal(conn_deliver(x, 5, &h, 1), 3);
+    for (i = 0; i < 5; i++)
+        assert_outcome(&x[i].r[0], DLV_OK, "250 2.0.0 Ok: queued", "mx1.test");
+    assert_stored(0, "m0@example.org", body1);
+    assert_stored(0, "m2@example.org", body1);
+    assert_stored(0, "m4@example.org", body1);
+    t = transcript(0);
+    assert_int_equal(count_of(t, "# connect"), 3);
+    assert_int_equal(count_of(t, "C: MAIL FROM:"), 5);
+    free(t);
+}
+
 /* A 550 to one message's RCPT on a reused connection decides that message only. */
 static void
 test_conn_rcpt_refused_one_message(void **state)
@@ -713,6 +738,7 @@ main(void)
         cmocka_unit_test_teardown(test_421_at_rcpt_then_second, teardown),
         cmocka_unit_test_teardown(test_conn_reuse, teardown),
         cmocka_unit_test_teardown(test_conn_421_fresh_connection, teardown),
+        cmocka_unit_test_teardown(test_conn_closed_while_idle, teardown),
         cmocka_unit_test_teardown(test_conn_rcpt_refused_one_message, teardown),
         cmocka_unit_test_teardown(test_conn_refused_hosts_once, teardown),
     };
