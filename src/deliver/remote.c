@@ -71,8 +71,7 @@ struct remote_conn {
     const struct remote_host *hp;
     char desc[340]; /* "name[ip]:port", for our messages */
     char mta[300];  /* name, or ip: for remote_mta */
-    /* the message being delivered (msg: the client's, which it keeps pointing to
-       while idle, so it lives here rather than on a stack) */
+    /* the message being delivered (msg: the client's view of it) */
     struct smtp_client_msg msg;
     struct delivery_msg *m;
     uint64_t body_pos;
