@@ -146,6 +146,7 @@ static const struct config_key config_keys[] = {
     K_NUM(remote_timeout_data_done, CONFIG_TIME, "600", 1, CONFIG_DAY), /* §4.5.3.2.6 */
     K_NUM(max_outbound, CONFIG_INT, "100", 1, 10000),
     K_NUM(max_outbound_per_domain, CONFIG_INT, "20", 1, 10000),
+    K_NUM(max_messages_per_connection, CONFIG_INT, "100", 1, 10000),
     K_STR(dns_config, NULL, CONFIG_OPTIONAL, NULL),
     K_NUM(min_backoff, CONFIG_TIME, "300", 1, CONFIG_YEAR),
     K_NUM(max_backoff, CONFIG_TIME, "4000", 1, CONFIG_YEAR),

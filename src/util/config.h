@@ -80,6 +80,7 @@ struct config {
     long remote_timeout_data_done; /* the reply to the final dot */
     long max_outbound;            /* remote SMTP connections at once, in all */
     long max_outbound_per_domain; /* ... to one destination domain */
+    long max_messages_per_connection; /* messages one outbound connection carries */
     char *dns_config;
     long min_backoff;
     long max_backoff;
