@@ -137,6 +137,13 @@ static void
 session_reply(struct smtp_session *s, enum reply_id id, int written)
 {
     (void)written; /* the output buffer is far larger than SESSION_OUT_SOFT */
+    /*
+     * max_errors is for clients that misbehave.  Greylisting and a state
+     * store that does not answer are our own choices, made per recipient: a
+     * legitimate MTA with many new recipients must not be cut off by them.
+     */
+    if (id == R_GREYLISTED || id == R_POLICY_UNAVAILABLE)
+        return;
     if (reply_get(id)->code >= 400 && reply_get(id)->code != 421)
         session_error_sent(s);
 }

@@ -917,7 +917,28 @@ test_pending_verdict_args(void **state)
                                       "451 4.7.1 <u@example.org>: Greylisted: "));
     assert_non_null(strstr(h_out(&h), "try again in 300 seconds\r\n"
                                       "250 2.1.5 Recipient <v@example.org> ok\r\n"));
-    assert_int_equal(smtp_session_errors(h.s), 1);
+    assert_int_equal(smtp_session_errors(h.s), 0); /* greylisting is not the client's error */
+    smtp_session_free(h.s);
+
+    /* More greylisted recipients than max_errors: no 421, every one answered. */
+    off = 0;
+    h_init(&h);
+    h.pending = true;
+    h.conf.max_recipients = 50;
+    h.conf.max_errors = 2;
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    h_feed(&h, in, sizeof(in) - 1, &off); /* HELO, MAIL */
+    assert_int_equal(smtp_session_verdict(h.s, R_MAIL_OK), SMTP_OK);
+    for (int i = 0; i < 6; i++) {
+        static const char rcpt[] = "RCPT TO:<u@example.org>\r\n";
+        size_t roff = 0;
+        assert_int_equal(h_feed(&h, rcpt, sizeof(rcpt) - 1, &roff), SMTP_SUSPEND);
+        assert_int_equal(smtp_session_verdict_args(h.s, i % 2 ? R_POLICY_UNAVAILABLE :
+            R_GREYLISTED, grey), SMTP_OK);
+    }
+    assert_false(smtp_session_closed(h.s));
+    assert_null(strstr(h_out(&h), "421 "));
+    assert_int_equal(smtp_session_errors(h.s), 0);
     smtp_session_free(h.s);
 }
 
