@@ -6,6 +6,7 @@
  * the output for a split input equals the output for the whole input, and
  * output stays bounded.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -60,11 +61,17 @@ f_auth(void *ctx, const char *user, const char *pass)
 static const struct smtp_callbacks cb = {f_mail, f_rcpt, f_body, f_commit, f_abort, f_auth};
 
 static size_t
-run(const uint8_t *data, size_t size, size_t step, char *out, size_t cap)
+run(const uint8_t *data, size_t size, size_t step, char *out, size_t cap, bool tls)
 {
+    /*
+     * STARTTLS and AUTH offered; the first byte's top bit says whether the
+     * session starts under TLS (AUTH at once) or in plaintext (bytes after a
+     * STARTTLS are fed as if they came under TLS).
+     */
     struct smtp_session_conf conf = {.hostname = "mx.fuzz", .max_line_length = 512,
-        .max_message_size = 2000, .max_recipients = 5, .max_errors = 50, .auth_offer = true};
-    struct smtp_peer peer = {"192.0.2.1", "F", true};
+        .max_message_size = 2000, .max_recipients = 5, .max_errors = 50, .tls_offer = true,
+        .auth_offer = true};
+    struct smtp_peer peer = {"192.0.2.1", "F", tls};
     struct smtp_session *s = smtp_session_new(&conf, &cb, NULL, &peer);
     enum smtp_status st = SMTP_OK;
     size_t off = 0, outlen = 0, n, used;
@@ -80,6 +87,8 @@ run(const uint8_t *data, size_t size, size_t step, char *out, size_t cap)
         off += used;
         if (st == SMTP_SUSPEND)
             st = smtp_session_commit_done(s, (k++ & 1) ? R_SPOOL_ERROR : R_QUEUED);
+        else if (st == SMTP_STARTTLS)
+            st = smtp_session_tls_started(s, "TLSv1.3", "TLS_AES_128_GCM_SHA256");
         b = smtp_session_output(s);
         if (b->len > 70000)
             abort();
@@ -108,8 +117,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0)
         return 0;
     step = 1 + data[0] % 7;
-    n1 = run(data + 1, size - 1, 0, out1, sizeof(out1));
-    n2 = run(data + 1, size - 1, step, out2, sizeof(out2));
+    n1 = run(data + 1, size - 1, 0, out1, sizeof(out1), data[0] & 0x80);
+    n2 = run(data + 1, size - 1, step, out2, sizeof(out2), data[0] & 0x80);
     if (n1 != n2 || memcmp(out1, out2, n1) != 0)
         abort(); /* the session must not care how input is split */
     /* Every reply line: "DDD" then ' ' or '-', and CRLF at the end; no bare CR/LF. */

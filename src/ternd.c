@@ -25,6 +25,7 @@
 #include "deliver/scheduler.h"
 #include "net/control.h"
 #include "net/server.h"
+#include "net/tls.h"
 #include "policy/auth.h"
 #include "queue/maildrop.h"
 #include "queue/queue.h"
@@ -110,8 +111,6 @@ warn_unimplemented(const struct config *c)
         bool set;
     } keys[] = {
         {"metrics_listen", c->metrics_listen != NULL},
-        {"greylist", c->greylist},
-        {"state_store", c->state_store != NULL},
     };
     size_t i;
 
@@ -357,16 +356,46 @@ daemon_log_privileges(const char *user, const struct priv_user *pu, enum priv_mo
     }
 }
 
+/* Give dir and the entries directly in it to the user; how many changed.  ENOENT: 0. */
+static int
+daemon_give_dir(const char *dir, const struct priv_user *pu)
+{
+    DIR *dp;
+    struct dirent *e;
+    int changed, r;
+
+    if ((changed = priv_give(dir, pu)) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        log_fatal("event=start path=%s error=\"chown: %s\"", dir, strerror(errno));
+    }
+    if ((dp = opendir(dir)) == NULL)
+        return changed;
+    while ((e = readdir(dp)) != NULL) {
+        char file[4500];
+
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(file, sizeof(file), "%s/%s", dir, e->d_name);
+        if ((r = priv_give(file, pu)) < 0)
+            log_fatal("event=start path=%s error=\"chown: %s\"", file, strerror(errno));
+        changed += r;
+    }
+    closedir(dp);
+    return changed;
+}
+
 /*
- * Give the spool to the user: the directory and the entries ternd itself makes
- * there (lock, seg/, tmp/, maildrop/ and their files), e.g. left owned by root
- * by an earlier run without `user`.  Only those names: a spool_dir set to a
- * shared directory by mistake must not have everything in it chowned.
+ * Give the spool to the user: the directory and the entries ternd itself
+ * makes there (lock; seg/, tmp/, maildrop/ and policy/, the default LMDB state
+ * store, with their files), e.g. left owned by root by an earlier run without
+ * `user`.  Only those names: a spool_dir set to a shared directory by mistake
+ * must not have everything in it chowned.
  */
 static void
 daemon_give_spool(const char *dir, const struct priv_user *pu)
 {
-    static const char *const subdirs[] = {"seg", "tmp", "maildrop"};
+    static const char *const subdirs[] = {"seg", "tmp", "maildrop", "policy"};
     char path[4200];
     int changed = 0, r;
     size_t i;
@@ -379,31 +408,20 @@ daemon_give_spool(const char *dir, const struct priv_user *pu)
     snprintf(path, sizeof(path), "%s/lock", dir);
     changed += priv_give(path, pu) > 0;
     for (i = 0; i < sizeof(subdirs) / sizeof(*subdirs); i++) {
-        DIR *dp;
-        struct dirent *e;
-
         snprintf(path, sizeof(path), "%s/%s", dir, subdirs[i]);
-        if (priv_give(path, pu) < 0) {
-            if (errno != ENOENT)
-                log_fatal("event=start path=%s error=\"chown: %s\"", path, strerror(errno));
-            continue;
-        }
-        if ((dp = opendir(path)) == NULL)
-            continue;
-        while ((e = readdir(dp)) != NULL) {
-            char file[4500];
-
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            snprintf(file, sizeof(file), "%s/%s", path, e->d_name);
-            if ((r = priv_give(file, pu)) < 0)
-                log_fatal("event=start path=%s error=\"chown: %s\"", file, strerror(errno));
-            changed += r;
-        }
-        closedir(dp);
+        changed += daemon_give_dir(path, pu);
     }
     if (changed > 0)
         log_info(NULL, "event=chown spool_dir=%s entries=%d user=%s", dir, changed, pu->name);
+}
+
+/* state_store = lmdb:PATH, when not the default under spool_dir. */
+static const char *
+daemon_lmdb_path(const struct config *cfg)
+{
+    if (cfg->state_store != NULL && strncmp(cfg->state_store, "lmdb:", 5) == 0)
+        return cfg->state_store + 5;
+    return NULL;
 }
 
 /*
@@ -442,6 +460,18 @@ daemon_privileged_start(const struct config *cfg, const struct priv_user *pu,
                             "is not owned by the user: deliveries will fail until it is "
                             "(chown %s %s)\"",
                 cfg->mailbox_dir, (unsigned)st.st_uid, pu->name, pu->name, cfg->mailbox_dir);
+    }
+    if (daemon_lmdb_path(cfg) != NULL) {
+        /* the state store is opened as the user, inside the sandbox, which must name it */
+        const char *lp = daemon_lmdb_path(cfg);
+        int changed;
+
+        if (make_dirs(lp, 0700, &created) == -1)
+            log_fatal("event=start state_store=%s error=\"%s\"", cfg->state_store,
+                strerror(errno));
+        if (pu->drop && (changed = daemon_give_dir(lp, pu)) > 0)
+            log_info(NULL, "event=chown state_store=%s entries=%d user=%s", cfg->state_store,
+                changed, pu->name);
     }
     if ((*srv = server_new(cfg, NULL, hooks, err, sizeof(err))) == NULL)
         log_fatal("event=start error=\"%s\"", err);
@@ -510,6 +540,8 @@ daemon_sandbox_prepare(const struct config *cfg, const char *conf_file)
     r[n++] = (struct sandbox_rule){cfg->spool_dir, SANDBOX_READ_WRITE};
     if (strcmp(cfg->local_delivery, "maildir") == 0)
         r[n++] = (struct sandbox_rule){cfg->mailbox_dir, SANDBOX_READ_WRITE};
+    if (daemon_lmdb_path(cfg) != NULL)
+        r[n++] = (struct sandbox_rule){daemon_lmdb_path(cfg), SANDBOX_READ_WRITE};
     if (cfg->control_socket != NULL) {
         /* removed at exit (control_close) */
         snprintf(ctl_dir, sizeof(ctl_dir), "%s", cfg->control_socket);
@@ -645,6 +677,16 @@ main(int argc, char **argv)
         auth_db_free(db);
     }
     if (check) {
+        /* The certificate and key must load, as they must at start. */
+        if (cfg.tls_cert != NULL && cfg.tls_key != NULL) {
+            struct tls_server *tls = tls_server_new(cfg.tls_cert, cfg.tls_key, err, sizeof(err));
+            if (tls == NULL) {
+                fprintf(stderr, "%s: %s\n", file ? file : "(embedded)", err);
+                config_free(&cfg);
+                return 1;
+            }
+            tls_server_free(tls);
+        }
         if (verbose)
             config_dump(&cfg, stdout);
         config_free(&cfg);

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "smtp/dsn.h"
@@ -605,8 +606,153 @@ bounce_text_part(
     bounce_wrap(c, "", line, false);
 }
 
+static bool
+bounce_ascii(const char *s)
+{
+    for (; s != NULL && *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            return false;
+    return true;
+}
+
+/*
+ * RFC 6533 §3 utf-8-addr-unitext: UTF-8 as it is, and each octet that is no
+ * QUCHAR ('\', '+', '=', space, controls) as EmbeddedUnicodeChar "\x{HEX}".
+ * NULL when memory is short.
+ */
+static char *
+bounce_unitext(const char *addr)
+{
+    size_t n = strlen(addr), o = 0, i;
+    char *t = malloc(n * 8 + 1);
+
+    if (t == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)addr[i];
+
+        if (ch <= 0x20 || ch == 0x7f || ch == '\\' || ch == '+' || ch == '=')
+            o += (size_t)sprintf(t + o, "\\x{%X}", ch);
+        else
+            t[o++] = (char)ch;
+    }
+    t[o] = '\0';
+    return t;
+}
+
+/* One hex digit's value, or -1. */
+static int
+bounce_hex(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
+        return (ch | 0x20) - 'a' + 10;
+    return -1;
+}
+
+/*
+ * An ORCPT "utf-8;" address as the client sent it (utf-8-addr-xtext, RFC 6533
+ * §3: "\x{HEX}" for each non-ASCII character) made plain UTF-8 into out, for
+ * writing again as unitext.  False when it is not that form (it is then
+ * written as it came).
+ */
+static bool
+bounce_xtext_utf8(const char *in, char *out, size_t outlen)
+{
+    size_t o = 0;
+
+    while (*in) {
+        unsigned long cp = 0;
+        int d, k = 0;
+
+        if (in[0] != '\\' || in[1] != 'x' || in[2] != '{') {
+            if (o + 1 >= outlen)
+                return false;
+            out[o++] = *in++;
+            continue;
+        }
+        for (in += 3; (d = bounce_hex(*in)) >= 0 && k < 6; in++, k++)
+            cp = cp * 16 + (unsigned long)d;
+        if (*in++ != '}' || k == 0 || cp == 0 || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
+            o + 5 >= outlen)
+            return false;
+        if (cp < 0x80) {
+            out[o++] = (char)cp;
+        } else if (cp < 0x800) {
+            out[o++] = (char)(0xc0 | (cp >> 6));
+            out[o++] = (char)(0x80 | (cp & 0x3f));
+        } else if (cp < 0x10000) {
+            out[o++] = (char)(0xe0 | (cp >> 12));
+            out[o++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+            out[o++] = (char)(0x80 | (cp & 0x3f));
+        } else {
+            out[o++] = (char)(0xf0 | (cp >> 18));
+            out[o++] = (char)(0x80 | ((cp >> 12) & 0x3f));
+            out[o++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+            out[o++] = (char)(0x80 | (cp & 0x3f));
+        }
+    }
+    out[o] = '\0';
+    return true;
+}
+
+/*
+ * A recipient address field: "rfc822; addr" for an ASCII address; in an RFC
+ * 6533 report a non-ASCII one is "utf-8; " and its unitext.  value is the
+ * whole field value for Original-Recipient ("type;address"), else the address.
+ */
 static void
-bounce_report_part(struct bounce_ctx *c, const struct bounce_msg *m)
+bounce_addr_field(
+    struct bounce_ctx *c, const char *name, const char *value, bool typed, bool global)
+{
+    char plain[1024];
+    const char *addr = value, *semi;
+    char *u;
+
+    if (typed) {
+        if (!global || (semi = strchr(value, ';')) == NULL) {
+            bounce_field(c, name, value, true);
+            return;
+        }
+        addr = semi + 1;
+        while (*addr == ' ')
+            addr++;
+        if (strncasecmp(value, "utf-8;", 6) == 0 && bounce_xtext_utf8(addr, plain, sizeof(plain)))
+            addr = plain;
+        else if (strncasecmp(value, "rfc822;", 7) != 0 || bounce_ascii(addr)) {
+            bounce_field(c, name, value, true); /* ASCII, or a type we do not know */
+            return;
+        }
+    }
+    if (!global || bounce_ascii(addr)) {
+        bounce_fieldf(c, name, true, "rfc822; %s", addr);
+        return;
+    }
+    if ((u = bounce_unitext(addr)) == NULL) {
+        c->failed = true;
+        return;
+    }
+    bounce_fieldf(c, name, true, "utf-8; %s", u);
+    free(u);
+}
+
+/* An RFC 6533 report: the original needed SMTPUTF8, or an address it names is not ASCII. */
+static bool
+bounce_global(const struct bounce_msg *m)
+{
+    size_t i;
+
+    if (m->smtputf8 || !bounce_ascii(m->sender))
+        return true;
+    for (i = 0; i < m->nrcpts; i++)
+        if (!bounce_ascii(m->rcpts[i].addr) || !bounce_ascii(m->rcpts[i].orcpt))
+            return true;
+    return false;
+}
+
+static void
+bounce_report_part(struct bounce_ctx *c, const struct bounce_msg *m, bool global)
 {
     char date[40], st[12];
     size_t i;
@@ -622,8 +768,8 @@ bounce_report_part(struct bounce_ctx *c, const struct bounce_msg *m)
 
         bounce_puts(c, "\r\n");
         if (r->orcpt != NULL)
-            bounce_field(c, "Original-Recipient", r->orcpt, true);
-        bounce_fieldf(c, "Final-Recipient", true, "rfc822; %s", r->addr);
+            bounce_addr_field(c, "Original-Recipient", r->orcpt, true, global);
+        bounce_addr_field(c, "Final-Recipient", r->addr, false, global);
         bounce_field(c, "Action", bounce_action_name(r->action), false);
         bounce_status_of(r, st);
         bounce_field(c, "Status", st, false);
@@ -722,7 +868,7 @@ bounce_build(
     const struct buf *parts[3] = {&text, &report, &orig};
     char boundary[80], date[40];
     const char *subject;
-    bool attached = m->read != NULL;
+    bool attached = m->read != NULL, global;
     int rc = -1;
     size_t i;
 
@@ -756,8 +902,9 @@ bounce_build(
             goto out;
         in.truncated = a->truncated;
     }
+    global = in.global = bounce_global(m);
     bounce_text_part(&ct, m, &in, attached);
-    bounce_report_part(&cr, m);
+    bounce_report_part(&cr, m, global);
     if (ct.failed || cr.failed || co.failed) {
         snprintf(err, errlen, "bounce: message larger than the limit or out of memory");
         goto out;
@@ -786,8 +933,8 @@ bounce_build(
         m->hostname);
     bounce_field(&c, "Auto-Submitted", "auto-replied", false);
     bounce_field(&c, "MIME-Version", "1.0", false);
-    bounce_fieldf(&c, "Content-Type", false,
-        "multipart/report; report-type=delivery-status; boundary=\"%s\"", boundary);
+    bounce_fieldf(&c, "Content-Type", false, "multipart/report; report-type=%s; boundary=\"%s\"",
+        global ? "global-delivery-status" : "delivery-status", boundary);
     bounce_puts(&c, "\r\nThis is a MIME-encapsulated message.\r\n");
 
     bounce_puts(&c, "\r\n--");
@@ -801,8 +948,10 @@ bounce_build(
 
     bounce_puts(&c, "\r\n--");
     bounce_puts(&c, boundary);
-    bounce_puts(&c, "\r\nContent-Description: Delivery report\r\n"
-                    "Content-Type: message/delivery-status\r\n");
+    bounce_puts(&c, global ? "\r\nContent-Description: Delivery report\r\n"
+                             "Content-Type: message/global-delivery-status\r\n"
+                           : "\r\nContent-Description: Delivery report\r\n"
+                             "Content-Type: message/delivery-status\r\n");
     if (cr.eightbit)
         bounce_puts(&c, "Content-Transfer-Encoding: 8bit\r\n");
     bounce_puts(&c, "\r\n");
@@ -812,9 +961,13 @@ bounce_build(
         bounce_puts(&c, "\r\n--");
         bounce_puts(&c, boundary);
         bounce_puts(&c, in.full ? "\r\nContent-Description: Undelivered Message\r\n"
-                                  "Content-Type: message/rfc822\r\n"
-                                : "\r\nContent-Description: Message Headers\r\n"
-                                  "Content-Type: text/rfc822-headers\r\n");
+                                : "\r\nContent-Description: Message Headers\r\n");
+        if (global)
+            bounce_puts(&c, in.full ? "Content-Type: message/global\r\n"
+                                    : "Content-Type: message/global-headers\r\n");
+        else
+            bounce_puts(&c, in.full ? "Content-Type: message/rfc822\r\n"
+                                    : "Content-Type: text/rfc822-headers\r\n");
         if (co.eightbit)
             bounce_puts(&c, "Content-Transfer-Encoding: 8bit\r\n");
         bounce_puts(&c, "\r\n");

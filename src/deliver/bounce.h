@@ -8,6 +8,14 @@
  * message/delivery-status report (one block per recipient), and the original
  * message (message/rfc822) or only its headers (text/rfc822-headers).
  *
+ * About mail that needed SMTPUTF8 (RFC 6531: m->smtputf8, or a reported
+ * address with a non-ASCII octet), the DSN follows RFC 6533: the report is
+ * message/global-delivery-status (report-type=global-delivery-status), a
+ * non-ASCII address is written with the "utf-8" address type in its
+ * utf-8-addr-unitext form (UTF-8 as it is; '\', '+', '=', space and
+ * controls as \x{HEX}), and the original is message/global or its headers
+ * message/global-headers.
+ *
  * Pure but for the caller's read callback: no clock (every time is passed
  * in), no randomness (the boundary's random part comes from the caller), no
  * global state.  All output goes into the caller's struct buf, which bounds
@@ -77,9 +85,11 @@ struct bounce_msg {
     void *read_arg;
     uint64_t msg_len;
     size_t body_cap; /* 0: BOUNCE_BODY_CAP */
+    bool smtputf8;   /* the original was received with SMTPUTF8 (RFC 6533 report) */
 };
 
 struct bounce_info {
+    bool global;    /* RFC 6533: message/global-delivery-status, utf-8 addresses */
     bool eightbit;  /* the DSN holds 8-bit octets (from the original or an address):
                        relay it with BODY=8BITMIME */
     bool truncated; /* the attached original was cut at the cap */

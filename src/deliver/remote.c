@@ -17,8 +17,19 @@
  *     smtp_skip_5xx_greeting), and the queue lifetime bounds the retries;
  *   - only CRLF is sent (smtp/client's promise).
  *
- * XXX: one connection per message: connection reuse (smtp_client_next_message)
- * needs the scheduler to hand several messages for one destination at once.
+ * Connection reuse (remote_conn): a connection left idle after a message
+ * carries the next one (MAIL FROM right after the previous transaction
+ * ended, as RFC 5321 §3.3 allows; RSET only when smtp/client needs it after
+ * a refused transaction).  A reused connection that turns out to be dead
+ * (it said something or closed while idle; or a 421, a lost connection or a
+ * malformed reply before the message was taken) costs the message nothing:
+ * its recipients still open are tried once more on a fresh connection to
+ * the same host before the next host.  Recipients a server accepted are
+ * never offered again.  A host that could not be connected to is not tried
+ * again for the later messages of the same remote_conn (they get the same
+ * outcome at once, not after another connect timeout).  The caller bounds
+ * how many messages one connection carries and how long it stays idle.
+ *
  * BODY=8BITMIME and the RFC 3461 parameters (NOTIFY/ORCPT/RET/ENVID) come
  * from the queue through delivery_msg and are passed on when the next hop
  * offers them.  SMTPUTF8 is needed when an envelope address has a non-ASCII
@@ -42,19 +53,32 @@
 #include "util/log.h"
 
 #define REMOTE_IN_MAX 4096
+/* A safety bound; the scheduler hands a connection fewer (max_messages_per_connection). */
+#define REMOTE_CONN_MESSAGES_MAX 10000
 
-struct remote {
+struct remote_conn {
     const struct remote_conf *c;
-    struct delivery_msg *m;
-    const struct remote_host *h;
+    const struct remote_host *hosts;
+    size_t nhosts;
+    /* the open connection, if any */
+    int fd;
+    struct smtp_client *cl; /* idle between messages; NULL when no connection is open */
+    size_t h;               /* its host: hosts[h] */
+    bool heard;             /* the server of this session sent something */
+    unsigned connections;   /* opened so far */
+    char (*refused)[200];   /* per host: why connecting failed during this remote_conn ("": not
+                               tried, or it worked); later messages do not wait for it again */
+    unsigned messages;      /* transactions on the open connection */
+    const struct remote_host *hp;
     char desc[340]; /* "name[ip]:port", for our messages */
     char mta[300];  /* name, or ip: for remote_mta */
-    int fd;
-    struct remote_tls *tls; /* after STARTTLS: every octet goes through it */
+    struct remote_tls *tls; /* after STARTTLS: every octet of the connection goes through it */
+    /* the message being delivered (msg: the client's view of it) */
+    struct smtp_client_msg msg;
+    struct delivery_msg *m;
     uint64_t body_pos;
     bool *open;      /* per recipient: not decided yet */
     bool *had_reply; /* per recipient: its reply is a server's, not a connection failure */
-    bool heard;      /* the server of this session sent something */
     char in[REMOTE_IN_MAX];
 };
 
@@ -93,9 +117,9 @@ remote_timeout_ms(const struct remote_conf *c, enum smtp_client_wait w)
 }
 
 static void
-remote_describe(struct remote *r)
+remote_describe(struct remote_conn *r)
 {
-    const struct sockaddr_storage *ss = &r->h->addr;
+    const struct sockaddr_storage *ss = &r->hp->addr;
     char ip[INET6_ADDRSTRLEN] = "?";
     unsigned port = 0;
 
@@ -110,14 +134,14 @@ remote_describe(struct remote *r)
         inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
         port = ntohs(s6->sin6_port);
     }
-    snprintf(r->desc, sizeof(r->desc), "%.255s[%s]:%u", r->h->name, ip, port);
-    snprintf(r->mta, sizeof(r->mta), "%s", r->h->name[0] ? r->h->name : ip);
+    snprintf(r->desc, sizeof(r->desc), "%.255s[%s]:%u", r->hp->name, ip, port);
+    snprintf(r->mta, sizeof(r->mta), "%s", r->hp->name[0] ? r->hp->name : ip);
 }
 
 /* ---- the I/O layer: plaintext, or TLS after STARTTLS ---- */
 
 static ssize_t
-remote_io_send(struct remote *r, const char *p, size_t n, long long deadline)
+remote_io_send(struct remote_conn *r, const char *p, size_t n, long long deadline)
 {
     if (r->tls != NULL)
         return remote_tls_write(r->tls, p, n, deadline);
@@ -126,7 +150,7 @@ remote_io_send(struct remote *r, const char *p, size_t n, long long deadline)
 
 /* deadline 0: do not wait (what has arrived already, if anything) */
 static ssize_t
-remote_io_recv(struct remote *r, char *p, size_t n, long long deadline)
+remote_io_recv(struct remote_conn *r, char *p, size_t n, long long deadline)
 {
     if (r->tls != NULL)
         return remote_tls_read(r->tls, p, n, deadline == 0 ? io_now_ms() : deadline);
@@ -135,12 +159,12 @@ remote_io_recv(struct remote *r, char *p, size_t n, long long deadline)
 
 /* The server said 220 to STARTTLS: the handshake, and the client told how it went. */
 static void
-remote_starttls(struct remote *r, struct smtp_client *cl)
+remote_starttls(struct remote_conn *r, struct smtp_client *cl)
 {
     long long deadline = io_now_ms() + remote_secs(r->c->timeout_helo, 300) * 1000LL;
     char why[300], desc[128];
 
-    r->tls = remote_tls_start(r->fd, r->c->tls_policy, r->c->tls_ca_file, r->h->name, deadline,
+    r->tls = remote_tls_start(r->fd, r->c->tls_policy, r->c->tls_ca_file, r->hp->name, deadline,
         why, sizeof(why));
     if (r->tls == NULL) {
         if (r->c->tls_policy == REMOTE_TLS_MAY) {
@@ -160,7 +184,7 @@ remote_starttls(struct remote *r, struct smtp_client *cl)
 
 /* The client's TLS mode for this host: may falls back to plaintext after a failure. */
 static enum smtp_client_tls
-remote_tls_mode(const struct remote *r)
+remote_tls_mode(const struct remote_conn *r)
 {
     switch (r->c->tls_policy) {
     case REMOTE_TLS_NONE:
@@ -182,17 +206,17 @@ remote_tls_mode(const struct remote *r)
 
 /* Connect with the connect timeout.  0, or -1 with why. */
 static int
-remote_connect(struct remote *r, const char **why)
+remote_connect(struct remote_conn *r, const char **why)
 {
     int err = 0;
     socklen_t errlen = sizeof(err);
 
-    r->fd = io_socket_stream(r->h->addr.ss_family);
+    r->fd = io_socket_stream(r->hp->addr.ss_family);
     if (r->fd < 0) {
         *why = strerror(errno);
         return -1;
     }
-    if (connect(r->fd, (const struct sockaddr *)&r->h->addr, r->h->addrlen) == 0)
+    if (connect(r->fd, (const struct sockaddr *)&r->hp->addr, r->hp->addrlen) == 0)
         return 0;
     if (errno != EINPROGRESS && errno != EAGAIN) {
         *why = strerror(errno);
@@ -216,7 +240,7 @@ remote_connect(struct remote *r, const char **why)
 static ssize_t
 remote_body(void *arg, char *buf, size_t n)
 {
-    struct remote *r = arg;
+    struct remote_conn *r = arg;
     uint64_t left = r->m->body_len - r->body_pos;
     ssize_t got;
 
@@ -235,7 +259,7 @@ remote_body(void *arg, char *buf, size_t n)
 
 /* Whatever the server said before it went away (a 421 as it closes, say): feed it. */
 static void
-remote_last_words(struct remote *r, struct smtp_client *cl)
+remote_last_words(struct remote_conn *r, struct smtp_client *cl)
 {
     ssize_t got = remote_io_recv(r, r->in, sizeof(r->in), 0);
 
@@ -256,7 +280,7 @@ remote_fail(struct smtp_client *cl, enum smtp_client_wait w, const char *what)
 
 /* Write the client's output.  -1 when the connection failed (the client knows). */
 static int
-remote_send(struct remote *r, struct smtp_client *cl)
+remote_send(struct remote_conn *r, struct smtp_client *cl)
 {
     enum smtp_client_wait w = smtp_client_waiting(cl);
     long long deadline = io_now_ms() + remote_timeout_ms(r->c, w);
@@ -290,7 +314,7 @@ remote_send(struct remote *r, struct smtp_client *cl)
 
 /* Read what the server sent and feed it.  -1 when the connection failed (the client knows). */
 static int
-remote_read(struct remote *r, struct smtp_client *cl)
+remote_read(struct remote_conn *r, struct smtp_client *cl)
 {
     enum smtp_client_wait w = smtp_client_waiting(cl);
     long long deadline = io_now_ms() + remote_timeout_ms(r->c, w);
@@ -318,7 +342,7 @@ remote_read(struct remote *r, struct smtp_client *cl)
 
 /* The outcome of recipient k (m->rcpts[map[k]]) from this host. */
 static void
-remote_record(struct remote *r, const struct smtp_client *cl, size_t k, size_t i, bool heard,
+remote_record(struct remote_conn *r, const struct smtp_client *cl, size_t k, size_t i, bool heard,
     const char *limit)
 {
     const struct smtp_client_outcome *o = smtp_client_outcome(cl, k);
@@ -376,58 +400,119 @@ remote_record(struct remote *r, const struct smtp_client *cl, size_t k, size_t i
     r->open[i] = false;
 }
 
-/* One host: connect, run the dialogue, record the outcomes. */
+/* Close the connection: QUIT (its reply waited for timeout_quit at most) when it is idle. */
 static void
-remote_session(struct remote *r, const struct smtp_client_msg *msg, const size_t *map)
+remote_close(struct remote_conn *r)
 {
-    struct smtp_client *cl;
+    if (r->cl != NULL) {
+        enum smtp_client_action a;
+
+        smtp_client_quit(r->cl); /* nothing when the session is not idle */
+        while ((a = smtp_client_next(r->cl)) != SMTP_CLIENT_CLOSE) {
+            if (a == SMTP_CLIENT_SEND)
+                (void)remote_send(r, r->cl);
+            else if (a == SMTP_CLIENT_READ)
+                (void)remote_read(r, r->cl);
+            else
+                smtp_client_fail(r->cl, "idle after QUIT"); /* cannot happen */
+        }
+        smtp_client_free(r->cl);
+        r->cl = NULL;
+    }
+    remote_tls_close(r->tls); /* close_notify, after QUIT */
+    r->tls = NULL;
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+    r->messages = 0;
+}
+
+/*
+ * Can the idle connection take another message?  Not when the server spoke
+ * or closed while it was idle (a 421 on its way out, an idle timeout): a
+ * command sent now would only meet the close.
+ */
+static bool
+remote_reusable(struct remote_conn *r, size_t h)
+{
+    struct pollfd p = {.fd = r->fd, .events = POLLIN};
+
+    if (r->cl == NULL || r->h != h)
+        return false;
+    if (r->messages >= REMOTE_CONN_MESSAGES_MAX)
+        return false;
+    return poll(&p, 1, 0) == 0;
+}
+
+/*
+ * One host: reuse the idle connection to it or connect, run the dialogue
+ * for msg, record the outcomes.  The connection stays open when the
+ * transaction ended with the session idle.  True when a reused connection
+ * failed with recipients still open (they deserve a fresh connection).
+ */
+static bool
+remote_session(
+    struct remote_conn *r, size_t h, const struct smtp_client_msg *msg, const size_t *map)
+{
     const char *why = NULL;
-    bool local = false;
+    bool local = false, reused = false, retry = false;
+    enum smtp_client_action a = SMTP_CLIENT_CLOSE;
     char limit[32];
     size_t k;
 
-    remote_describe(r);
-    r->fd = -1;
     r->body_pos = 0;
-    r->heard = false;
-    if (remote_connect(r, &why) < 0) {
-        for (k = 0; k < msg->nrcpts; k++) {
-            struct delivery_rcpt *d = &r->m->rcpts[map[k]];
+    if (remote_reusable(r, h) && smtp_client_next_message(r->cl, msg) == 0) {
+        reused = true;
+    } else {
+        remote_close(r);
+        r->h = h;
+        r->hp = &r->hosts[h];
+        remote_describe(r);
+        r->heard = false;
+        if (r->refused != NULL && r->refused[h][0] != '\0')
+            why = r->refused[h]; /* moments ago: a connect timeout is not worth waiting again */
+        else
+            r->connections++;
+        if (why != NULL || remote_connect(r, &why) < 0) {
+            if (r->refused != NULL && why != r->refused[h])
+                snprintf(r->refused[h], sizeof(r->refused[h]), "%s", why);
+            for (k = 0; k < msg->nrcpts; k++) {
+                struct delivery_rcpt *d = &r->m->rcpts[map[k]];
 
-            if (r->had_reply[map[k]])
-                continue;
-            delivery_set(d, R_DLV_CONNECT_FAILED, r->desc, why);
-            d->remote_mta[0] = '\0';
+                if (r->had_reply[map[k]])
+                    continue;
+                delivery_set(d, R_DLV_CONNECT_FAILED, r->desc, why);
+                d->remote_mta[0] = '\0';
+            }
+            goto out;
         }
-        goto out;
+        r->cl = smtp_client_new(r->c->hostname, msg);
+        if (r->cl == NULL) {
+            local = true;
+            goto out;
+        }
+        smtp_client_set_tls(r->cl, remote_tls_mode(r));
     }
-    cl = smtp_client_new(r->c->hostname, msg);
-    if (cl == NULL) {
-        local = true;
-        goto out;
-    }
-    smtp_client_set_tls(cl, remote_tls_mode(r));
+    r->messages++;
     for (;;) {
-        enum smtp_client_action a = smtp_client_next(cl);
-
-        if (a == SMTP_CLIENT_CLOSE)
+        a = smtp_client_next(r->cl);
+        if (a == SMTP_CLIENT_CLOSE || a == SMTP_CLIENT_IDLE)
             break;
         if (a == SMTP_CLIENT_SEND)
-            (void)remote_send(r, cl);
-        else if (a == SMTP_CLIENT_READ)
-            (void)remote_read(r, cl);
+            (void)remote_send(r, r->cl);
         else if (a == SMTP_CLIENT_STARTTLS)
-            remote_starttls(r, cl);
+            remote_starttls(r, r->cl);
         else
-            smtp_client_quit(cl); /* XXX: reuse for the next message to this host */
+            (void)remote_read(r, r->cl);
     }
-    snprintf(limit, sizeof(limit), "%llu", (unsigned long long)smtp_client_size_limit(cl));
-    for (k = 0; k < msg->nrcpts; k++)
-        remote_record(r, cl, k, map[k], r->heard, limit);
-    smtp_client_free(cl);
+    snprintf(limit, sizeof(limit), "%llu", (unsigned long long)smtp_client_size_limit(r->cl));
+    for (k = 0; k < msg->nrcpts; k++) {
+        remote_record(r, r->cl, k, map[k], r->heard, limit);
+        retry = retry || (reused && r->open[map[k]]);
+    }
+    if (a == SMTP_CLIENT_IDLE)
+        return false; /* kept for the next message */
 out:
-    remote_tls_close(r->tls);
-    r->tls = NULL;
     if (local) {
         /* our EHLO name or memory: no other host would fare better */
         for (k = 0; k < msg->nrcpts; k++) {
@@ -435,9 +520,8 @@ out:
             r->open[map[k]] = false;
         }
     }
-    if (r->fd >= 0)
-        close(r->fd);
-    r->fd = -1;
+    remote_close(r);
+    return retry;
 }
 
 static bool
@@ -449,25 +533,51 @@ remote_8bit(const char *s)
     return false;
 }
 
-void
-remote_deliver(const struct remote_conf *c, const struct remote_host *hosts, size_t nhosts,
-    struct delivery_msg *m)
+struct remote_conn *
+remote_conn_new(const struct remote_conf *c, const struct remote_host *hosts, size_t nhosts)
 {
-    struct remote r;
-    struct smtp_client_rcpt *rc;
-    struct smtp_client_msg msg;
-    size_t *map, i, h, n;
-    bool utf8;
+    struct remote_conn *r = calloc(1, sizeof(*r));
 
-    memset(&r, 0, sizeof(r));
-    r.c = c;
-    r.m = m;
-    r.fd = -1;
+    if (r == NULL)
+        return NULL;
+    r->c = c;
+    r->hosts = hosts;
+    r->nhosts = nhosts;
+    r->fd = -1;
+    r->refused = calloc(nhosts ? nhosts : 1, sizeof(*r->refused)); /* NULL: no memory of it */
+    return r;
+}
+
+unsigned
+remote_conn_connections(const struct remote_conn *r)
+{
+    return r->connections;
+}
+
+void
+remote_conn_free(struct remote_conn *r)
+{
+    if (r == NULL)
+        return;
+    remote_close(r);
+    free(r->refused);
+    free(r);
+}
+
+void
+remote_conn_deliver(struct remote_conn *r, struct delivery_msg *m)
+{
+    struct smtp_client_rcpt *rc;
+    struct smtp_client_msg *msg = &r->msg;
+    size_t *map, i, h, n;
+    bool utf8, retried = false;
+
+    r->m = m;
     rc = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*rc));
     map = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*map));
-    r.open = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*r.open));
-    r.had_reply = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*r.had_reply));
-    if (rc == NULL || map == NULL || r.open == NULL || r.had_reply == NULL) {
+    r->open = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*r->open));
+    r->had_reply = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*r->had_reply));
+    if (rc == NULL || map == NULL || r->open == NULL || r->had_reply == NULL) {
         for (i = 0; i < m->nrcpts; i++) {
             delivery_set(&m->rcpts[i], R_LOCAL_ERROR);
             m->rcpts[i].remote_mta[0] = '\0';
@@ -476,14 +586,15 @@ remote_deliver(const struct remote_conf *c, const struct remote_host *hosts, siz
     }
     utf8 = remote_8bit(m->sender);
     for (i = 0; i < m->nrcpts; i++) {
-        r.open[i] = true;
+        r->open[i] = true;
         m->rcpts[i].remote_mta[0] = '\0';
         utf8 = utf8 || remote_8bit(m->rcpts[i].addr);
         delivery_set(&m->rcpts[i], R_DLV_CONNECT_FAILED, "(no host)", "no address to connect to");
     }
-    for (h = 0; h < nhosts; h++) {
+    /* Hosts before the one of the open connection failed moments ago: start there. */
+    for (h = r->cl != NULL && r->h < r->nhosts ? r->h : 0; h < r->nhosts; h++) {
         for (i = n = 0; i < m->nrcpts; i++) {
-            if (!r.open[i])
+            if (!r->open[i])
                 continue;
             memset(&rc[n], 0, sizeof(rc[n]));
             rc[n].addr = m->rcpts[i].addr;
@@ -493,28 +604,53 @@ remote_deliver(const struct remote_conf *c, const struct remote_host *hosts, siz
         }
         if (n == 0)
             break;
-        memset(&msg, 0, sizeof(msg));
-        msg.sender = m->sender != NULL ? m->sender : "";
-        msg.rcpts = rc;
-        msg.nrcpts = n;
-        msg.size = m->body_len;
-        msg.smtputf8 = utf8;
-        msg.eightbit = m->eightbit;
-        msg.chunking = true; /* BDAT when the server offers CHUNKING (RFC 3030): no dot-stuffing */
-        msg.ret = m->dsn_ret;
-        msg.envid = m->dsn_envid;
-        msg.body = remote_body;
-        msg.arg = &r;
-        r.h = &hosts[h];
-        remote_session(&r, &msg, map);
+        memset(msg, 0, sizeof(*msg));
+        msg->sender = m->sender != NULL ? m->sender : "";
+        msg->rcpts = rc;
+        msg->nrcpts = n;
+        msg->size = m->body_len;
+        msg->smtputf8 = utf8;
+        msg->eightbit = m->eightbit;
+        msg->chunking = true; /* BDAT when the server offers CHUNKING (RFC 3030): no stuffing */
+        msg->ret = m->dsn_ret;
+        msg->envid = m->dsn_envid;
+        msg->body = remote_body;
+        msg->arg = r;
+        if (remote_session(r, h, msg, map) && !retried) {
+            retried = true; /* the same host once more, on a fresh connection */
+            h--;
+        }
     }
     /* Every host failed them: retry later, with the last word we have. */
     for (i = 0; i < m->nrcpts; i++)
-        if (r.open[i])
+        if (r->open[i])
             m->rcpts[i].status = DLV_TEMP;
 out:
     free(rc);
     free(map);
-    free(r.open);
-    free(r.had_reply);
+    free(r->open);
+    free(r->had_reply);
+    r->open = r->had_reply = NULL;
+    r->m = NULL;
+    /* the client may still look at the count, never at the recipients or the body */
+    msg->rcpts = NULL;
+    msg->body = NULL;
+}
+
+void
+remote_deliver(const struct remote_conf *c, const struct remote_host *hosts, size_t nhosts,
+    struct delivery_msg *m)
+{
+    struct remote_conn *r = remote_conn_new(c, hosts, nhosts);
+    unsigned i;
+
+    if (r == NULL) {
+        for (i = 0; i < m->nrcpts; i++) {
+            delivery_set(&m->rcpts[i], R_LOCAL_ERROR);
+            m->rcpts[i].remote_mta[0] = '\0';
+        }
+        return;
+    }
+    remote_conn_deliver(r, m);
+    remote_conn_free(r);
 }

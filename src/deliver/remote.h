@@ -1,6 +1,7 @@
 /*
  * remote.h - delivery to other mail servers over SMTP (RFC 5321), one
- * message at a time, on a worker thread.
+ * message at a time, on a worker thread; a connection may carry several
+ * messages one after another (remote_conn).
  *
  * The caller has already found the hosts (MX lookup, relay_host, address
  * literal) and resolved them, in the order to try.  remote_deliver() tries
@@ -53,7 +54,24 @@ struct remote_conf {
     const char *tls_ca_file;           /* trust anchors for verify; NULL: the system's */
 };
 
+/* One message on a connection of its own (closed before returning). */
 void remote_deliver(const struct remote_conf *c, const struct remote_host *hosts, size_t nhosts,
     struct delivery_msg *m);
+
+/*
+ * A connection to reuse: remote_conn_deliver() as often as the caller likes
+ * (each message as remote_deliver() would treat it), then remote_conn_free()
+ * (QUIT, close).  Between messages the connection stays open and idle; the
+ * caller bounds how long.  A message starts at the host of the open
+ * connection (those before it failed moments ago), else at the first.  c and
+ * hosts must stay valid until remote_conn_free().  NULL: out of memory.
+ */
+struct remote_conn;
+struct remote_conn *remote_conn_new(
+    const struct remote_conf *c, const struct remote_host *hosts, size_t nhosts);
+void remote_conn_deliver(struct remote_conn *r, struct delivery_msg *m);
+/* TCP connections opened so far (for logs and tests). */
+unsigned remote_conn_connections(const struct remote_conn *r);
+void remote_conn_free(struct remote_conn *r);
 
 #endif

@@ -8,6 +8,18 @@
  * operator while its attempt is in flight is simply not found when the
  * outcome comes back.  Workers take every Maildir job waiting (up to
  * SCHED_BATCH_MAX) in one go, so concurrent deliveries share their syncs.
+ *
+ * Remote mail goes through outbound connections (JOB_CONN), each run by a
+ * thread of its own (a pool that grows up to max_outbound): the loop routes
+ * a message's recipients for one destination (relay_host, or a domain) into
+ * a JOB_REMOTE job and hands it to a connection to that destination: an
+ * idle one, else a new one while max_outbound and max_outbound_per_domain
+ * allow, else the least loaded one (the message waits its turn).  The
+ * connection's thread delivers its jobs one after another on one SMTP
+ * session (remote_conn), reports each as soon as it is done, waits up to
+ * SCHED_CONN_IDLE_MS for more, and closes after max_messages_per_connection
+ * messages.  A connection counts as one against the limits from its
+ * creation (DNS phase included) until it is closed.
  */
 #include "deliver/scheduler.h"
 
@@ -17,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include <netdb.h>
@@ -38,7 +51,9 @@
 #define SCHED_MAINT_SECONDS 5
 #define SCHED_LMTP_TIMEOUT 300 /* seconds per LMTP step, as RFC 5321 §4.5.3.2 for MAIL/RCPT */
 
-enum job_kind { JOB_MAILDIR, JOB_LMTP, JOB_REMOTE, JOB_CLEANUP };
+enum job_kind { JOB_MAILDIR, JOB_LMTP, JOB_REMOTE, JOB_CLEANUP, JOB_CONN };
+
+#define SCHED_CONN_IDLE_MS 1000 /* an outbound connection waits this long for more mail */
 
 #define SCHED_DOMTAB 256
 #define SCHED_HOSTS_MAX 20
@@ -65,10 +80,11 @@ struct attempt {
     unsigned nfailed;
 };
 
-/* Remote jobs in flight per destination domain (max_outbound_per_domain). */
+/* Outbound connections per destination (max_outbound_per_domain). */
 struct domcount {
     struct domcount *next;
     unsigned n;
+    struct job *conns; /* the JOB_CONN jobs, linked by conn_next */
     char domain[];
 };
 
@@ -88,13 +104,28 @@ struct job {
     char (*orcpt)[DSN_ORCPT_MAX + 1];
     char ret[8];
     char envid[DSN_ENVID_MAX + 1];
+    /* JOB_REMOTE and JOB_CONN */
+    char domain[256];          /* the destination: a domain, or "relay_host" */
     /* JOB_REMOTE */
-    char domain[256];
+    struct job *conn;          /* the connection that carries it */
+    /* JOB_CONN */
     struct remote_host *hosts;
     size_t nhosts;
     bool relay;                /* via relay_host, resolved on the worker */
     struct scheduler *s;       /* for the DNS callback */
     struct job *dns_prev, *dns_next; /* waiting for DNS */
+    struct job *conn_next;     /* the destination's connections (loop thread) */
+    bool started;              /* its route asked for, or handed to a thread (loop thread) */
+    unsigned connections;      /* TCP connections it opened (set by its thread at the end) */
+    /* under the scheduler's mutex: */
+    struct job *waiting, **waiting_tail; /* JOB_REMOTE jobs handed over, not started */
+    unsigned nwaiting;
+    unsigned reserved;         /* routed to it, not yet handed over */
+    unsigned assigned;         /* messages given to it in all */
+    bool busy;                 /* its thread is delivering one */
+    bool closing;              /* takes no more */
+    bool has_cv;
+    pthread_cond_t cv;         /* a job was handed over, or the scheduler stops */
 };
 
 struct scheduler {
@@ -114,6 +145,11 @@ struct scheduler {
     struct job *todo, **todo_tail;
     struct job *done, **done_tail;
     bool stopping;
+    /* outbound connections: their own threads, created as needed up to max_outbound */
+    pthread_t *rthreads;
+    unsigned nrthreads, rthreads_max, ridle, nrtodo;
+    pthread_cond_t rcv;
+    struct job *rtodo, **rtodo_tail;
 
     int efd;
     struct event *ev_done;
@@ -121,7 +157,7 @@ struct scheduler {
     struct event *ev_maint;    /* segment reclamation and compaction */
     struct dns *dns;           /* NULL until a remote domain needs one */
     struct remote_conf rconf;
-    unsigned outbound;         /* remote jobs in flight (DNS phase included) */
+    unsigned outbound;         /* outbound connections open (DNS phase included) */
     struct domcount *domtab[SCHED_DOMTAB];
     struct job *dns_wait;      /* remote jobs waiting for their route */
     bool blocked;              /* the last dispatch stopped at an outbound limit */
@@ -148,6 +184,38 @@ scheduler_backoff(long min_backoff, long max_backoff, unsigned attempts, double 
     /* +-10% so that messages deferred together do not come back together */
     d *= 0.9 + 0.2 * r;
     return d < 1 ? 1 : (time_t)d;
+}
+
+enum scheduler_verdict
+scheduler_decide(const struct scheduler_policy *p, time_t arrival, time_t now, int status,
+    unsigned attempts, double r, time_t *next)
+{
+    *next = 0;
+    if (status == DLV_OK)
+        return SCHED_V_DELIVERED;
+    if (status != DLV_TEMP)
+        return SCHED_V_FAILED;
+    if (now - arrival >= p->max_queue_lifetime)
+        return SCHED_V_EXPIRED;
+    *next = now + scheduler_backoff(p->min_backoff, p->max_backoff, attempts, r);
+    return SCHED_V_DEFERRED;
+}
+
+bool
+scheduler_delay_due(
+    const struct scheduler_policy *p, time_t arrival, time_t now, bool warned, bool deferred)
+{
+    return deferred && !warned && p->delay_warning > 0 && now - arrival >= p->delay_warning &&
+           p->delay_warning < p->max_queue_lifetime;
+}
+
+static struct scheduler_policy
+sched_policy(const struct scheduler *s)
+{
+    return (struct scheduler_policy){.min_backoff = s->cfg->min_backoff,
+        .max_backoff = s->cfg->max_backoff,
+        .max_queue_lifetime = s->cfg->max_queue_lifetime,
+        .delay_warning = s->cfg->delay_warning};
 }
 
 static double
@@ -177,6 +245,8 @@ job_free(struct job *j)
     free(j->hosts);
     free(j->notify);
     free(j->orcpt);
+    if (j->has_cv)
+        pthread_cond_destroy(&j->cv);
     free(j);
 }
 
@@ -313,27 +383,6 @@ sched_resolve_relay(const char *relay, struct remote_host *hosts, size_t max, ch
 }
 
 static void
-sched_remote(struct scheduler *s, struct job *j)
-{
-    struct remote_host relay[SCHED_HOSTS_MAX];
-    char why[300];
-    size_t n;
-    unsigned i;
-
-    if (!j->relay) {
-        remote_deliver(&s->rconf, j->hosts, j->nhosts, &j->dm);
-        return;
-    }
-    if ((n = sched_resolve_relay(s->cfg->relay_host, relay, SCHED_HOSTS_MAX, why,
-             sizeof(why))) == 0) {
-        for (i = 0; i < j->n; i++)
-            delivery_set(&j->rcpts[i], R_DLV_DNS_TEMP, s->cfg->relay_host, why);
-        return;
-    }
-    remote_deliver(&s->rconf, relay, n, &j->dm);
-}
-
-static void
 sched_run_batch(struct scheduler *s, struct job *batch)
 {
     struct delivery_msg *msgs[SCHED_BATCH_MAX];
@@ -355,8 +404,6 @@ sched_run_batch(struct scheduler *s, struct job *batch)
         }
         if (j->kind == JOB_LMTP)
             lmtp_deliver(&s->lmtp, &j->dm);
-        else if (j->kind == JOB_REMOTE)
-            sched_remote(s, j);
         else
             msgs[n++] = &j->dm;
     }
@@ -399,6 +446,157 @@ sched_worker(void *arg)
     return NULL;
 }
 
+/* ---- outbound connections (their threads) ----------------------------------------- */
+
+/* A job or a closed connection is back: the loop takes it from the done list. */
+static void
+sched_done_locked(struct scheduler *s, struct job *j)
+{
+    uint64_t one = 1;
+
+    j->next = NULL;
+    *s->done_tail = j;
+    s->done_tail = &j->next;
+    if (write(s->efd, &one, sizeof(one)) < 0) {
+        /* eventfd full cannot happen at these counts; the loop reaps anyway */
+    }
+}
+
+/*
+ * The connection's next message: one handed over already, or one that comes
+ * within SCHED_CONN_IDLE_MS (linger).  NULL: the connection is closing (it
+ * takes no more; on stop, jobs not started stay in c->waiting).
+ */
+static struct job *
+sched_conn_take(struct scheduler *s, struct job *c, bool linger)
+{
+    struct timespec until;
+    struct job *j = NULL;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += (SCHED_CONN_IDLE_MS % 1000) * 1000000L;
+    until.tv_sec += SCHED_CONN_IDLE_MS / 1000 + until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&s->mu);
+    c->busy = false;
+    while (c->waiting == NULL && !s->stopping && !c->closing) {
+        if (c->reserved > 0) {
+            pthread_cond_wait(&c->cv, &s->mu); /* being handed over right now */
+            continue;
+        }
+        if (!linger || c->assigned >= (unsigned)s->cfg->max_messages_per_connection ||
+            pthread_cond_timedwait(&c->cv, &s->mu, &until) != 0)
+            break;
+    }
+    if (c->waiting != NULL && !s->stopping) {
+        j = c->waiting;
+        c->waiting = j->next;
+        if (c->waiting == NULL)
+            c->waiting_tail = &c->waiting;
+        c->nwaiting--;
+        j->next = NULL;
+        c->busy = true;
+    } else {
+        c->closing = true;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return j;
+}
+
+/* A connection's thread: its messages one after another, each reported when done. */
+static void
+sched_run_conn(struct scheduler *s, struct job *c)
+{
+    struct remote_host relay[SCHED_HOSTS_MAX];
+    const struct remote_host *hosts = c->hosts;
+    size_t nhosts = c->nhosts;
+    struct remote_conn *rc = NULL;
+    char why[300] = "";
+    struct job *j;
+    unsigned i;
+
+    if (c->relay) {
+        nhosts = sched_resolve_relay(s->cfg->relay_host, relay, SCHED_HOSTS_MAX, why, sizeof(why));
+        hosts = relay;
+    }
+    if (nhosts > 0)
+        rc = remote_conn_new(&s->rconf, hosts, nhosts);
+    while ((j = sched_conn_take(s, c, rc != NULL)) != NULL) {
+        if (nhosts == 0) {
+            for (i = 0; i < j->n; i++)
+                delivery_set(&j->rcpts[i], R_DLV_DNS_TEMP, s->cfg->relay_host, why);
+        } else if (rc == NULL) {
+            for (i = 0; i < j->n; i++)
+                delivery_set(&j->rcpts[i], R_DLV_MAILDIR_ERROR, "out of memory");
+        } else if ((j->dm.body_fd = spool_segment_open(s->sp, j->seg)) == -1) {
+            snprintf(why, sizeof(why), "cannot read the queued message: %s", strerror(errno));
+            for (i = 0; i < j->n; i++)
+                delivery_set(&j->rcpts[i], R_DLV_MAILDIR_ERROR, why);
+        } else {
+            remote_conn_deliver(rc, &j->dm);
+            close(j->dm.body_fd);
+            j->dm.body_fd = -1;
+        }
+        pthread_mutex_lock(&s->mu);
+        sched_done_locked(s, j);
+        pthread_mutex_unlock(&s->mu);
+    }
+    c->connections = rc != NULL ? remote_conn_connections(rc) : 0;
+    remote_conn_free(rc);
+}
+
+static void *
+sched_rworker(void *arg)
+{
+    struct scheduler *s = arg;
+    struct job *c;
+
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->rtodo == NULL && !s->stopping) {
+            s->ridle++;
+            pthread_cond_wait(&s->rcv, &s->mu);
+            s->ridle--;
+        }
+        if (s->stopping)
+            break; /* connections not started stay queued (scheduler_free) */
+        c = s->rtodo;
+        s->rtodo = c->next;
+        if (s->rtodo == NULL)
+            s->rtodo_tail = &s->rtodo;
+        s->nrtodo--;
+        c->next = NULL;
+        pthread_mutex_unlock(&s->mu);
+
+        sched_run_conn(s, c);
+
+        pthread_mutex_lock(&s->mu);
+        sched_done_locked(s, c); /* after its last message: the loop closes the books */
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* A connection with its route: to a thread (a new one when none is free). */
+static void
+sched_submit_conn(struct scheduler *s, struct job *c)
+{
+    pthread_mutex_lock(&s->mu);
+    c->next = NULL;
+    *s->rtodo_tail = c;
+    s->rtodo_tail = &c->next;
+    s->nrtodo++;
+    if (s->nrtodo > s->ridle && s->nrthreads < s->rthreads_max) {
+        if (pthread_create(&s->rthreads[s->nrthreads], NULL, sched_rworker, s) == 0)
+            s->nrthreads++;
+        else
+            log_warn(NULL, "event=thread-failed error=\"%s\" threads=%u", strerror(errno),
+                s->nrthreads); /* the running ones take it in turn */
+    }
+    pthread_cond_signal(&s->rcv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* ---- outcomes (loop thread) ----------------------------------------------------- */
 
 /*
@@ -413,38 +611,40 @@ sched_apply(struct scheduler *s, struct queue_msg *m, unsigned idx,
     const char *event;
     bool failed = false;
 
+    struct scheduler_policy pol = sched_policy(s);
+    time_t next;
+
     r->attempts++;
-    switch (d->status) {
-    case DLV_OK:
+    switch (
+        scheduler_decide(&pol, m->arrival, now, d->status, r->attempts, sched_random(s), &next)) {
+    case SCHED_V_DELIVERED:
         queue_rcpt_set(r, QR_DELIVERED, d->reply, 0);
         s->stats.delivered++;
         event = "delivered";
         break;
-    case DLV_TEMP:
-        if (now - m->arrival >= s->cfg->max_queue_lifetime) {
-            struct delivery_rcpt x = {0};
-            char age[32];
-            long t = (long)(now - m->arrival);
-            if (t >= 2 * 86400)
-                snprintf(age, sizeof(age), "%ld days", t / 86400);
-            else if (t >= 2 * 3600)
-                snprintf(age, sizeof(age), "%ld hours", t / 3600);
-            else if (t >= 120)
-                snprintf(age, sizeof(age), "%ld minutes", t / 60);
-            else
-                snprintf(age, sizeof(age), "%ld seconds", t);
-            delivery_set(&x, R_DLV_EXPIRED, age, d->reply);
-            queue_rcpt_set(r, QR_FAILED, x.reply, 0);
-            s->stats.failed++;
-            event = "expired";
-            failed = true;
-        } else {
-            queue_rcpt_set(r, QR_DEFERRED, d->reply,
-                now + scheduler_backoff(s->cfg->min_backoff, s->cfg->max_backoff, r->attempts,
-                          sched_random(s)));
-            s->stats.deferred++;
-            event = "deferred";
-        }
+    case SCHED_V_EXPIRED: {
+        struct delivery_rcpt x = {0};
+        char age[32];
+        long t = (long)(now - m->arrival);
+        if (t >= 2 * 86400)
+            snprintf(age, sizeof(age), "%ld days", t / 86400);
+        else if (t >= 2 * 3600)
+            snprintf(age, sizeof(age), "%ld hours", t / 3600);
+        else if (t >= 120)
+            snprintf(age, sizeof(age), "%ld minutes", t / 60);
+        else
+            snprintf(age, sizeof(age), "%ld seconds", t);
+        delivery_set(&x, R_DLV_EXPIRED, age, d->reply);
+        queue_rcpt_set(r, QR_FAILED, x.reply, 0);
+        s->stats.failed++;
+        event = "expired";
+        failed = true;
+        break;
+    }
+    case SCHED_V_DEFERRED:
+        queue_rcpt_set(r, QR_DEFERRED, d->reply, next);
+        s->stats.deferred++;
+        event = "deferred";
         break;
     default:
         queue_rcpt_set(r, QR_FAILED, d->reply, 0);
@@ -461,6 +661,8 @@ sched_apply(struct scheduler *s, struct queue_msg *m, unsigned idx,
 
 static void sched_dispatch(struct scheduler *s);
 static void sched_arm(struct scheduler *s);
+static void sched_conn_closed(struct scheduler *s, struct job *c, time_t now);
+static void job_abandon(struct job *j);
 
 /* ---- bounces (RFC 3464), written into the queue like any message ------------------- */
 
@@ -583,6 +785,7 @@ sched_bounce(struct scheduler *s, const struct queue_msg *m, const unsigned *idx
             bm.envid = envid;
     }
     bm.ret = mp.ret;
+    bm.smtputf8 = sched_param(m, "SMTPUTF8", 8) != NULL; /* RFC 6533 report */
     bm.boundary_salt = salt;
     bm.rcpts = br;
     bm.nrcpts = k;
@@ -628,16 +831,14 @@ out:
 static void
 sched_delay_notice(struct scheduler *s, struct queue_msg *m, time_t now)
 {
+    struct scheduler_policy pol = sched_policy(s);
     unsigned idx[SCHED_BOUNCE_MAX], i;
     size_t n = 0;
 
-    if (s->cfg->delay_warning <= 0 || m->warned || now - m->arrival < s->cfg->delay_warning ||
-        s->cfg->delay_warning >= s->cfg->max_queue_lifetime)
-        return;
     for (i = 0; i < m->nrcpts && n < SCHED_BOUNCE_MAX; i++)
         if (m->rcpts[i].state == QR_DEFERRED)
             idx[n++] = i;
-    if (n == 0)
+    if (!scheduler_delay_due(&pol, m->arrival, now, m->warned, n > 0))
         return;
     m->warned = true; /* persisted by the queue_update that follows */
     sched_bounce(s, m, idx, NULL, n, now, BOUNCE_DELAYED);
@@ -658,14 +859,6 @@ sched_dom_find(struct scheduler *s, const char *domain)
         if (strcasecmp((*pp)->domain, domain) == 0)
             break;
     return pp;
-}
-
-static unsigned
-sched_dom_count(struct scheduler *s, const char *domain)
-{
-    struct domcount **pp = sched_dom_find(s, domain);
-
-    return *pp ? (*pp)->n : 0;
 }
 
 static void
@@ -708,10 +901,6 @@ sched_job_finished(struct scheduler *s, struct job *j, time_t now)
     unsigned i;
 
     s->inflight--;
-    if (j->kind == JOB_REMOTE) {
-        s->outbound--;
-        sched_dom_add(s, j->domain, -1);
-    }
     if (m != NULL) {
         unsigned failed[SCHED_BOUNCE_MAX];
         const char *mta[SCHED_BOUNCE_MAX];
@@ -775,6 +964,10 @@ sched_on_done(evutil_socket_t fd, short what, void *arg)
             job_free(j);
             continue;
         }
+        if (j->kind == JOB_CONN) {
+            sched_conn_closed(s, j, now);
+            continue;
+        }
         sched_job_finished(s, j, now);
     }
     sched_dispatch(s);
@@ -790,44 +983,257 @@ sched_submit(struct scheduler *s, struct job *j)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* The route of a remote job is known: hand it to a worker, or decide it now. */
+/* ---- outbound connections (loop thread) ------------------------------------------- */
+
+/* Forget a connection: it no longer counts against the limits. */
+static void
+sched_conn_release(struct scheduler *s, struct job *c)
+{
+    struct domcount *e = *sched_dom_find(s, c->domain);
+    struct job **pp;
+
+    for (pp = e != NULL ? &e->conns : NULL; pp != NULL && *pp != NULL; pp = &(*pp)->conn_next)
+        if (*pp == c) {
+            *pp = c->conn_next;
+            break;
+        }
+    s->outbound--;
+    sched_dom_add(s, c->domain, -1);
+    job_free(c);
+}
+
+/* Its thread is done with it (or it never got one, at shutdown). */
+static void
+sched_conn_closed(struct scheduler *s, struct job *c, time_t now)
+{
+    struct job *j, *next;
+    unsigned i;
+
+    log_info(NULL, "event=connection-closed destination=%s messages=%u connections=%u", c->domain,
+        c->assigned, c->connections);
+    pthread_mutex_lock(&s->mu);
+    j = c->waiting;
+    c->waiting = NULL;
+    c->waiting_tail = &c->waiting;
+    c->nwaiting = 0;
+    pthread_mutex_unlock(&s->mu);
+    for (; j != NULL; j = next) {
+        next = j->next;
+        j->next = NULL;
+        if (s->stopping) {
+            job_abandon(j); /* the message stays in the queue as it was */
+            continue;
+        }
+        /* XXX cannot happen (a connection closes with nothing waiting); never leave a
+           message busy for ever */
+        for (i = 0; i < j->n; i++)
+            delivery_set(&j->rcpts[i], R_DLV_MAILDIR_ERROR, "outbound connection closed");
+        sched_job_finished(s, j, now);
+    }
+    sched_conn_release(s, c);
+}
+
+/*
+ * The connection for a message to dom: an idle one, else a new one while the
+ * limits allow, else the least loaded one.  It is reserved for the message
+ * (sched_conn_hand or sched_conn_unreserve follow).  NULL: every connection
+ * to dom is full or closing and no new one is allowed (or no memory).
+ */
+static struct job *
+sched_conn_pick(struct scheduler *s, const char *dom)
+{
+    struct domcount *e = *sched_dom_find(s, dom);
+    struct job *c, *best = NULL;
+    unsigned load, best_load = UINT_MAX;
+
+    pthread_mutex_lock(&s->mu);
+    for (c = e != NULL ? e->conns : NULL; c != NULL; c = c->conn_next) {
+        if (c->closing || c->assigned >= (unsigned)s->cfg->max_messages_per_connection)
+            continue;
+        load = c->nwaiting + c->reserved + (c->busy ? 1u : 0u);
+        if (load < best_load) {
+            best = c;
+            best_load = load;
+        }
+    }
+    if (best != NULL && (best_load == 0 || s->outbound >= (unsigned)s->cfg->max_outbound ||
+                            e->n >= (unsigned)s->cfg->max_outbound_per_domain)) {
+        best->reserved++;
+        best->assigned++;
+        pthread_mutex_unlock(&s->mu);
+        return best;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (s->outbound >= (unsigned)s->cfg->max_outbound ||
+        (e != NULL && e->n >= (unsigned)s->cfg->max_outbound_per_domain))
+        return NULL;
+    if ((c = calloc(1, sizeof(*c))) == NULL)
+        return NULL;
+    c->kind = JOB_CONN;
+    c->s = s;
+    c->relay = s->cfg->relay_host != NULL;
+    c->dm.body_fd = -1;
+    snprintf(c->domain, sizeof(c->domain), "%s", dom);
+    c->waiting_tail = &c->waiting;
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        c->has_cv = pthread_cond_init(&c->cv, &ca) == 0;
+        pthread_condattr_destroy(&ca);
+    }
+    sched_dom_add(s, dom, 1);
+    if (!c->has_cv || (e = *sched_dom_find(s, dom)) == NULL) {
+        if (e == NULL || c->has_cv)
+            sched_dom_add(s, dom, -1);
+        job_free(c);
+        return NULL;
+    }
+    s->outbound++;
+    c->conn_next = e->conns;
+    e->conns = c;
+    c->reserved = c->assigned = 1;
+    return c;
+}
+
+/*
+ * At max_outbound: connections idling for more mail close now, so that the
+ * destination waiting for a slot gets one (their threads see closing).
+ */
+static void
+sched_conn_nudge(struct scheduler *s)
+{
+    struct domcount *e;
+    struct job *c;
+    unsigned i;
+
+    pthread_mutex_lock(&s->mu);
+    for (i = 0; i < SCHED_DOMTAB; i++)
+        for (e = s->domtab[i]; e != NULL; e = e->next)
+            for (c = e->conns; c != NULL; c = c->conn_next)
+                if (c->started && !c->busy && !c->closing && c->waiting == NULL &&
+                    c->reserved == 0) {
+                    c->closing = true;
+                    pthread_cond_signal(&c->cv);
+                }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* A reservation not used after all (the message job could not be made). */
+static void
+sched_conn_unreserve(struct scheduler *s, struct job *c)
+{
+    bool unused;
+
+    pthread_mutex_lock(&s->mu);
+    c->reserved--;
+    c->assigned--;
+    unused = !c->started && c->reserved == 0 && c->waiting == NULL;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (unused)
+        sched_conn_release(s, c);
+}
+
+/* Everything waiting on a connection whose route failed gets that outcome. */
+static void
+sched_conn_fail(struct scheduler *s, struct job *c, const struct dns_route *r)
+{
+    struct job *j, *next;
+    unsigned i;
+    time_t now = time(NULL);
+
+    pthread_mutex_lock(&s->mu);
+    c->closing = true;
+    j = c->waiting;
+    c->waiting = NULL;
+    c->waiting_tail = &c->waiting;
+    c->nwaiting = 0;
+    pthread_mutex_unlock(&s->mu);
+    for (; j != NULL; j = next) {
+        next = j->next;
+        j->next = NULL;
+        for (i = 0; i < j->n; i++) {
+            if (r->status == DNS_NULL_MX)
+                delivery_set(&j->rcpts[i], R_DLV_NULL_MX, c->domain);
+            else if (r->status == DNS_NXDOMAIN)
+                delivery_set(&j->rcpts[i], R_DLV_NO_DOMAIN, c->domain);
+            else
+                delivery_set(&j->rcpts[i], R_DLV_DNS_TEMP, c->domain,
+                    r->error[0] ? r->error : "no usable address");
+        }
+        sched_job_finished(s, j, now);
+    }
+    sched_conn_release(s, c);
+}
+
+/* The route of a connection is known: hand it to a thread, or decide its messages now. */
 static void
 sched_on_route(void *arg, const struct dns_route *r)
 {
-    struct job *j = arg;
-    struct scheduler *s = j->s;
+    struct job *c = arg;
+    struct scheduler *s = c->s;
     unsigned i;
 
-    if (j->dns_prev)
-        j->dns_prev->dns_next = j->dns_next;
+    if (c->dns_prev)
+        c->dns_prev->dns_next = c->dns_next;
     else
-        s->dns_wait = j->dns_next;
-    if (j->dns_next)
-        j->dns_next->dns_prev = j->dns_prev;
-    j->dns_prev = j->dns_next = NULL;
+        s->dns_wait = c->dns_next;
+    if (c->dns_next)
+        c->dns_next->dns_prev = c->dns_prev;
+    c->dns_prev = c->dns_next = NULL;
 
     if (r->status == DNS_OK && r->nhosts > 0 &&
-        (j->hosts = calloc(r->nhosts, sizeof(*j->hosts))) != NULL) {
+        (c->hosts = calloc(r->nhosts, sizeof(*c->hosts))) != NULL) {
         for (i = 0; i < r->nhosts; i++) {
-            snprintf(j->hosts[i].name, sizeof(j->hosts[i].name), "%s", r->hosts[i].name);
-            j->hosts[i].addr = r->hosts[i].addr;
-            j->hosts[i].addrlen = r->hosts[i].addrlen;
+            snprintf(c->hosts[i].name, sizeof(c->hosts[i].name), "%s", r->hosts[i].name);
+            c->hosts[i].addr = r->hosts[i].addr;
+            c->hosts[i].addrlen = r->hosts[i].addrlen;
         }
-        j->nhosts = r->nhosts;
-        sched_submit(s, j);
+        c->nhosts = r->nhosts;
+        sched_submit_conn(s, c);
         return;
     }
-    for (i = 0; i < j->n; i++) {
-        if (r->status == DNS_NULL_MX)
-            delivery_set(&j->rcpts[i], R_DLV_NULL_MX, j->domain);
-        else if (r->status == DNS_NXDOMAIN)
-            delivery_set(&j->rcpts[i], R_DLV_NO_DOMAIN, j->domain);
-        else
-            delivery_set(&j->rcpts[i], R_DLV_DNS_TEMP, j->domain,
-                r->error[0] ? r->error : "no usable address");
-    }
-    sched_job_finished(s, j, time(NULL));
+    sched_conn_fail(s, c, r);
     scheduler_kick(s); /* never dispatch from here: this may run inside sched_dispatch */
+}
+
+/* Hand message job j to its connection; the first one starts the connection. */
+static void
+sched_conn_hand(struct scheduler *s, struct job *j)
+{
+    struct job *c = j->conn;
+    char err[256];
+
+    pthread_mutex_lock(&s->mu);
+    c->reserved--;
+    j->next = NULL;
+    *c->waiting_tail = j;
+    c->waiting_tail = &j->next;
+    c->nwaiting++;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (c->started)
+        return;
+    c->started = true;
+    if (c->relay) {
+        sched_submit_conn(s, c);
+        return;
+    }
+    c->dns_next = s->dns_wait;
+    if (s->dns_wait)
+        s->dns_wait->dns_prev = c;
+    s->dns_wait = c;
+    if (s->dns == NULL &&
+        (s->dns = dns_open(s->base, s->cfg->dns_config, err, sizeof(err))) == NULL) {
+        struct dns_route r = {.status = DNS_TEMP};
+
+        log_error(NULL, "event=dns-unavailable error=\"%s\"", err);
+        snprintf(r.error, sizeof(r.error), "resolver unavailable: %.90s", err);
+        sched_on_route(c, &r);
+        return;
+    }
+    dns_route(s->dns, c->domain, (unsigned short)s->cfg->remote_port, sched_on_route, c);
 }
 
 /* ---- dispatch (loop thread) ----------------------------------------------------- */
@@ -884,25 +1290,27 @@ sched_route(struct scheduler *s, struct queue_msg *m, time_t now, bool *changed,
             for (j = remote; j != NULL && strcasecmp(j->domain, dom) != 0; j = j->next)
                 ;
             if (j == NULL) {
-                if (s->outbound >= (unsigned)s->cfg->max_outbound ||
-                    sched_dom_count(s, dom) >= (unsigned)s->cfg->max_outbound_per_domain) {
+                struct job *c = sched_conn_pick(s, dom);
+                if (c == NULL) {
+                    if (!*blocked && s->outbound >= (unsigned)s->cfg->max_outbound)
+                        sched_conn_nudge(s);
                     *blocked = true;
                     continue;
                 }
-                if ((j = job_new(s, m)) == NULL)
+                if ((j = job_new(s, m)) == NULL) {
+                    sched_conn_unreserve(s, c);
                     goto oom;
+                }
                 j->kind = JOB_REMOTE;
-                j->relay = s->cfg->relay_host != NULL;
-                j->s = s;
+                j->conn = c;
                 snprintf(j->domain, sizeof(j->domain), "%s", dom);
                 if (!job_remote_params(j, m)) {
+                    sched_conn_unreserve(s, c);
                     job_free(j);
                     goto oom;
                 }
                 j->next = remote;
                 remote = j;
-                s->outbound++;
-                sched_dom_add(s, dom, 1);
             }
             if (!sched_job_add(j, r, i, NULL, 0))
                 goto oom;
@@ -939,8 +1347,7 @@ sched_route(struct scheduler *s, struct queue_msg *m, time_t now, bool *changed,
     for (j = remote; j != NULL; j = remote) {
         remote = j->next;
         if (j->n == 0) { /* every recipient of it hit out-of-memory */
-            s->outbound--;
-            sched_dom_add(s, j->domain, -1);
+            sched_conn_unreserve(s, j->conn);
             job_free(j);
             continue;
         }
@@ -964,7 +1371,6 @@ sched_dispatch(struct scheduler *s)
     struct job *list, *j, *next;
     struct attempt *att;
     bool changed, blocked;
-    char err[256];
 
     s->blocked = false;
     while (!s->stopping && s->inflight < s->max_inflight &&
@@ -995,30 +1401,10 @@ sched_dispatch(struct scheduler *s)
                 j->next = NULL;
                 j->att = att;
                 s->inflight++;
-                if (j->kind != JOB_REMOTE || j->relay) {
+                if (j->kind == JOB_REMOTE)
+                    sched_conn_hand(s, j);
+                else
                     sched_submit(s, j);
-                    continue;
-                }
-                if (s->dns == NULL &&
-                    (s->dns = dns_open(s->base, s->cfg->dns_config, err, sizeof(err))) == NULL) {
-                    log_error(NULL, "event=dns-unavailable error=\"%s\"", err);
-                    {
-                        struct dns_route r = {.status = DNS_TEMP};
-                        snprintf(r.error, sizeof(r.error), "resolver unavailable: %.90s", err);
-                        j->dns_next = s->dns_wait;
-                        if (s->dns_wait)
-                            s->dns_wait->dns_prev = j;
-                        s->dns_wait = j;
-                        sched_on_route(j, &r);
-                    }
-                    continue;
-                }
-                j->dns_next = s->dns_wait;
-                if (s->dns_wait)
-                    s->dns_wait->dns_prev = j;
-                s->dns_wait = j;
-                dns_route(s->dns, j->domain, (unsigned short)s->cfg->remote_port, sched_on_route,
-                    j);
             }
         }
         if (blocked)
@@ -1117,6 +1503,7 @@ scheduler_new(struct event_base *base, const struct config *cfg, struct queue *q
     s->rng = (uint64_t)time(NULL) * 6364136223846793005ull + (uint64_t)getpid();
     s->todo_tail = &s->todo;
     s->done_tail = &s->done;
+    s->rtodo_tail = &s->rtodo;
     s->use_lmtp = strncmp(cfg->local_delivery, "lmtp:", 5) == 0;
     if (s->use_lmtp) {
         snprintf(s->lmtp_target, sizeof(s->lmtp_target), "%s", cfg->local_delivery + 5);
@@ -1139,6 +1526,7 @@ scheduler_new(struct event_base *base, const struct config *cfg, struct queue *q
         .tls_ca_file = cfg->tls_ca_file};
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    pthread_cond_init(&s->rcv, NULL);
     s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     s->ev_done = s->efd >= 0 ? event_new(base, s->efd, EV_READ | EV_PERSIST, sched_on_done, s)
                              : NULL;
@@ -1168,6 +1556,12 @@ scheduler_new(struct event_base *base, const struct config *cfg, struct queue *q
             s->nthreads = i;
             goto fail;
         }
+    /* one thread per outbound connection, started as connections need them */
+    s->rthreads_max = (unsigned)cfg->max_outbound;
+    if ((s->rthreads = calloc(s->rthreads_max, sizeof(*s->rthreads))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     sched_submit_cleanup(s);
     scheduler_kick(s);
     return s;
@@ -1196,10 +1590,20 @@ scheduler_free(struct scheduler *s)
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_cond_broadcast(&s->cv);
+    pthread_cond_broadcast(&s->rcv);
+    for (i = 0; i < SCHED_DOMTAB; i++) {
+        struct domcount *e;
+        for (e = s->domtab[i]; e != NULL; e = e->next)
+            for (j = e->conns; j != NULL; j = j->conn_next)
+                if (j->has_cv)
+                    pthread_cond_broadcast(&j->cv); /* an idle connection: close now */
+    }
     pthread_mutex_unlock(&s->mu);
     for (i = 0; i < s->nthreads; i++)
         pthread_join(s->threads[i], NULL);
-    /* Attempts that finished: record their outcomes (the spool is still open). */
+    for (i = 0; i < s->nrthreads; i++)
+        pthread_join(s->rthreads[i], NULL);
+    /* Attempts that finished, connections closed: record them (the spool is still open). */
     if (s->ev_done != NULL)
         sched_on_done(s->efd, EV_READ, s);
     /* Routes still being looked up: cancelled; those messages are tried at the next start. */
@@ -1207,7 +1611,12 @@ scheduler_free(struct scheduler *s)
         dns_close(s->dns);
     for (j = s->dns_wait; j != NULL; j = next) {
         next = j->dns_next;
-        job_abandon(j);
+        sched_conn_closed(s, j, time(NULL));
+    }
+    /* Connections no thread took: their messages stay in the queue as they were. */
+    for (j = s->rtodo; j != NULL; j = next) {
+        next = j->next;
+        sched_conn_closed(s, j, time(NULL));
     }
     for (i = 0; i < SCHED_DOMTAB; i++) {
         struct domcount *e, *en;
@@ -1231,7 +1640,9 @@ scheduler_free(struct scheduler *s)
         close(s->efd);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    pthread_cond_destroy(&s->rcv);
     free(s->threads);
+    free(s->rthreads);
     s->inj->s = NULL;
     injector_unref(s->inj);
     free(s);

@@ -12,7 +12,9 @@
  * max_connections_per_ip -> 421 4.7.0; while shutting down -> 421 4.3.2.
  * These are written straight to the new socket and the socket is closed;
  * no session is created (on an implicit-TLS listener the socket is just
- * closed: a TLS client could not read a plaintext reply).
+ * closed: a TLS client could not read a plaintext reply).  Over
+ * rate_connections -> 421 4.7.0 instead of the greeting, once the store has
+ * answered (policy/policy.h); on an implicit-TLS listener after the handshake.
  *
  * TLS (RFC 3207 STARTTLS, RFC 8314 implicit TLS) keeps the same design: the
  * raw non-blocking fd stays on the loop and OpenSSL reads and writes it
@@ -31,6 +33,10 @@
  * address (auth_limit); the one that reaches auth_max_failures ends the
  * session with 421 4.7.0.  An authenticated session may relay and may send
  * only as its own addresses.  SIGHUP rereads auth_users too.
+ *
+ * Policy checks at MAIL and RCPT may answer later (REPLY_PENDING): the
+ * connection is suspended like for a commit, and conn_free() cancels a check
+ * still in flight so its answer is dropped.
  */
 #include "net/server.h"
 
@@ -56,6 +62,7 @@
 
 #include "net/tls.h"
 #include "policy/auth.h"
+#include "policy/policy.h"
 #include "policy/relay.h"
 #include "smtp/session.h"
 #include "util/log.h"
@@ -106,7 +113,12 @@ struct conn {
     struct smtp_peer peer;
     unsigned char ipkey[17];
     bool may_relay;
-    bool suspended;   /* waiting for a commit */
+    struct policy_client pcl;  /* who the client is, for the policy checks */
+    struct policy_req *preq;   /* a policy check in flight (cancelled if we go first) */
+    struct smtp_txn *preq_txn; /* MAIL: the transaction to open once the check passes */
+    const struct smtp_path *preq_rcpt; /* RCPT: the session's copy, valid until the verdict */
+    bool greeting_wait; /* the greeting waits for the connection rate check */
+    bool suspended;   /* waiting for a commit or a policy verdict */
     bool closing;     /* flush the output, then close */
     bool reading;     /* ev_read is armed */
     bool writing;     /* ev_write is armed */
@@ -116,6 +128,7 @@ struct conn {
     bool handshaking;       /* TLS handshake in progress: no SMTP until it is done */
     bool tls_read_wants_write;  /* SSL_read needs the socket writable */
     bool tls_write_wants_read;  /* SSL_write needs the socket readable */
+    bool tls_broken;            /* a fatal TLS error: no SSL_shutdown (OpenSSL forbids it) */
     struct buf pending; /* input the session has not taken yet */
     struct spool_msg *msg;
     struct commit_ticket *ticket; /* while suspended */
@@ -145,6 +158,7 @@ struct server {
     struct conn *conns;
     long nconns;
     struct ipcount *iptab[IPTAB_SIZE];
+    struct policy *policy;
     bool shutting_down;
     bool test_early_ack;  /* TERN_TEST_EARLY_ACK: deliberately wrong, for the crash tests */
     uint64_t session_seq;
@@ -238,10 +252,12 @@ ip_dec(struct server *srv, const unsigned char key[17])
 
 /* ---- session callbacks (the glue between session and spool) ---------------- */
 
+static void conn_on_policy(void *arg, enum reply_id verdict, const char *const args[4]);
+
+/* The MAIL checks passed: open the spool message. */
 static enum reply_id
-conn_cb_mail(void *ctx, struct smtp_txn *t)
+conn_mail_open(struct conn *c, struct smtp_txn *t)
 {
-    struct conn *c = ctx;
     char id[SPOOL_ID_LEN + 1];
     const char *user = smtp_session_auth_user(c->sess);
 
@@ -260,6 +276,27 @@ conn_cb_mail(void *ctx, struct smtp_txn *t)
 }
 
 static enum reply_id
+conn_cb_mail(void *ctx, struct smtp_txn *t)
+{
+    struct conn *c = ctx;
+    enum reply_id r;
+
+    r = policy_mail(c->srv->policy, &c->pcl, smtp_session_auth_user(c->sess) != NULL,
+        t->sender.addr, conn_on_policy, c, &c->preq);
+    if (r == REPLY_PENDING) {
+        c->suspended = true;
+        c->preq_txn = t;
+        return r;
+    }
+    if (r != R_MAIL_OK) {
+        log_info(c->peer.id, "event=mail-refused client=%s from=<%s> reply=%s", c->peer.addr,
+            t->sender.addr, reply_get(r)->name);
+        return r;
+    }
+    return conn_mail_open(c, t);
+}
+
+static enum reply_id
 conn_cb_rcpt(void *ctx, const struct smtp_txn *t, const struct smtp_path *rcpt)
 {
     struct conn *c = ctx;
@@ -270,10 +307,62 @@ conn_cb_rcpt(void *ctx, const struct smtp_txn *t, const struct smtp_path *rcpt)
         relay_domain_is_local(c->srv->cfg, rcpt))
         r = c->srv->hooks.local_rcpt(c->srv->hooks.arg, rcpt->addr,
             t->params.has_size ? t->params.size : 0);
+    if (r == R_RCPT_OK) {
+        r = policy_rcpt(c->srv->policy, &c->pcl, smtp_session_auth_user(c->sess) != NULL,
+            t->sender.addr, rcpt->addr,
+            conn_on_policy, c, &c->preq);
+        if (r == REPLY_PENDING) {
+            c->suspended = true;
+            c->preq_rcpt = rcpt;
+            return r;
+        }
+    }
     if (r != R_RCPT_OK)
         log_info(t->id, "event=rcpt-refused client=%s to=<%s> reply=%s", c->peer.addr,
             rcpt->addr, reply_get(r)->name);
     return r;
+}
+
+/*
+ * A policy verdict (never called once the request is cancelled): the greeting or its
+ * 421, or the reply to the MAIL or RCPT that waited.
+ */
+static void
+conn_on_policy(void *arg, enum reply_id verdict, const char *const args[4])
+{
+    struct conn *c = arg;
+    enum smtp_status st;
+
+    c->preq = NULL;
+    c->suspended = false;
+    if (c->greeting_wait) {
+        c->greeting_wait = false;
+        if (verdict == R_GREETING) {
+            smtp_session_greet(c->sess);
+        } else {
+            reply_write(smtp_session_output(c->sess), verdict, args[0], args[1], args[2],
+                args[3]);
+            log_info(c->peer.id, "event=refused client=%s reply=%s", c->peer.addr,
+                reply_get(verdict)->name);
+            c->closing = true;
+        }
+        conn_process(c);
+        return;
+    }
+    if (verdict == R_MAIL_OK && c->preq_txn != NULL)
+        verdict = conn_mail_open(c, c->preq_txn);
+    if (verdict != R_MAIL_OK && verdict != R_RCPT_OK)
+        log_info(c->peer.id, "event=%s-refused client=%s %s=<%s> reply=%s",
+            c->preq_rcpt ? "rcpt" : "mail", c->peer.addr, c->preq_rcpt ? "to" : "from",
+            c->preq_rcpt ? c->preq_rcpt->addr
+                         : c->preq_txn ? c->preq_txn->sender.addr : "",
+            reply_get(verdict)->name);
+    c->preq_txn = NULL;
+    c->preq_rcpt = NULL;
+    st = smtp_session_verdict_args(c->sess, verdict, args);
+    if (st == SMTP_CLOSE)
+        c->closing = true;
+    conn_process(c);
 }
 
 static int
@@ -540,6 +629,7 @@ conn_tls_write(struct conn *c, const char *p, size_t len)
         c->tls_write_wants_read = true; /* conn_process keeps the read event armed */
         return 0;
     default:
+        c->tls_broken = true;
         ERR_clear_error();
         return -1;
     }
@@ -584,7 +674,7 @@ conn_flush(struct conn *c)
         c->closing = true;
         return true;
     }
-    if (c->writing) {
+    if (c->writing && !c->tls_read_wants_write) {
         event_del(c->ev_write);
         c->writing = false;
     }
@@ -620,7 +710,7 @@ conn_linger(struct conn *c)
     if (c->lingering)
         return;
     c->lingering = true;
-    if (c->ssl != NULL && !c->handshaking) {
+    if (c->ssl != NULL && !c->handshaking && !c->tls_broken) {
         /* close_notify, best effort: the socket's buffer has room, or the peer loses it */
         ERR_clear_error();
         SSL_shutdown(c->ssl);
@@ -671,9 +761,8 @@ conn_process(struct conn *c)
     }
     if (c->pending.len == 0 && c->pending.cap > 0)
         buf_free(&c->pending); /* idle connections hold no input buffer */
-    conn_set_reading(c, c->tls_write_wants_read ||
-                            (!c->suspended && !c->closing && !c->writing && !c->starttls &&
-                                c->pending.len == 0));
+    conn_set_reading(c, c->tls_write_wants_read || (!c->suspended && !c->closing && !c->writing &&
+                                                       !c->starttls && c->pending.len == 0));
     /* Decrypted input OpenSSL already holds will not make the fd readable: feed it now. */
     if (c->reading && c->ssl != NULL && !c->tls_write_wants_read && SSL_has_pending(c->ssl))
         event_active(c->ev_read, EV_READ, 0);
@@ -787,6 +876,23 @@ conn_on_write(evutil_socket_t fd, short what, void *arg)
  * logged and the connection closed without a reply: there is no channel to
  * send one on.
  */
+/*
+ * The greeting, once the connection rate check allows it (an implicit-TLS
+ * connection asks after its handshake, so the 421 reaches it under TLS).
+ */
+static void
+conn_greet(struct conn *c)
+{
+    /* Nobody has authenticated before the greeting. */
+    if (policy_connect(c->srv->policy, &c->pcl, false, conn_on_policy, c, &c->preq) ==
+        REPLY_PENDING) {
+        c->greeting_wait = true; /* input waits too: nothing is read before the greeting */
+        c->suspended = true;
+    } else {
+        smtp_session_greet(c->sess);
+    }
+}
+
 static void
 conn_handshake(struct conn *c)
 {
@@ -805,7 +911,7 @@ conn_handshake(struct conn *c)
             c->peer.addr, version, cipher, sni ? sni : "-", c->lst->implicit_tls);
         smtp_session_tls_started(c->sess, version, cipher);
         if (c->lst->implicit_tls)
-            smtp_session_greet(c->sess);
+            conn_greet(c);
         conn_set_writing(c, false);
         conn_arm_timer(c);
         conn_process(c);
@@ -887,6 +993,7 @@ conn_free(struct conn *c)
         c->ticket->conn = NULL; /* the commit goes on; its outcome reaches the queue only */
     if (c->auth_ticket != NULL)
         c->auth_ticket->conn = NULL; /* the check finishes; nobody hears of it */
+    policy_cancel(c->preq);     /* its answer, when the store gives it, is dropped */
     log_debug(c->peer.id, "event=disconnect client=%s messages=%llu errors=%u", c->peer.addr,
         c->msgs, smtp_session_errors(c->sess));
     smtp_session_free(c->sess); /* aborts an open transaction through conn_cb_abort */
@@ -981,7 +1088,8 @@ server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
     memcpy(c->ipkey, key, sizeof(key));
     snprintf(c->peer.addr, sizeof(c->peer.addr), "%s", addr);
     server_session_id(srv, c->peer.id, sizeof(c->peer.id));
-    c->may_relay = config_cidr_match(srv->cfg->relay_networks, srv->cfg->nrelay_networks, sa);
+    policy_client_init(&c->pcl, srv->cfg, sa);
+    c->may_relay = c->pcl.may_relay;
     buf_init(&c->pending, READ_CHUNK);
     c->ev_read = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
     c->ev_write = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, conn_on_write, c);
@@ -1000,10 +1108,10 @@ server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
     log_debug(c->peer.id, "event=connect client=%s relay=%d listen=%s", addr, c->may_relay,
         lst->text);
     if (lst->implicit_tls) {
-        conn_tls_begin(c); /* the greeting comes under TLS */
+        conn_tls_begin(c); /* the greeting (or the rate limit's 421) comes under TLS */
         return;
     }
-    smtp_session_greet(c->sess);
+    conn_greet(c);
     conn_arm_timer(c);
     conn_process(c);
 }
@@ -1051,6 +1159,12 @@ server_on_signal(evutil_socket_t sig, short what, void *arg)
             continue;
         }
         conn_handle_status(c, smtp_session_shutdown(c->sess));
+        if (c->preq != NULL && smtp_session_closed(c->sess)) {
+            policy_cancel(c->preq); /* the 421 is said; the verdict no longer matters */
+            c->preq = NULL;
+            c->suspended = false;
+            c->greeting_wait = false;
+        }
         conn_process(c);
     }
     if (srv->nconns == 0)
@@ -1135,9 +1249,10 @@ server_listen(struct server *srv, const struct config_listen *ls, char *err, siz
     evconnlistener_set_error_cb(l, server_on_accept_error);
     srv->listeners[srv->nlisteners++] = l;
     log_info(NULL, "event=listen address=%s tls=%s submission=%d", ls->text,
-        lst->implicit_tls ? "implicit" : lst->sconf.tls_required ? "required"
-                                       : lst->sconf.tls_offer  ? "starttls"
-                                                               : "none",
+        lst->implicit_tls         ? "implicit"
+        : lst->sconf.tls_required ? "required"
+        : lst->sconf.tls_offer    ? "starttls"
+                                  : "none",
         lst->sconf.submission);
     return 0;
 }
@@ -1236,6 +1351,9 @@ server_start(struct server *srv, struct spool *sp, char *err, size_t errlen)
         snprintf(err, errlen, "cannot set up events");
         return -1;
     }
+    /* the state store (LMDB under spool_dir by default) is the user's: opened after the drop */
+    if ((srv->policy = policy_new(cfg, srv->base, err, errlen)) == NULL)
+        return -1;
     if (cfg->auth_users != NULL) {
         /* Two workers: a hash takes tens of ms; this is a small machine's share.  Started here,
            not in server_new(): threads must come after the privilege drop and the sandbox. */
@@ -1278,6 +1396,7 @@ server_free(struct server *srv)
         next = c->next;
         conn_free(c);
     }
+    policy_free(srv->policy); /* after the connections: their requests are cancelled */
     for (i = 0; i < srv->nlisteners; i++)
         evconnlistener_free(srv->listeners[i]);
     free(srv->listeners);

@@ -39,8 +39,9 @@ struct server *server_new(const struct config *cfg, struct spool *sp,
     const struct server_hooks *hooks, char *err, size_t errlen);
 
 /*
- * The second half, after root is dropped: attach the spool, load auth_users
- * and start the AUTH workers (threads).  0, or -1 with err set.
+ * The second half, after root is dropped: attach the spool, open the policy
+ * state store (so its files are the user's), load auth_users and start the
+ * AUTH workers (threads).  0, or -1 with err set.
  */
 int server_start(struct server *srv, struct spool *sp, char *err, size_t errlen);
 

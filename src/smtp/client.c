@@ -86,6 +86,9 @@ struct smtp_client {
     /* the message */
     const struct smtp_client_msg *m;
     struct smtp_client_outcome *oc; /* m->nrcpts */
+    size_t noc;                     /* outcomes of the current message in oc: m->nrcpts, kept
+                                       here so that a failure after the transaction (QUIT) needs
+                                       nothing from m, which may be gone by then */
     bool *accepted;                 /* 2xx to its RCPT, final reply pending */
     size_t *send;                   /* recipients sent a RCPT, in order */
     size_t cap, nsend, naccepted;
@@ -165,7 +168,7 @@ client_set_pending(struct smtp_client *c, enum smtp_client_result res, const cha
 {
     size_t i;
 
-    for (i = 0; c->m != NULL && i < c->m->nrcpts; i++)
+    for (i = 0; i < c->noc; i++)
         if (c->oc[i].result == SMTP_CLIENT_PENDING)
             client_set(c, i, res, 0, why);
 }
@@ -905,6 +908,7 @@ smtp_client_new(const char *helo_name, const struct smtp_client_msg *m)
         return NULL;
     }
     c->m = m;
+    c->noc = m->nrcpts;
     memset(c->oc, 0, m->nrcpts * sizeof(*c->oc));
     memset(c->accepted, 0, m->nrcpts * sizeof(*c->accepted));
     c->st = ST_GREETING;
@@ -1075,6 +1079,7 @@ smtp_client_next_message(struct smtp_client *c, const struct smtp_client_msg *m)
     if (c->st != ST_IDLE || m == NULL || client_alloc(c, m->nrcpts) < 0)
         return -1;
     c->m = m;
+    c->noc = m->nrcpts;
     client_begin(c);
     return 0;
 }

@@ -84,8 +84,9 @@ struct smtp_client_rcpt {
 };
 
 /*
- * One message.  Everything it points to must stay valid until the
- * transaction ends (smtp_client_next() returns IDLE or CLOSE).
+ * One message.  It and everything it points to must stay valid until the
+ * transaction ends (smtp_client_next() returns IDLE or CLOSE); after that
+ * the client no longer looks at it (QUIT, a failure while idle).
  */
 struct smtp_client_msg {
     const char *sender; /* "" for the null reverse-path */

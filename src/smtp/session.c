@@ -61,7 +61,7 @@ struct smtp_session {
     unsigned errors;
     char helo[SESSION_HELO_MAX + 1];
     time_t now;
-    char tls_version[16];  /* for the Received header, once TLS is active */
+    char tls_version[16]; /* for the Received header, once TLS is active */
     char tls_cipher[64];
 
     /* command line assembly across reads */
@@ -92,6 +92,7 @@ struct smtp_session {
     enum auth_mech auth_mech; /* in S_AUTH */
     unsigned auth_step;       /* LOGIN in S_AUTH: 0 user name awaited, 1 password */
     char auth_user[SESSION_AUTH_USER_MAX + 1]; /* authenticated, or being checked */
+    const char *const *verdict_args; /* a refusal's own %s arguments (verdict_args) */
 };
 
 typedef enum reply_id (*cmd_check_fn)(struct smtp_session *, const struct smtp_cmd *);
@@ -105,7 +106,7 @@ struct smtp_command {
     enum reply_id missing; /* reply when a required argument is missing */
     cmd_check_fn check;    /* may only refuse: returns REPLY__COUNT to go on */
     cmd_proceed_fn proceed;
-    bool before_tls;       /* allowed before STARTTLS where TLS is required (RFC 3207 §4) */
+    bool before_tls; /* allowed before STARTTLS where TLS is required (RFC 3207 §4) */
 };
 
 /* ---- replies ------------------------------------------------------------ */
@@ -130,11 +131,19 @@ session_error_sent(struct smtp_session *s)
 #define REPLY0(s, id) session_reply(s, id, reply_write(&(s)->out, id))
 #define REPLY1(s, id, a) session_reply(s, id, reply_write(&(s)->out, id, a))
 #define REPLY2(s, id, a, b) session_reply(s, id, reply_write(&(s)->out, id, a, b))
+#define REPLYV(s, id, v) session_reply(s, id, reply_write(&(s)->out, id, v[0], v[1], v[2], v[3]))
 
 static void
 session_reply(struct smtp_session *s, enum reply_id id, int written)
 {
     (void)written; /* the output buffer is far larger than SESSION_OUT_SOFT */
+    /*
+     * max_errors is for clients that misbehave.  Greylisting and a state
+     * store that does not answer are our own choices, made per recipient: a
+     * legitimate MTA with many new recipients must not be cut off by them.
+     */
+    if (id == R_GREYLISTED || id == R_POLICY_UNAVAILABLE)
+        return;
     if (reply_get(id)->code >= 400 && reply_get(id)->code != 421)
         session_error_sent(s);
 }
@@ -193,17 +202,16 @@ session_received(struct smtp_session *s)
         proto = s->peer.tls ? "SMTPS" : "SMTP";
     /* A comment after the protocol name says which TLS, as sendmail and Exim do. */
     if (s->peer.tls)
-        snprintf(tls, sizeof(tls), "\r\n\t(version=%s cipher=%s)", s->tls_version,
-            s->tls_cipher);
+        snprintf(tls, sizeof(tls), "\r\n\t(version=%s cipher=%s)", s->tls_version, s->tls_cipher);
     if (s->txn.nrcpts == 1)
         n = snprintf(hdr, sizeof(hdr),
             "Received: from %s ([%s])\r\n\tby %s (tern) with %s%s id %s\r\n\tfor <%s>; %s\r\n",
-            s->helo, s->peer.addr, s->conf->hostname, proto, tls, s->txn.id,
-            s->txn.rcpts[0].addr, date);
+            s->helo, s->peer.addr, s->conf->hostname, proto, tls, s->txn.id, s->txn.rcpts[0].addr,
+            date);
     else
         n = snprintf(hdr, sizeof(hdr),
-            "Received: from %s ([%s])\r\n\tby %s (tern) with %s%s id %s;\r\n\t%s\r\n",
-            s->helo, s->peer.addr, s->conf->hostname, proto, tls, s->txn.id, date);
+            "Received: from %s ([%s])\r\n\tby %s (tern) with %s%s id %s;\r\n\t%s\r\n", s->helo,
+            s->peer.addr, s->conf->hostname, proto, tls, s->txn.id, date);
     if (n > 0)
         session_body(s, hdr, (size_t)n < sizeof(hdr) ? (size_t)n : sizeof(hdr) - 1);
 }
@@ -401,7 +409,9 @@ static void
 mail_finish(struct smtp_session *s, enum reply_id r)
 {
     if (r != R_MAIL_OK) {
-        if (reply_get(r)->nargs == 1)
+        if (s->verdict_args != NULL)
+            REPLYV(s, r, s->verdict_args);
+        else if (reply_get(r)->nargs == 1)
             REPLY1(s, r, s->txn.sender.addr); /* R_SENDER_NOT_OWNED */
         else
             REPLY0(s, r);
@@ -417,7 +427,9 @@ rcpt_finish(struct smtp_session *s, enum reply_id r, const struct smtp_path *pat
     const struct dsn_rcpt_params *dsn)
 {
     if (r != R_RCPT_OK) {
-        if (reply_get(r)->nargs == 1)
+        if (s->verdict_args != NULL)
+            REPLYV(s, r, s->verdict_args);
+        else if (reply_get(r)->nargs == 1)
             REPLY1(s, r, path->addr);
         else
             REPLY0(s, r);
@@ -1066,8 +1078,7 @@ smtp_session_input(struct smtp_session *s, const char *p, size_t n, time_t now,
 
     s->now = now;
     while (used < n) {
-        if (s->state == S_CLOSED || s->state == S_COMMIT || s->state == S_WAIT ||
-            s->state == S_TLS)
+        if (s->state == S_CLOSED || s->state == S_COMMIT || s->state == S_WAIT || s->state == S_TLS)
             break;
         if (s->out.len >= SESSION_OUT_SOFT)
             break;
@@ -1199,6 +1210,18 @@ const char *
 smtp_session_auth_user(const struct smtp_session *s)
 {
     return s->auth_done ? s->auth_user : NULL;
+}
+
+enum smtp_status
+smtp_session_verdict_args(struct smtp_session *s, enum reply_id verdict,
+    const char *const args[4])
+{
+    enum smtp_status st;
+
+    s->verdict_args = args;
+    st = smtp_session_verdict(s, verdict);
+    s->verdict_args = NULL;
+    return st;
 }
 
 bool

@@ -1,6 +1,6 @@
 /*
  * session.h - the SMTP server state machine (RFC 5321, 1870, 2920, 3030,
- * 6152, 6531, 2034).
+ * 6152, 6531, 2034, 3207).
  *
  * Pure: bytes in, replies out, and requests to the caller through callbacks
  * (start a transaction, judge a recipient, take body bytes, commit).  No
@@ -136,6 +136,13 @@ enum smtp_status smtp_session_commit_done(struct smtp_session *s, enum reply_id 
  * many errors).
  */
 enum smtp_status smtp_session_verdict(struct smtp_session *s, enum reply_id verdict);
+
+/*
+ * The same, for a refusal whose text has arguments of its own (a greylisting delay, a
+ * rate limit): args[0..3] fill the reply's %s in order (unused ones may be NULL).
+ */
+enum smtp_status smtp_session_verdict_args(struct smtp_session *s, enum reply_id verdict,
+    const char *const args[4]);
 
 /* True while a callback's verdict is awaited. */
 bool smtp_session_waiting(const struct smtp_session *s);

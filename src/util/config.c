@@ -147,6 +147,7 @@ static const struct config_key config_keys[] = {
     K_NUM(remote_timeout_data_done, CONFIG_TIME, "600", 1, CONFIG_DAY), /* §4.5.3.2.6 */
     K_NUM(max_outbound, CONFIG_INT, "100", 1, 10000),
     K_NUM(max_outbound_per_domain, CONFIG_INT, "20", 1, 10000),
+    K_NUM(max_messages_per_connection, CONFIG_INT, "100", 1, 10000),
     K_STR(dns_config, NULL, CONFIG_OPTIONAL, NULL),
     K_NUM(min_backoff, CONFIG_TIME, "300", 1, CONFIG_YEAR),
     K_NUM(max_backoff, CONFIG_TIME, "4000", 1, CONFIG_YEAR),
@@ -155,6 +156,15 @@ static const struct config_key config_keys[] = {
     /* policy */
     K_BOOL(greylist, "off"),
     K_NUM(greylist_delay, CONFIG_TIME, "300", 0, CONFIG_DAY),
+    K_NUM(greylist_retry_window, CONFIG_TIME, "172800", 1, CONFIG_YEAR),
+    K_NUM(greylist_expire, CONFIG_TIME, "3024000", 1, CONFIG_YEAR),
+    K_NUM(greylist_auto_allow, CONFIG_INT, "5", 0, 1000000),
+    K_LIST(greylist_allow_domains, "", CONFIG_OPTIONAL | CONFIG_LOWER),
+    K_CIDR(policy_allow_networks, "", CONFIG_OPTIONAL),
+    K_NUM(rate_window, CONFIG_TIME, "60", 1, CONFIG_DAY),
+    K_NUM(rate_connections, CONFIG_INT, "0", 0, 100000000),
+    K_NUM(rate_messages, CONFIG_INT, "0", 0, 100000000),
+    K_NUM(rate_recipients, CONFIG_INT, "0", 0, 100000000),
     K_STR(state_store, NULL, CONFIG_OPTIONAL, config_check_state_store),
     K_ENUM(policy_on_error, "tempfail", config_words_on_error),
     /* TLS */
@@ -1152,6 +1162,10 @@ config_finish(struct config *c, const char *name, char *err, size_t errlen)
     if (c->min_backoff > c->max_backoff)
         return config_error(err, errlen, name, 0, "min_backoff (%ld) is above max_backoff (%ld)",
             c->min_backoff, c->max_backoff);
+    if (c->greylist && c->greylist_delay >= c->greylist_retry_window)
+        return config_error(err, errlen, name, 0,
+            "greylist_delay (%ld) is not below greylist_retry_window (%ld): no retry could pass",
+            c->greylist_delay, c->greylist_retry_window);
     if (c->tls_cert != NULL && c->tls_key == NULL)
         return config_error(err, errlen, name, 0, "tls_cert is set but tls_key is not");
     if (c->tls_key != NULL && c->tls_cert == NULL)

@@ -81,6 +81,7 @@ struct config {
     long remote_timeout_data_done; /* the reply to the final dot */
     long max_outbound;            /* remote SMTP connections at once, in all */
     long max_outbound_per_domain; /* ... to one destination domain */
+    long max_messages_per_connection; /* messages one outbound connection carries */
     char *dns_config;
     long min_backoff;
     long max_backoff;
@@ -88,7 +89,17 @@ struct config {
     long delay_warning;
     /* policy */
     bool greylist;
-    long greylist_delay;
+    long greylist_delay;          /* seconds before a retry passes */
+    long greylist_retry_window;   /* seconds after first sight within which it must come */
+    long greylist_expire;         /* seconds a passed triplet (and a network's count) lives */
+    long greylist_auto_allow;     /* passed triplets after which a network passes; 0: never */
+    struct config_strlist greylist_allow_domains; /* sender or recipient domains not greylisted */
+    struct config_cidr *policy_allow_networks; /* clients exempt from greylisting and rates */
+    size_t npolicy_allow_networks;
+    long rate_window;             /* seconds, for the three rates below */
+    long rate_connections;        /* per client address and window; 0: no limit */
+    long rate_messages;
+    long rate_recipients;
     char *state_store;
     char *policy_on_error;        /* "tempfail" or "accept" */
     /* TLS */

@@ -40,7 +40,19 @@ sent as given, e.g. "550-5.1.1 a\\n550 5.1.1 b"):
     drop=STAGE            close the connection instead of answering STAGE
     stall=STAGE           never answer STAGE (keep the connection, read on)
     malformed=STAGE       answer STAGE with a malformed reply ("25O 2.0.0 Ok")
+    max-messages=K        after K messages accepted on one connection, answer the
+                          next MAIL with "421 4.7.0 Too many messages on one
+                          connection" and close (as Exim's smtp_accept_max_per_connection)
+    close-after=K         close the connection, without a word, right after the
+                          reply to the K-th message accepted on it (the client
+                          finds out when it next writes or reads)
+    hold=SECONDS          wait this long before the greeting (connections overlap)
 STAGE is one of greeting, ehlo, helo, mail, rcpt, data, dot, quit.
+
+--concurrent serves every connection in a thread of its own (else one at a
+time) and keeps DIR/concurrency.txt up to date: the most connections that
+were open at once (a connection stops counting when its QUIT is answered,
+or when it closes).
 
 Bounded: it exits after --idle seconds (default 30) without a connection or a
 command, and on SIGTERM.
@@ -52,6 +64,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 
 STAGES = ("greeting", "ehlo", "helo", "mail", "rcpt", "data", "dot", "quit")
@@ -65,6 +78,9 @@ class Script:
         self.rcpt = {}
         self.exts = list(DEFAULT_EXTS)
         self.actions = {}   # stage -> "drop" / "stall" / "malformed"
+        self.max_messages = None
+        self.close_after = None
+        self.hold = 0.0
         for spec in specs:
             self.add(spec)
 
@@ -82,6 +98,12 @@ class Script:
             self.exts.append(value)
         elif key == "no-ext":
             self.exts = [e for e in self.exts if e.split(" ", 1)[0].upper() != value.upper()]
+        elif key == "max-messages":
+            self.max_messages = int(value)
+        elif key == "close-after":
+            self.close_after = int(value)
+        elif key == "hold":
+            self.hold = float(value)
         elif key in ("drop", "stall", "malformed") and value in STAGES:
             self.actions[value] = key
         else:
@@ -96,12 +118,14 @@ class Conn:
     def __init__(self, server, sock):
         self.server = server
         self.sock = sock
+        self.left = False  # no longer counted as open (concurrency.txt)
         self.buf = b""
         self.sock.settimeout(server.idle)
 
     def log(self, line):
-        with open(os.path.join(self.server.maildir, "transcript.txt"), "ab") as f:
-            f.write(line + b"\n")
+        with self.server.lock:
+            with open(os.path.join(self.server.maildir, "transcript.txt"), "ab") as f:
+                f.write(line + b"\n")
 
     def send(self, reply):
         lines = reply.split("\\n")
@@ -156,9 +180,12 @@ class Conn:
             self.log(b"# closed")
 
     def session(self, sc):
+        if sc.hold:
+            time.sleep(sc.hold)
         self.answer("greeting", sc.replies.get("greeting", "220 smtpserver.test ESMTP"))
         sender = None
         rcpts = []
+        accepted = 0
         broken = False
         pipelining = any(e.upper() == "PIPELINING" for e in sc.exts)
         while True:
@@ -190,6 +217,9 @@ class Conn:
                 pipelining = False
                 self.answer("helo", sc.replies.get("helo", "250 smtpserver.test"))
             elif verb == "MAIL" and cmd.upper().startswith("MAIL FROM:<") and ">" in cmd:
+                if sc.max_messages is not None and accepted >= sc.max_messages:
+                    self.send("421 4.7.0 Too many messages on one connection")
+                    return
                 reply = sc.replies.get("mail", "250 2.1.0 Ok")
                 if reply.startswith("2"):
                     sender = cmd[len("MAIL FROM:<"):cmd.index(">")]
@@ -220,7 +250,11 @@ class Conn:
                     if reply.startswith("2") and sc.actions.get("dot") is None:
                         for addr in rcpts:
                             self.store(addr, body)
+                        accepted += 1
                     self.answer("dot", reply)
+                    if sc.close_after is not None and accepted >= sc.close_after:
+                        self.log(b"# close after %d" % accepted)
+                        return
                 sender = None
                 rcpts = []
             elif verb == "RSET":
@@ -237,6 +271,8 @@ class Conn:
             elif verb == "NOOP":
                 self.send("250 2.0.0 Ok")
             elif verb == "QUIT":
+                # the session is over for the count before the client can hear it is
+                self.server.leave(self)
                 self.answer("quit", "221 2.0.0 Bye")
                 return
             else:
@@ -258,15 +294,21 @@ class Conn:
 
     def store(self, addr, body):
         d = os.path.join(self.server.maildir, addr.replace("/", "_") or "_")
-        os.makedirs(d, exist_ok=True)
-        n = len(os.listdir(d)) + 1
-        with open(os.path.join(d, "%d.eml" % n), "wb") as f:
-            f.write(body)
+        with self.server.lock:
+            os.makedirs(d, exist_ok=True)
+            n = len(os.listdir(d)) + 1
+            with open(os.path.join(d, "%d.eml" % n), "wb") as f:
+                f.write(body)
 
 
 class SMTPServer:
-    def __init__(self, maildir, port=0, host="127.0.0.1", script=(), idle=30.0):
+    def __init__(self, maildir, port=0, host="127.0.0.1", script=(), idle=30.0,
+                 concurrent=False):
         self.maildir = maildir
+        self.concurrent = concurrent
+        self.lock = threading.Lock()
+        self.open = 0
+        self.max_open = 0
         self.script = script if isinstance(script, Script) else Script(script)
         self.idle = idle
         os.makedirs(maildir, exist_ok=True)
@@ -284,14 +326,35 @@ class SMTPServer:
                 if not ready:
                     return
                 conn, _ = self.sock.accept()
-                try:
-                    Conn(self, conn).serve()
-                except (Closed, OSError):
-                    pass
-                finally:
-                    conn.close()
+                if self.concurrent:
+                    threading.Thread(target=self.one, args=(conn,), daemon=True).start()
+                else:
+                    self.one(conn)
         finally:
             self.sock.close()
+
+    def count(self, delta):
+        with self.lock:
+            self.open += delta
+            self.max_open = max(self.max_open, self.open)
+            with open(os.path.join(self.maildir, "concurrency.txt"), "w") as f:
+                f.write("%d\n" % self.max_open)
+
+    def leave(self, c):
+        if not c.left:
+            c.left = True
+            self.count(-1)
+
+    def one(self, conn):
+        self.count(1)
+        c = Conn(self, conn)
+        try:
+            c.serve()
+        except (Closed, OSError):
+            pass
+        finally:
+            conn.close()
+            self.leave(c)
 
 
 def main(argv=None):
@@ -301,6 +364,7 @@ def main(argv=None):
     ap.add_argument("--maildir", required=True, metavar="DIR")
     ap.add_argument("--script", action="append", default=[], metavar="SPEC")
     ap.add_argument("--idle", type=float, default=30.0, metavar="SECONDS")
+    ap.add_argument("--concurrent", action="store_true")
     args = ap.parse_args(argv)
 
     def on_term(signum, frame):
@@ -308,7 +372,7 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, on_term)
     server = SMTPServer(args.maildir, port=args.port, host=args.host, script=args.script,
-                        idle=args.idle)
+                        idle=args.idle, concurrent=args.concurrent)
     print("ready %d" % server.port, flush=True)
     try:
         server.serve()

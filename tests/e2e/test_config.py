@@ -140,3 +140,27 @@ def test_config_override_listen(t):
         c.cmd('QUIT', 221, '2.0.0')
     if port_listening(file_port):
         fail(f'the config file port {file_port} listens too: -o did not replace listen')
+
+
+def test_config_listen_options(t):
+    """Listener options: tls, submission, require-tls are known; a misspelt one is named with
+    the list; tls and require-tls need tls_cert and tls_key, which ternd -n loads."""
+    path, _ = _conf(t)
+    rc, out = _run(t, '-n', '-c', path, '-o', 'listen=127.0.0.1:2525, 127.0.0.1:2465 tsl')
+    if rc != 1 or '-o:1:' not in out or \
+            "unknown option 'tsl' (options: tls, submission, require-tls)" not in out:
+        fail(f'misspelt listener option: exit {rc}, {out!r}')
+    for opts in ('tls', 'require-tls', 'submission require-tls'):
+        # a submission listener needs auth_users too (checked at the same stage)
+        auth = ['-o', 'auth_users=/nonexistent/users'] if 'submission' in opts else []
+        rc, out = _run(t, '-n', '-c', path, '-o', f'listen=127.0.0.1:2525, 127.0.0.1:2587 {opts}',
+                       *auth)
+        want = 'require-tls' if 'require-tls' in opts else 'tls'
+        if rc != 1 or f"'127.0.0.1:2587' has the {want} option but tls_cert and tls_key are " \
+                      f"not set" not in out:
+            fail(f'listener option {opts!r} without a certificate: exit {rc}, {out!r}')
+    rc, out = _run(t, '-n', '-v', '-c', path, '-o',
+                   'listen=127.0.0.1:2587 require-tls, 127.0.0.1:2465 tls', '-o',
+                   'tls_cert=/nonexistent/c.pem', '-o', 'tls_key=/nonexistent/k.pem')
+    if rc != 1 or 'tls_cert /nonexistent/c.pem' not in out:
+        fail(f'ternd -n with a missing certificate file: exit {rc}, {out!r}')

@@ -406,3 +406,28 @@ def test_auth_users_read_as_the_user(t):
         code, _msg = s.login('alice', 'secret')
         if code != 235:
             fail(f'AUTH as nobody: {code}')
+
+
+def test_state_store_is_the_users(t):
+    """The greylisting store (LMDB, under spool_dir by default, or state_store = lmdb:PATH
+    elsewhere) is opened after the drop: its files are the user's and it works in the
+    sandbox (451 4.7.1 Greylisted, not the 451 4.3.0 of a failing store)."""
+    need_root()
+    pw = nobody()
+    for where in ('default', 'elsewhere'):
+        d = t.daemon({'user': USER, 'relay_networks': '', 'greylist': 'on',
+                      'greylist_delay': '300'})
+        open_up(t, d)
+        store = os.path.join(d.tmpdir, 'spool', 'policy')
+        if where == 'elsewhere':
+            store = os.path.join(d.tmpdir, 'state', 'lmdb')
+            d.overrides['state_store'] = 'lmdb:' + store
+        start(d)
+        with d.connect() as c:
+            c.cmd('EHLO client.test', 250, None)
+            c.cmd('MAIL FROM:<a@b.example>', 250, '2.1.0')
+            c.cmd('RCPT TO:<u@example.org>', 451, '4.7.1', 'Greylisted')
+            c.cmd('QUIT', 221)
+        n = check_tree(store, pw.pw_uid, pw.pw_gid, f'state store ({where})')
+        if n < 3:  # the directory, data.mdb, lock.mdb
+            fail(f'state store ({where}): {n} entries in {store}, want the LMDB files')

@@ -218,3 +218,24 @@ def test_relay_tls_may_handshake_fails_then_plaintext(t):
         no_event(e, qid, 'user@remote.test', 'delivered')
         if mx.stored() != {'user@remote.test': 1}:
             fail(f'encrypt: sent in plaintext after a failed handshake: {mx.stored()}')
+
+
+def test_relay_tls_reused_connection(t):
+    """verify, several messages to one destination: they share TLS connections (fewer
+    handshakes than messages), and every one arrives over TLS."""
+    n = 6
+    b = receiver(t)
+    a = sender(t, b.port, 'verify', b.cert, {'max_outbound_per_domain': '1'})
+    qids = [submit(a, [f'u{i}@remote.test'], message(marker(f'reuse{i}'))) for i in range(n)]
+    for i, qid in enumerate(qids):
+        expect_event(t, a, qid, f'u{i}@remote.test', 'delivered', prefix='250 2.0.0 ')
+    for i in range(n):
+        rcv = delivered_copy(t, b, f'u{i}@remote.test')
+        if not ESMTPS_RE.search(rcv):
+            fail(f'message {i} not received over TLS: {rcv!r}')
+    log = a.stderr().decode('utf-8', 'replace')
+    handshakes = len(re.findall(r'event=tls host=mx\.remote\.test', log))
+    if not 1 <= handshakes < n:
+        fail(f'{handshakes} TLS handshakes for {n} messages: want reuse (fewer, at least one)')
+    t.note(f'{handshakes} handshakes for {n} messages')
+    queue_empty(t, a)

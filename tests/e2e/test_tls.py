@@ -20,7 +20,7 @@ import subprocess
 import time
 import warnings
 
-from harness import HOSTNAME, Closed, Skip, fail, marker
+from harness import HOSTNAME, Closed, Conn, Skip, fail, free_port, marker
 
 DLV_WAIT = 30.0
 RECEIVED_TLS_RE = re.compile(r'with ESMTPS\r\n\t\(version=(TLSv1\.[23]) cipher=([A-Z0-9_-]+)\)'
@@ -242,6 +242,101 @@ def test_tls_required(t):  # covers: R_TLS_REQUIRED
         c.cmd('QUIT', 221)
 
 
+def test_tls_bulk_pipelined(t):
+    """Under TLS: three large messages pipelined in one write (many records, commits that
+    suspend input, decrypted data waiting in OpenSSL), then thousands of pipelined NOOPs to a
+    client that reads nothing until it has sent them all (SSL_write must wait)."""
+    d = start(t, {'max_message_size': '4000000'})
+    c = d.connect(rcvbuf=4096)
+    starttls(c, d.cert)
+    c.cmd('EHLO client.test', 250)
+    mks = [marker(f'bulk{i}') for i in range(3)]
+    body = ('x' * 998 + '\r\n') * 300
+    blob = b''
+    for mk in mks:
+        blob += (f'MAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n'
+                 f'Subject: {mk}\r\n\r\n{body}{mk}\r\n.\r\n').encode()
+    c.send(blob)
+    for _ in mks:
+        c.expect(250, '2.1.0', timeout=20)
+        c.expect(250, '2.1.5', timeout=20)
+        c.expect(354, None, timeout=20)
+        c.expect(250, '2.0.0', 'queued as', timeout=20)
+    n = 5000
+    c.sock.settimeout(30)
+    c.send(b'NOOP\r\n' * n)
+    for i in range(n):
+        c.expect(250, '2.0.0', timeout=20)
+    c.cmd('QUIT', 221)
+    c.close()
+    newdir = os.path.join(d.mailbox_dir, 'example.org', 'u', 'new')
+    deadline = time.monotonic() + DLV_WAIT
+    while time.monotonic() < deadline:
+        got = os.listdir(newdir) if os.path.isdir(newdir) else []
+        if len(got) >= 3:
+            break
+        time.sleep(0.1)
+    texts = [open(os.path.join(newdir, f), 'rb').read() for f in got]
+    for mk in mks:
+        if sum(mk.encode() in x and len(x) > 300000 for x in texts) != 1:
+            fail(f'message {mk} not delivered whole once ({len(texts)} files)')
+
+
+def test_tls_records_read_ahead(t):
+    """Several TLS records in one TCP segment: OpenSSL reads them all at once, so the later
+    ones wait decrypted in OpenSSL with nothing left on the socket; each must be answered."""
+    d = start(t)
+    c = d.connect()
+    c.cmd('EHLO client.test', 250)
+    c.cmd('STARTTLS', 220, '2.0.0')
+    sock = c.sock
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx(d.cert).wrap_bio(inc, out, server_hostname=HOSTNAME)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pass
+        if out.pending:
+            sock.sendall(out.read())
+        if time.monotonic() > deadline:
+            fail('handshake did not finish')
+        sock.settimeout(5)
+        chunk = sock.recv(65536)
+        if not chunk:
+            fail('closed during the handshake')
+        inc.write(chunk)
+    if out.pending:
+        sock.sendall(out.read())
+    for cmd in (b'EHLO client.test\r\n', b'NOOP\r\n', b'NOOP\r\n', b'NOOP 3\r\n'):
+        obj.write(cmd)  # one record each
+    sock.sendall(out.read())  # all four in one write
+    got = b''
+    deadline = time.monotonic() + 5
+    while got.count(b'250 ') < 4:
+        try:
+            got += obj.read(65536)
+            continue
+        except ssl.SSLWantReadError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            fail(f'replies to 4 records sent in one segment: only {got!r}')
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        if not chunk:
+            fail(f'closed; replies so far {got!r}')
+        inc.write(chunk)
+    if got.count(b'250 2.0.0 Ok\r\n') != 3:
+        fail(f'want three "250 2.0.0 Ok": {got!r}')
+    c.close()
+
+
 # ---- implicit TLS -----------------------------------------------------------------------------
 
 def test_implicit_tls(t):
@@ -281,6 +376,33 @@ def alive_and_serving_tls(d):
         if not s.recv(100).startswith(b'220 mx.test'):
             fail('no greeting under implicit TLS')
         s.close()
+
+
+def test_implicit_tls_over_limit_closes(t):
+    """Over max_connections_per_ip on a tls listener: closed without a plaintext 421 (a TLS
+    client could not read it); the plaintext listener still says 421 4.7.0."""
+    d = t.daemon({'max_connections_per_ip': '1'})
+    d.cert, d.key = make_cert(d.tmpdir, 'server')
+    plain = free_port()
+    d.overrides.update({'tls_cert': d.cert, 'tls_key': d.key,
+                        'listen': f'127.0.0.1:{{port}} tls, 127.0.0.1:{plain}'})
+    d.start()
+    with socket.create_connection(('127.0.0.1', d.port), timeout=5) as raw:
+        first = client_ctx(d.cert).wrap_socket(raw, server_hostname=HOSTNAME)
+        first.settimeout(5)
+        if not first.recv(100).startswith(b'220 '):
+            fail('no greeting under implicit TLS')
+        with socket.create_connection(('127.0.0.1', d.port), timeout=5) as s:
+            s.settimeout(5)
+            try:
+                data = s.recv(4096)
+            except ConnectionResetError:
+                data = b''
+            if data:
+                fail(f'over the limit on the tls listener: got {data!r}, want a bare close')
+        with Conn(plain, greet=False) as c:
+            c.expect(421, '4.7.0')
+        first.close()
 
 
 # ---- what is refused --------------------------------------------------------------------------
@@ -442,6 +564,32 @@ def test_sighup_reload(t):
     wait_log(d, 'event=reload tls=kept-old')
     if _peer_der(d, newcert) != _der(newcert):
         fail('after a SIGHUP with a bad certificate the last good one is not served')
+
+
+def test_bad_cert_refused_at_start(t):
+    """ternd -n and ternd itself refuse a key that does not match the certificate, and a
+    certificate file that is not one, naming the file."""
+    d = t.daemon()
+    cert, _key = make_cert(d.tmpdir, 'one')
+    _cert2, key2 = make_cert(d.tmpdir, 'two')
+    conf = os.path.join(d.tmpdir, 'bad.conf')
+    with open(conf, 'w') as f:
+        f.write(f'listen = 127.0.0.1:1\nspool_dir = {d.tmpdir}/spool\n'
+                f'mailbox_dir = {d.tmpdir}/mail\ntls_cert = {cert}\ntls_key = {key2}\n')
+    p = subprocess.run([d.path, '-n', '-c', conf], capture_output=True, timeout=20)
+    err = p.stderr.decode('utf-8', 'replace')
+    if p.returncode != 1 or f'tls_key {key2}' not in err or 'match' not in err:
+        fail(f'ternd -n with a mismatched key: status {p.returncode}, {err!r}')
+    p = subprocess.run([d.path, '-n', '-c', conf, '-o', f'tls_cert={conf}'],
+                       capture_output=True, timeout=20)
+    err = p.stderr.decode('utf-8', 'replace')
+    if p.returncode != 1 or f'tls_cert {conf}:' not in err:
+        fail(f'ternd -n with a certificate that is not one: status {p.returncode}, {err!r}')
+    p = subprocess.run([d.path, '-f', '-c', conf], capture_output=True, timeout=20,
+                       stdin=subprocess.DEVNULL)
+    err = p.stderr.decode('utf-8', 'replace')
+    if p.returncode == 0 or f'tls_key {key2}' not in err or 'match' not in err:
+        fail(f'ternd started with a mismatched key: status {p.returncode}, {err[-500:]!r}')
 
 
 # ---- testssl.sh -------------------------------------------------------------------------------

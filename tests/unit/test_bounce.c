@@ -194,7 +194,8 @@ split(const char *s, struct parts *ps)
     memset(ps, 0, sizeof(*ps));
     assert_non_null(ct);
     assert_non_null(strstr(ct, "multipart/report"));
-    assert_non_null(strstr(ct, "report-type=delivery-status"));
+    assert_true(strstr(ct, "report-type=delivery-status") != NULL ||
+                strstr(ct, "report-type=global-delivery-status") != NULL);
     b = strstr(ct, "boundary=\"");
     assert_non_null(b);
     b += 10;
@@ -602,7 +603,7 @@ test_bare_lf_and_long_lines(void **state)
     n += (size_t)sprintf(orig + n, "\r\n\nline one\nline two\rline three\r\n");
     memset(orig + n, 'b', 3000);
     n += 3000;
-    n += (size_t)sprintf(orig + n, "\r\n\xc3\xa9t\xc3\xa9\r\nlast line without end");
+    n += (size_t)sprintf(orig + n, "\r\nété\r\nlast line without end");
     base_msg(&m, &src, orig, n);
     s = build(&m, &info);
     check_lines(s);
@@ -736,6 +737,85 @@ test_python_parses(void **state)
     assert_int_equal(WEXITSTATUS(rc), 0);
 }
 
+/*
+ * RFC 6533: a DSN about mail that needed SMTPUTF8 is a global report, names a
+ * UTF-8 recipient with the utf-8 address type in unitext form (the ORCPT
+ * given in utf-8-addr-xtext form comes back as UTF-8), keeps rfc822 for an
+ * ASCII recipient, and returns message/global or message/global-headers.
+ */
+static void
+test_utf8_global(void **state)
+{
+    static const char orig8[] = "From: Jürgen <jürgen@bücher.example>\r\n"
+                                "Subject: grüße\r\n"
+                                "\r\n"
+                                "Hallo.\r\n";
+    struct bounce_msg m;
+    struct mem_src src;
+    struct bounce_info info;
+    struct parts ps;
+    char *s, *p, *ct;
+
+    (void)state;
+    base_msg(&m, &src, orig8, sizeof(orig8) - 1);
+    m.sender = "jürgen@bücher.example";
+    m.smtputf8 = true;
+    rcpts2[0].addr = "mäx+tag=1@bücher.example";
+    rcpts2[0].orcpt = "utf-8;m\\x{E4}x\\x{2B}tag\\x{3D}1@b\\x{FC}cher.example";
+    s = build(&m, &info);
+    check_lines(s);
+    assert_true(info.global);
+    assert_true(info.eightbit);
+    ct = header(s, "Content-Type");
+    assert_non_null(ct);
+    assert_non_null(strstr(ct, "multipart/report; report-type=global-delivery-status; "));
+    free(ct);
+    split(s, &ps);
+    assert_int_equal(ps.n, 3);
+    p = part_copy(&ps, 1);
+    assert_header(p, "Content-Type", "message/global-delivery-status");
+    assert_non_null(strstr(p, "\r\nFinal-Recipient: utf-8; mäx\\x{2B}tag\\x{3D}1@"
+                              "bücher.example\r\n"));
+    assert_non_null(strstr(p, "\r\nOriginal-Recipient: utf-8; mäx\\x{2B}tag\\x{3D}1@"
+                              "bücher.example\r\n"));
+    assert_non_null(strstr(p, "\r\nFinal-Recipient: rfc822; carol@example.org\r\n"));
+    assert_null(strstr(p, "rfc822; m"));
+    free(p);
+    p = part_copy(&ps, 2);
+    assert_header(p, "Content-Type", "message/global");
+    assert_non_null(strstr(p, "Subject: grüße\r\n"));
+    free(p);
+    free(s);
+
+    /* headers only: message/global-headers */
+    m.ret = DSN_RET_HDRS;
+    s = build(&m, &info);
+    split(s, &ps);
+    p = part_copy(&ps, 2);
+    assert_header(p, "Content-Type", "message/global-headers");
+    free(p);
+    free(s);
+
+    /* a UTF-8 recipient without the SMTPUTF8 flag still makes a global report */
+    base_msg(&m, &src, original, sizeof(original) - 1);
+    rcpts2[1].addr = "désirée@example.org";
+    s = build(&m, &info);
+    assert_true(info.global);
+    assert_non_null(strstr(s, "Final-Recipient: utf-8; désirée@example.org\r\n"));
+    assert_non_null(strstr(s, "Original-Recipient: rfc822;Bob@Example.org\r\n"));
+    assert_non_null(strstr(s, "Content-Type: message/global\r\n"));
+    free(s);
+
+    /* all ASCII, no SMTPUTF8: the RFC 3464 types, unchanged */
+    base_msg(&m, &src, original, sizeof(original) - 1);
+    s = build(&m, &info);
+    assert_false(info.global);
+    assert_null(strstr(s, "global"));
+    assert_null(strstr(s, "utf-8;"));
+    assert_non_null(strstr(s, "Content-Type: message/delivery-status\r\n"));
+    free(s);
+}
+
 int
 main(void)
 {
@@ -750,6 +830,7 @@ main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_wanted),
         cmocka_unit_test(test_python_parses),
+        cmocka_unit_test(test_utf8_global),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -722,6 +722,53 @@ test_connection_reuse(void **state)
     assert_non_null(strstr(r.seq, "DATA\r\n~RSET\r\nMAIL FROM:<> SIZE=5\r\n"));
 }
 
+/* After the transaction, the message may be gone: QUIT and a failure need nothing from it. */
+static void
+test_message_gone_after_transaction(void **state)
+{
+    const char *replies[] = {GREET, EHLO_PIPE, "250 Ok\r\n250 Ok\r\n354 go\r\n", "250 Ok 1\r\n"};
+    struct smtp_client_msg *m = calloc(1, sizeof(*m));
+    struct smtp_client_rcpt rc = {.addr = "a@example.org"};
+    struct smtp_client *c;
+    size_t i = 0, n;
+
+    (void)state;
+    assert_non_null(m);
+    m->sender = "s@example.net";
+    m->rcpts = &rc;
+    m->nrcpts = 1;
+    c = smtp_client_new("client.test", m);
+    assert_non_null(c);
+    for (;;) {
+        enum smtp_client_action a = smtp_client_next(c);
+
+        if (a == SMTP_CLIENT_IDLE)
+            break;
+        assert_int_not_equal(a, SMTP_CLIENT_CLOSE);
+        if (a == SMTP_CLIENT_SEND) {
+            smtp_client_output(c, &n);
+            smtp_client_sent(c, n);
+        } else {
+            assert_true(i < sizeof(replies) / sizeof(*replies));
+            smtp_client_input(c, replies[i], strlen(replies[i]));
+            i++;
+        }
+    }
+    assert_int_equal(smtp_client_outcome(c, 0)->result, SMTP_CLIENT_DELIVERED);
+    /* the caller reuses or frees the message (ASan would see a read of it) */
+    m->nrcpts = 50;
+    free(m);
+    smtp_client_quit(c);
+    assert_int_equal(smtp_client_next(c), SMTP_CLIENT_SEND);
+    smtp_client_output(c, &n);
+    smtp_client_sent(c, n);
+    assert_int_equal(smtp_client_next(c), SMTP_CLIENT_READ);
+    smtp_client_fail(c, "connection lost");
+    assert_int_equal(smtp_client_next(c), SMTP_CLIENT_CLOSE);
+    assert_int_equal(smtp_client_outcome(c, 0)->result, SMTP_CLIENT_DELIVERED);
+    smtp_client_free(c);
+}
+
 static void
 test_many_recipients_window(void **state)
 {
@@ -1357,6 +1404,7 @@ main(void)
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_body_read_error),
         cmocka_unit_test(test_connection_reuse),
+        cmocka_unit_test(test_message_gone_after_transaction),
         cmocka_unit_test(test_many_recipients_window),
         cmocka_unit_test(test_bdat_one_chunk),
         cmocka_unit_test(test_bdat_empty_body_and_line_ends),

@@ -565,6 +565,163 @@ test_421_at_rcpt_then_second(void **state)
     assert_stored(1, "bob@example.org", body1);
 }
 
+/* Count the occurrences of needle in hay. */
+static int
+count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+
+    for (; (hay = strstr(hay, needle)) != NULL; hay += strlen(needle))
+        n++;
+    return n;
+}
+
+/* Messages 0..n-1 to m<i>@example.org on one remote_conn; returns its connection count. */
+static unsigned
+conn_deliver(struct msg *x, int n, const struct remote_host *h, size_t nh)
+{
+    static const char *names[] = {"m0@example.org", "m1@example.org", "m2@example.org",
+        "m3@example.org", "m4@example.org", "m5@example.org", "m6@example.org"};
+    struct remote_conn *rc = remote_conn_new(&conf, h, nh);
+    unsigned c;
+    int i;
+
+    assert_non_null(rc);
+    assert_true(n <= 7);
+    for (i = 0; i < n; i++) {
+        const char *rcpts[] = {names[i], NULL};
+
+        msg_init(&x[i], body1, rcpts);
+        remote_conn_deliver(rc, &x[i].m);
+        close(x[i].m.body_fd);
+        unlink(x[i].path);
+    }
+    c = remote_conn_connections(rc);
+    remote_conn_free(rc);
+    return c;
+}
+
+static void
+test_conn_reuse(void **state)
+{
+    struct remote_host h;
+    struct msg x[3];
+    char *t;
+    int i;
+
+    NEED_PYTHON();
+    server_start(0, NULL);
+    host_init(&h, "mx1.test", srv[0].port);
+    assert_int_equal(conn_deliver(x, 3, &h, 1), 1);
+    for (i = 0; i < 3; i++)
+        assert_outcome(&x[i].r[0], DLV_OK, "250 2.0.0 Ok: queued", "mx1.test");
+    assert_stored(0, "m0@example.org", body1);
+    assert_stored(0, "m1@example.org", body1);
+    assert_stored(0, "m2@example.org", body1);
+    t = transcript(0);
+    assert_int_equal(count_of(t, "# connect"), 1);
+    assert_int_equal(count_of(t, "C: MAIL FROM:"), 3);
+    assert_int_equal(count_of(t, "C: EHLO"), 1);
+    assert_int_equal(count_of(t, "C: RSET"), 0); /* RFC 5321 §3.3: MAIL after the dot's reply */
+    assert_int_equal(count_of(t, "C: QUIT"), 1);
+    free(t);
+}
+
+/* The server closes with 421 after two messages: the rest go on fresh connections, once. */
+static void
+test_conn_421_fresh_connection(void **state)
+{
+    const char *specs[] = {"max-messages=2", NULL};
+    struct remote_host h;
+    struct msg x[5];
+    char *t;
+    int i;
+
+    NEED_PYTHON();
+    server_start(0, specs);
+    host_init(&h, "mx1.test", srv[0].port);
+    assert_int_equal(conn_deliver(x, 5, &h, 1), 3);
+    for (i = 0; i < 5; i++)
+        assert_outcome(&x[i].r[0], DLV_OK, "250 2.0.0 Ok: queued", "mx1.test");
+    assert_stored(0, "m0@example.org", body1);
+    assert_stored(0, "m1@example.org", body1);
+    assert_stored(0, "m2@example.org", body1);
+    assert_stored(0, "m3@example.org", body1);
+    assert_stored(0, "m4@example.org", body1);
+    t = transcript(0);
+    assert_int_equal(count_of(t, "# connect"), 3);
+    assert_int_equal(count_of(t, "S: 421 4.7.0 Too many messages on one connection"), 2);
+    free(t);
+}
+
+/* The server closes the idle connection after two messages: the next one connects afresh. */
+static void
+test_conn_closed_while_idle(void **state)
+{
+    const char *specs[] = {"close-after=2", NULL};
+    struct remote_host h;
+    struct msg x[5];
+    char *t;
+    int i;
+
+    NEED_PYTHON();
+    server_start(0, specs);
+    host_init(&h, "mx1.test", srv[0].port);
+    assert_int_equal(conn_deliver(x, 5, &h, 1), 3);
+    for (i = 0; i < 5; i++)
+        assert_outcome(&x[i].r[0], DLV_OK, "250 2.0.0 Ok: queued", "mx1.test");
+    assert_stored(0, "m0@example.org", body1);
+    assert_stored(0, "m2@example.org", body1);
+    assert_stored(0, "m4@example.org", body1);
+    t = transcript(0);
+    assert_int_equal(count_of(t, "# connect"), 3);
+    assert_int_equal(count_of(t, "C: MAIL FROM:"), 5);
+    free(t);
+}
+
+/* A 550 to one message's RCPT on a reused connection decides that message only. */
+static void
+test_conn_rcpt_refused_one_message(void **state)
+{
+    const char *specs[] = {"rcpt:m1@example.org=550 5.1.1 No such user", NULL};
+    struct remote_host h;
+    struct msg x[3];
+    char *t;
+
+    NEED_PYTHON();
+    server_start(0, specs);
+    host_init(&h, "mx1.test", srv[0].port);
+    assert_int_equal(conn_deliver(x, 3, &h, 1), 1);
+    assert_outcome(&x[0].r[0], DLV_OK, "250 2.0.0 Ok: queued", "mx1.test");
+    assert_outcome(&x[1].r[0], DLV_PERM, "550 5.1.1 No such user", "mx1.test");
+    assert_outcome(&x[2].r[0], DLV_OK, "250 2.0.0 Ok: queued", "mx1.test");
+    assert_null(stored(0, "m1@example.org", 1, NULL));
+    assert_stored(0, "m2@example.org", body1);
+    t = transcript(0);
+    assert_int_equal(count_of(t, "# connect"), 1);
+    free(t);
+}
+
+/* No MX takes connections: each is tried once per remote_conn, not once per message. */
+static void
+test_conn_refused_hosts_once(void **state)
+{
+    struct remote_host h[2];
+    struct msg x[3];
+    char want[200];
+    int i;
+
+    host_init(&h[0], "mx1.test", closed_port());
+    host_init(&h[1], "mx2.test", closed_port());
+    assert_int_equal(conn_deliver(x, 3, h, 2), 2);
+    snprintf(want, sizeof(want),
+        "451 4.4.1 Connection to mx2.test[127.0.0.1]:%u failed: "
+        "Connection refused",
+        ntohs(((struct sockaddr_in *)&h[1].addr)->sin_port));
+    for (i = 0; i < 3; i++)
+        assert_outcome(&x[i].r[0], DLV_TEMP, want, "");
+}
+
 int
 main(void)
 {
@@ -579,6 +736,11 @@ main(void)
         cmocka_unit_test_teardown(test_smtputf8_not_offered, teardown),
         cmocka_unit_test_teardown(test_size_and_line_ends, teardown),
         cmocka_unit_test_teardown(test_421_at_rcpt_then_second, teardown),
+        cmocka_unit_test_teardown(test_conn_reuse, teardown),
+        cmocka_unit_test_teardown(test_conn_421_fresh_connection, teardown),
+        cmocka_unit_test_teardown(test_conn_closed_while_idle, teardown),
+        cmocka_unit_test_teardown(test_conn_rcpt_refused_one_message, teardown),
+        cmocka_unit_test_teardown(test_conn_refused_hosts_once, teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);

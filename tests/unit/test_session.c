@@ -882,6 +882,66 @@ test_auth_pending(void **state)
     smtp_session_free(h.s);
 }
 
+/* A refusal with arguments of its own (greylisting's delay, a rate limit's numbers). */
+static void
+test_pending_verdict_args(void **state)
+{
+    struct harness h;
+    static const char in[] = "HELO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<u@example.org>\r\n"
+                             "RCPT TO:<v@example.org>\r\n";
+    const char *grey[4] = {"u@example.org", "300", NULL, NULL};
+    const char *rate[4] = {"5", "60", "42", NULL};
+    size_t off = 0;
+
+    h_init(&h);
+    h.pending = true;
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_int_equal(smtp_session_verdict_args(h.s, R_RATE_MESSAGES, rate), SMTP_OK);
+    assert_non_null(strstr(h_out(&h), "\r\n450 4.7.1 Too many messages from your address: "
+                                      "over 5 per 60 seconds (rate_messages); try again in 42 "
+                                      "seconds\r\n"));
+    smtp_session_free(h.s);
+
+    off = 0;
+    h_init(&h);
+    h.pending = true;
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    h_feed(&h, in, sizeof(in) - 1, &off);
+    assert_int_equal(smtp_session_verdict_args(h.s, R_MAIL_OK, grey), SMTP_OK); /* args unused */
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_int_equal(smtp_session_verdict_args(h.s, R_GREYLISTED, grey), SMTP_OK);
+    assert_int_equal(h_feed(&h, in, sizeof(in) - 1, &off), SMTP_SUSPEND);
+    assert_int_equal(smtp_session_verdict(h.s, R_RCPT_OK), SMTP_OK);
+    assert_non_null(strstr(h_out(&h), "\r\n250 2.1.0 Sender <a@b.org> ok\r\n"
+                                      "451 4.7.1 <u@example.org>: Greylisted: "));
+    assert_non_null(strstr(h_out(&h), "try again in 300 seconds\r\n"
+                                      "250 2.1.5 Recipient <v@example.org> ok\r\n"));
+    assert_int_equal(smtp_session_errors(h.s), 0); /* greylisting is not the client's error */
+    smtp_session_free(h.s);
+
+    /* More greylisted recipients than max_errors: no 421, every one answered. */
+    off = 0;
+    h_init(&h);
+    h.pending = true;
+    h.conf.max_recipients = 50;
+    h.conf.max_errors = 2;
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    h_feed(&h, in, sizeof(in) - 1, &off); /* HELO, MAIL */
+    assert_int_equal(smtp_session_verdict(h.s, R_MAIL_OK), SMTP_OK);
+    for (int i = 0; i < 6; i++) {
+        static const char rcpt[] = "RCPT TO:<u@example.org>\r\n";
+        size_t roff = 0;
+        assert_int_equal(h_feed(&h, rcpt, sizeof(rcpt) - 1, &roff), SMTP_SUSPEND);
+        assert_int_equal(smtp_session_verdict_args(h.s, i % 2 ? R_POLICY_UNAVAILABLE :
+            R_GREYLISTED, grey), SMTP_OK);
+    }
+    assert_false(smtp_session_closed(h.s));
+    assert_null(strstr(h_out(&h), "421 "));
+    assert_int_equal(smtp_session_errors(h.s), 0);
+    smtp_session_free(h.s);
+}
+
 static void
 test_shutdown_and_timeout(void **state)
 {
@@ -1107,6 +1167,7 @@ main(void)
         cmocka_unit_test(test_pipelining_suspend),
         cmocka_unit_test(test_pending_verdicts),
         cmocka_unit_test(test_pending_refusals),
+        cmocka_unit_test(test_pending_verdict_args),
         cmocka_unit_test(test_shutdown_and_timeout),
         cmocka_unit_test(test_output_backpressure),
         cmocka_unit_test(test_auth_offer),
