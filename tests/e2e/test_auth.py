@@ -438,3 +438,30 @@ def test_pipelined_after_auth(t):
     expect(s.getreply(), 535, '5.7.8', what='AUTH')
     expect(s.getreply(), 530, '5.7.0', what='MAIL after the failed AUTH')
     close(s)
+
+
+def test_authenticated_skip_policy(t):
+    """Greylisting and the recipient rate do not apply to an authenticated client (issue 6's
+    exemption, wired through the session's AUTH state); the same client unauthenticated on
+    the same daemon is greylisted and counted."""
+    d = start(t, {'greylist': 'on', 'greylist_delay': '300', 'rate_recipients': '2'})
+    # unauthenticated (under TLS): greylisted, to a local domain so relaying is not the issue
+    s = tls(d.port)
+    expect(s.docmd('MAIL', 'FROM:<x@remote.example>'), 250, '2.1.0', what='MAIL')
+    expect(s.docmd('RCPT', 'TO:<u@example.org>'), 451, '4.7.1', 'Greylisted', what='RCPT')
+    close(s)
+    # authenticated: every recipient passes at once, more than rate_recipients of them
+    s = tls(d.port)
+    expect(s.login('alice', 'secret'), 235, '2.7.0', what='login')
+    expect(s.docmd('MAIL', 'FROM:<alice@example.org>'), 250, '2.1.0', what='MAIL')
+    for i in range(4):
+        expect(s.docmd('RCPT', f'TO:<u{i}@example.org>'), 250, '2.1.5', what=f'RCPT {i}')
+    close(s)
+    # the unauthenticated client is still counted: its greylisted RCPT above was one of the
+    # two recipients it may send per window, so one of the next three is over the rate
+    s = tls(d.port)
+    expect(s.docmd('MAIL', 'FROM:<x@remote.example>'), 250, '2.1.0', what='MAIL')
+    replies = [s.docmd('RCPT', f'TO:<v{i}@example.org>')[0] for i in range(3)]
+    close(s)
+    if 450 not in replies:
+        fail(f'the unauthenticated client was not rate limited: {replies}')
