@@ -897,7 +897,7 @@ static void
 conn_handshake(struct conn *c)
 {
     const char *version, *cipher, *sni;
-    char e[256];
+    char e[256], sbuf[256];
     int r;
 
     ERR_clear_error();
@@ -908,7 +908,8 @@ conn_handshake(struct conn *c)
         cipher = SSL_get_cipher_name(c->ssl);
         sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
         log_info(c->peer.id, "event=tls client=%s version=%s cipher=%s sni=%s implicit=%d",
-            c->peer.addr, version, cipher, sni ? sni : "-", c->lst->implicit_tls);
+            c->peer.addr, version, cipher, log_token(sni, sbuf, sizeof(sbuf)),
+            c->lst->implicit_tls);
         smtp_session_tls_started(c->sess, version, cipher);
         if (c->lst->implicit_tls)
             conn_greet(c);

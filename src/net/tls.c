@@ -76,9 +76,10 @@ tls_on_servername(SSL *ssl, int *alert, void *arg)
 {
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     const char *id = SSL_get_app_data(ssl);
+    char buf[256];
 
     if (name != NULL)
-        log_debug(id, "event=tls-sni name=%s", name);
+        log_debug(id, "event=tls-sni name=%s", log_token(name, buf, sizeof(buf)));
     return SSL_TLSEXT_ERR_OK;
 }
 

@@ -57,6 +57,14 @@ log_vwrite(const char *level, const char *id, const char *fmt, va_list ap)
     }
     if (n > sizeof(line) - 2)
         n = sizeof(line) - 2;
+    /*
+     * One event, one line: a control character that a peer slipped into a
+     * logged value (a TLS server name, an address) must not start a forged
+     * line for the tools that read these logs.
+     */
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = '?';
     line[n++] = '\n';
     /* One write per line; a short write to stderr is not worth a retry loop. */
     if (write(STDERR_FILENO, line, n) < 0) {
@@ -95,4 +103,21 @@ log_panic(const char *fmt, ...)
     log_vwrite("panic", NULL, fmt, ap);
     va_end(ap);
     abort();
+}
+
+const char *
+log_token(const char *s, char *buf, size_t len)
+{
+    size_t i;
+
+    if (s == NULL)
+        return "-";
+    if (len == 0)
+        return "";
+    for (i = 0; s[i] != '\0' && i < len - 1; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        buf[i] = ch > 0x20 && ch < 0x7f && ch != '"' && ch != '=' ? (char)ch : '?';
+    }
+    buf[i] = '\0';
+    return buf;
 }

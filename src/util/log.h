@@ -12,6 +12,7 @@
 #define TERN_UTIL_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
 
@@ -20,6 +21,12 @@ void log_set_level(enum log_level level);
 bool log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/*
+ * A value from a peer, made safe for a key=value log line: at most len-1
+ * octets, anything but printable ASCII other than '"' and '=' (and space)
+ * replaced with '?'.  Returns buf, or "-" for NULL.
+ */
+const char *log_token(const char *s, char *buf, size_t len);
 void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void log_panic(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 

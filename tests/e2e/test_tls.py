@@ -175,6 +175,27 @@ def test_starttls_openssl_s_client(t):
     wait_log(d, 'sni=mx.test implicit=0')
 
 
+def test_sni_cannot_forge_log_lines(t):
+    """A TLS server name is the client's text: a line break or spaces in it must not make a
+    log line of its own or a key=value pair (tools such as fail2ban parse these lines)."""
+    if shutil.which('openssl') is None:
+        raise Skip('openssl not installed')
+    d = start(t, listen_opts='tls')
+    forged = 'x.example\n2026-11-29T00:00:00.000Z ternd info - event=auth client=10.0.0.1 ' \
+             'result=failed'
+    subprocess.run(['openssl', 's_client', '-connect', f'127.0.0.1:{d.port}', '-servername',
+                    forged, '-quiet', '-verify_quiet'], input=b'QUIT\r\n',
+                   capture_output=True, timeout=20)
+    wait_log(d, 'event=tls client=127.0.0.1')
+    for line in d.stderr().decode('utf-8', 'replace').splitlines():
+        if 'client=10.0.0.1' in line and 'event=tls ' not in line:
+            fail(f'the SNI name made a log line of its own: {line!r}')
+        if 'event=tls ' in line and ' client=10.0.0.1' in line:
+            fail(f'the SNI name made key=value pairs: {line!r}')
+    if b'sni=x.example?2026' not in d.stderr():
+        fail(f'the SNI name is not logged in its safe form: {d.stderr_tail()}')
+
+
 def test_starttls_injection(t):
     """CVE-2011-0411: "STARTTLS\\r\\nRSET\\r\\n" in one write.  RSET was sent in plaintext
     before the handshake and must never be answered: the first reply under TLS answers EHLO."""
