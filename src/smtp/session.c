@@ -186,7 +186,8 @@ session_body(void *arg, const char *p, size_t n)
 static void
 session_received(struct smtp_session *s)
 {
-    char date[64], hdr[1024], tls[128] = "";
+    /* helo 255, address 64, hostname 255, tls ~128, id 24, path SMTP_PATH_MAX, date 64 */
+    char date[64], hdr[1024 + SMTP_PATH_MAX], tls[128] = "";
     const char *proto;
     int n;
 
@@ -203,17 +204,18 @@ session_received(struct smtp_session *s)
     /* A comment after the protocol name says which TLS, as sendmail and Exim do. */
     if (s->peer.tls)
         snprintf(tls, sizeof(tls), "\r\n\t(version=%s cipher=%s)", s->tls_version, s->tls_cipher);
+    n = -1;
     if (s->txn.nrcpts == 1)
         n = snprintf(hdr, sizeof(hdr),
             "Received: from %s ([%s])\r\n\tby %s (tern) with %s%s id %s\r\n\tfor <%s>; %s\r\n",
             s->helo, s->peer.addr, s->conf->hostname, proto, tls, s->txn.id, s->txn.rcpts[0].addr,
             date);
-    else
+    if (n < 0 || (size_t)n >= sizeof(hdr)) /* several recipients, or no room to name one */
         n = snprintf(hdr, sizeof(hdr),
             "Received: from %s ([%s])\r\n\tby %s (tern) with %s%s id %s;\r\n\t%s\r\n", s->helo,
             s->peer.addr, s->conf->hostname, proto, tls, s->txn.id, date);
-    if (n > 0)
-        session_body(s, hdr, (size_t)n < sizeof(hdr) ? (size_t)n : sizeof(hdr) - 1);
+    if (n > 0 && (size_t)n < sizeof(hdr))
+        session_body(s, hdr, (size_t)n);
 }
 
 static void

@@ -1180,6 +1180,11 @@ config_finish(struct config *c, const char *name, char *err, size_t errlen)
                 "listen: '%s' has the submission option but auth_users is not set (a "
                 "submission listener takes mail only from authenticated users)",
                 c->listen[i].text);
+        if ((c->listen[i].flags & CONFIG_LISTEN_SUBMISSION) && c->tls_cert == NULL)
+            return config_error(err, errlen, name, 0,
+                "listen: '%s' has the submission option but tls_cert and tls_key are not set "
+                "(AUTH is offered only under TLS, so no mail could ever be taken)",
+                c->listen[i].text);
         if ((c->listen[i].flags & CONFIG_LISTEN_REQUIRE_TLS) && c->tls_cert == NULL)
             return config_error(err, errlen, name, 0,
                 "listen: '%s' has the require-tls option but tls_cert and tls_key are not set",

@@ -155,7 +155,8 @@ def test_config_listen_options(t):
         auth = ['-o', 'auth_users=/nonexistent/users'] if 'submission' in opts else []
         rc, out = _run(t, '-n', '-c', path, '-o', f'listen=127.0.0.1:2525, 127.0.0.1:2587 {opts}',
                        *auth)
-        want = 'require-tls' if 'require-tls' in opts else 'tls'
+        want = 'submission' if 'submission' in opts else \
+            'require-tls' if 'require-tls' in opts else 'tls'
         if rc != 1 or f"'127.0.0.1:2587' has the {want} option but tls_cert and tls_key are " \
                       f"not set" not in out:
             fail(f'listener option {opts!r} without a certificate: exit {rc}, {out!r}')

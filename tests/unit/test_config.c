@@ -763,12 +763,17 @@ test_finish(void **state)
     assert_int_equal(config_finish(&c, "x.conf", err, sizeof(err)), 0);
     config_free(&c);
 
-    /* a submission listener needs credentials */
+    /* a submission listener needs credentials, and TLS to offer AUTH under */
     expect_ok(&c, "listen = 127.0.0.1:25, 127.0.0.1:587 submission\n");
     assert_int_equal(config_finish(&c, "x.conf", err, sizeof(err)), -1);
     assert_non_null(strstr(err, "x.conf: listen: '127.0.0.1:587' has the submission option but "
                                 "auth_users is not set"));
     assert_int_equal(config_override(&c, "auth_users=/etc/tern/users", 1, err, sizeof(err)), 0);
+    assert_int_equal(config_finish(&c, "x.conf", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "x.conf: listen: '127.0.0.1:587' has the submission option but "
+                                "tls_cert and tls_key are not set"));
+    assert_int_equal(config_override(&c, "tls_cert=/c.pem", 2, err, sizeof(err)), 0);
+    assert_int_equal(config_override(&c, "tls_key=/k.pem", 3, err, sizeof(err)), 0);
     assert_int_equal(config_finish(&c, "x.conf", err, sizeof(err)), 0);
     assert_int_equal(c.auth_max_failures, 3);
     assert_int_equal(c.auth_failure_window, 900);

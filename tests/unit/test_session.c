@@ -942,6 +942,53 @@ test_pending_verdict_args(void **state)
     smtp_session_free(h.s);
 }
 
+/* The longest names there can be still make a whole Received header, naming the recipient. */
+static void
+test_received_longest(void **state)
+{
+    struct harness h;
+    char helo[256], host[254], local[65], dom[190], in[4096];
+    const char *end;
+    size_t off = 0;
+
+    for (int i = 0; i < 255; i++)
+        helo[i] = i % 60 == 59 ? '.' : 'h';
+    helo[255] = '\0';
+    for (int i = 0; i < 253; i++)
+        host[i] = i % 60 == 59 ? '.' : 'm';
+    host[253] = '\0';
+    memset(local, 'l', 64);
+    local[64] = '\0';
+    for (int i = 0; i < 189; i++)
+        dom[i] = i % 60 == 59 ? '.' : 'd';
+    dom[189] = '\0';
+    h_init(&h);
+    h.conf.hostname = host;
+    h.conf.tls_offer = true;
+    h.conf.max_message_size = 65536;
+    snprintf(h.peer.addr, sizeof(h.peer.addr), "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff");
+    h.s = smtp_session_new(&h.conf, &h.cb, &h, &h.peer);
+    smtp_session_greet(h.s);
+    snprintf(in, sizeof(in), "STARTTLS\r\n");
+    assert_int_equal(h_feed(&h, in, strlen(in), &off), SMTP_STARTTLS);
+    smtp_session_tls_started(h.s, "TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256");
+    snprintf(in, sizeof(in), "EHLO %s\r\nMAIL FROM:<> SMTPUTF8\r\nRCPT TO:<%s@%s>\r\nDATA\r\n"
+        "x\r\n.\r\n", helo, local, dom);
+    off = 0;
+    assert_int_equal(h_feed(&h, in, strlen(in), &off), SMTP_SUSPEND);
+    h.body[h.bodylen] = '\0';
+    assert_true(strncmp(h.body, "Received: from hhh", 18) == 0);
+    end = strstr(h.body, "\r\nx\r\n");
+    assert_non_null(end);
+    assert_non_null(strstr(h.body, local));
+    assert_non_null(strstr(h.body, "cipher=TLS_CHACHA20_POLY1305_SHA256"));
+    /* the header (about 960 octets here: every name at its longest) is whole */
+    assert_true(end - h.body > 900);
+    assert_non_null(strstr(h.body, "\r\n\tfor <llll"));
+    assert_non_null(strstr(h.body, "with UTF8SMTPS"));
+    smtp_session_free(h.s);
+}
+
 static void
 test_shutdown_and_timeout(void **state)
 {
@@ -1168,6 +1215,7 @@ main(void)
         cmocka_unit_test(test_pending_verdicts),
         cmocka_unit_test(test_pending_refusals),
         cmocka_unit_test(test_pending_verdict_args),
+        cmocka_unit_test(test_received_longest),
         cmocka_unit_test(test_shutdown_and_timeout),
         cmocka_unit_test(test_output_backpressure),
         cmocka_unit_test(test_auth_offer),
