@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #include "policy/store_impl.h"
+#include "util/io.h"
 #include "util/log.h"
 
 #define STORE_LMDB_MAPSIZE (256UL * 1024 * 1024) /* some 2-3 million records */
@@ -48,6 +50,7 @@ struct store_lmdb {
     char purge_from[STORE_KEY_MAX]; /* where the last purge slice stopped ("" = start) */
     size_t purge_from_len;
     bool full; /* the last write found the map full (logged once) */
+    long long full_purge_ms; /* when a full map last made a purge run (at most 1 a second) */
     char path[4096];
 };
 
@@ -147,7 +150,15 @@ lmdb_write_failed(struct store_lmdb *l, int rc)
             log_warn(NULL, "event=state-store-full store=lmdb:%s reason=\"%s\"", l->path,
                 mdb_strerror(rc));
         l->full = true;
-        lmdb_purge(l, STORE_LMDB_PURGE_SLICE * 10);
+        /*
+         * A big slice, but not at every failed write: a client that keeps the
+         * map full (millions of new triplets) must not make each RCPT scan
+         * 200,000 records on the loop.
+         */
+        if (io_now_ms() - l->full_purge_ms >= 1000) {
+            l->full_purge_ms = io_now_ms();
+            lmdb_purge(l, STORE_LMDB_PURGE_SLICE * 10);
+        }
     } else {
         log_warn(
             NULL, "event=state-store-error store=lmdb:%s error=\"%s\"", l->path, mdb_strerror(rc));
