@@ -163,7 +163,7 @@ def make_ca_chain(dirpath, dns):
 def receiver(t, tls='self', cert_dns=MX_HOST):
     """The second ternd: mx.dane.test on 127.0.0.3, local_domains dane.test.  tls: 'self'
     (a self-signed certificate), 'ca' (issued by a test CA; b.ca is the CA), or None."""
-    b = t.daemon({'listen': '127.0.0.3:{port}', 'local_domains': 'dane.test',
+    b = t.daemon({'listen': '127.0.0.3:{port}', 'local_domains': 'dane.test, plain.test',
                   'hostname': MX_HOST})
     if tls == 'self':
         b.cert, b.key = make_cert(b.tmpdir, 'server', cert_dns)
@@ -331,3 +331,28 @@ def test_dane_bogus_tlsa_deferred(t):  # covers: R_DLV_DNS_TEMP
         fail(f'reply {e["reply"]!r}, want it to start with {want!r}')
     if not re.search(r'event=dane-failed host=mx\.dane\.test\[127\.0\.0\.3\]', log_of(a)):
         fail('no event=dane-failed line')
+
+
+def test_dane_insecure_mx_secure_host(t):
+    """An insecure MX answer (plain.test, unsigned) naming a host in the signed zone, whose
+    TLSA records match nothing: TLSA counts only when the MX host name was obtained securely
+    (RFC 7672 §2.2), so the records are not even looked at: delivered, dane=insecure."""
+    b = receiver(t)
+    wrong = '3 1 1 ' + hashlib.sha256(b'not the key').hexdigest()
+    signed = zone(ZONE, b.port, [wrong])
+    plain = {'origin': 'plain.test.', 'sign': False,
+             'records': [['plain.test.', 'MX', f'10 {MX_HOST}.']], 'bad_sig': []}
+    with DnssecServer(t, [signed, plain]) as dns_srv:
+        conf = unbound_conf(t, dns_srv, [ZONE, 'plain.test.'], [ZONE])
+        a = dane_sender(t, b, conf)
+        qid = submit(a, ['user@plain.test'], message(marker('insecure-mx')))
+        expect_event(t, a, qid, 'user@plain.test', 'delivered', prefix='250 2.0.0 ')
+        line = tls_line(a)
+        if line is None or 'dane=insecure' not in line:
+            fail(f'no event=tls line with dane=insecure: {line!r}')
+
+        # the same host through the signed zone's own (secure) MX: the records apply
+        qid2 = submit(a, [RCPT], message(marker('secure-mx')))
+        e = expect_event(t, a, qid2, RCPT, 'deferred')
+        if not e['reply'].startswith('451 4.7.5 ') or 'DANE' not in e['reply']:
+            fail(f'secure MX, wrong TLSA: {e["reply"]!r}')
