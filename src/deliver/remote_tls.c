@@ -208,8 +208,7 @@ tls_is_ip(const char *host)
 
 /* DANE on ssl: base domain host, the usable records of tlsa.  0, or -1 with why. */
 static int
-tls_dane_setup(SSL *ssl, const struct dane_rrset *tlsa, const char *host, char *why,
-    size_t whylen)
+tls_dane_setup(SSL *ssl, const struct dane_rrset *tlsa, const char *host, char *why, size_t whylen)
 {
     size_t i;
     int added = 0;
@@ -229,8 +228,8 @@ tls_dane_setup(SSL *ssl, const struct dane_rrset *tlsa, const char *host, char *
         const struct dane_tlsa *r = &tlsa->rr[i];
 
         /* > 0 added, 0 unusable to OpenSSL (skipped), < 0 malformed (skipped too) */
-        if (SSL_dane_tlsa_add(ssl, r->usage, r->selector, r->mtype, dane_rrset_data(tlsa, i),
-                r->len) > 0)
+        if (SSL_dane_tlsa_add(
+                ssl, r->usage, r->selector, r->mtype, dane_rrset_data(tlsa, i), r->len) > 0)
             added++;
     }
     ERR_clear_error();
@@ -366,8 +365,7 @@ remote_tls_dane_describe(const struct remote_tls *t, char *buf, size_t len)
     if (depth < 0)
         snprintf(buf, len, "none");
     else
-        snprintf(buf, len, "usage=%u selector=%u mtype=%u depth=%d", usage, selector, mtype,
-            depth);
+        snprintf(buf, len, "usage=%u selector=%u mtype=%u depth=%d", usage, selector, mtype, depth);
     return buf;
 }
 

@@ -11,8 +11,8 @@
 #include <string.h>
 
 int
-dane_tlsa_parse(const uint8_t *rdata, size_t len, uint8_t *usage, uint8_t *selector,
-    uint8_t *mtype, const uint8_t **data, size_t *datalen)
+dane_tlsa_parse(const uint8_t *rdata, size_t len, uint8_t *usage, uint8_t *selector, uint8_t *mtype,
+    const uint8_t **data, size_t *datalen)
 {
     if (rdata == NULL || len < 4)
         return -1;
@@ -65,8 +65,10 @@ dane_rrset_add(struct dane_rrset *s, const uint8_t *rdata, size_t len)
      * the one the server's certificate matches.  Real sets have two or three records. */
     if (s->n >= DANE_TLSA_MAX || dlen > sizeof(s->data) - s->datalen)
         return;
-    s->rr[s->n] = (struct dane_tlsa){
-        .usage = u, .selector = sel, .mtype = mt, .len = (uint16_t)dlen,
+    s->rr[s->n] = (struct dane_tlsa){.usage = u,
+        .selector = sel,
+        .mtype = mt,
+        .len = (uint16_t)dlen,
         .off = (uint16_t)s->datalen};
     memcpy(s->data + s->datalen, data, dlen);
     s->datalen += dlen;
@@ -74,8 +76,8 @@ dane_rrset_add(struct dane_rrset *s, const uint8_t *rdata, size_t len)
 }
 
 enum dane_state
-dane_decide(bool mx_secure, bool addr_secure, bool looked_up, bool failed, bool bogus,
-    bool secure, const struct dane_rrset *s)
+dane_decide(bool mx_secure, bool addr_secure, bool looked_up, bool failed, bool bogus, bool secure,
+    const struct dane_rrset *s)
 {
     /* RFC 7672 §2.2: TLSA records count only when the MX host name and its address were
      * obtained securely; otherwise an attacker could have chosen the host. */

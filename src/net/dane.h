@@ -25,8 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DANE_TLSA_MAX 16      /* usable records kept per host; more are ignored */
-#define DANE_DATA_MAX 2048    /* bytes of association data in all (full certificates are big) */
+#define DANE_TLSA_MAX 16   /* usable records kept per host; more are ignored */
+#define DANE_DATA_MAX 2048 /* bytes of association data in all (full certificates are big) */
 
 enum dane_state {
     DANE_OFF,
@@ -59,9 +59,9 @@ struct dane_tlsa {
 /* One host's TLSA set and state; plain memory (a struct copy is a full copy). */
 struct dane_rrset {
     enum dane_state state;
-    char why[96];       /* FAILED: what went wrong, for logs and replies */
-    size_t total;       /* records in the answer */
-    size_t n;           /* usable records kept: rr[0..n) */
+    char why[96]; /* FAILED: what went wrong, for logs and replies */
+    size_t total; /* records in the answer */
+    size_t n;     /* usable records kept: rr[0..n) */
     struct dane_tlsa rr[DANE_TLSA_MAX];
     size_t datalen;
     uint8_t data[DANE_DATA_MAX];

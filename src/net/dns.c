@@ -112,8 +112,8 @@ struct dns {
     bool closing;     /* dns_close() was called by a callback */
     unsigned timeout_ms;
     enum dns_prefer prefer;
-    bool dane;        /* dns_set_dane() */
-    bool own_config;  /* a config file was given (it sets its own trust anchors) */
+    bool dane;       /* dns_set_dane() */
+    bool own_config; /* a config file was given (it sets its own trust anchors) */
     uint64_t rng;
 };
 
@@ -647,8 +647,8 @@ route_on_tlsa(struct target *t, struct ub_result *res)
         return;
     }
     for (i = 0; res->data[i] != NULL; i++)
-        dane_rrset_add(t->tlsa, (const uint8_t *)res->data[i],
-            res->len[i] < 0 ? 0 : (size_t)res->len[i]);
+        dane_rrset_add(
+            t->tlsa, (const uint8_t *)res->data[i], res->len[i] < 0 ? 0 : (size_t)res->len[i]);
 }
 
 static void
@@ -852,14 +852,15 @@ dns_set_dane(struct dns *d, bool on)
     /* The system's resolvers: validate from the root ourselves (libunbound does, given a
      * trust anchor), so that "secure" means something. */
     if (access(DNS_ROOT_KEY, R_OK) != 0) {
-        log_warn(NULL, "event=dane-no-trust-anchor file=%s reason=\"%s\" effect=\"no DNSSEC "
-                       "validation: every MX host is insecure, tls_policy = dane acts as may\"",
+        log_warn(NULL,
+            "event=dane-no-trust-anchor file=%s reason=\"%s\" effect=\"no DNSSEC "
+            "validation: every MX host is insecure, tls_policy = dane acts as may\"",
             DNS_ROOT_KEY, strerror(errno));
         return false;
     }
     if ((r = ub_ctx_add_ta_file(d->ctx, DNS_ROOT_KEY)) != 0) {
-        log_warn(NULL, "event=dane-no-trust-anchor file=%s reason=\"%s\"", DNS_ROOT_KEY,
-            ub_strerror(r));
+        log_warn(
+            NULL, "event=dane-no-trust-anchor file=%s reason=\"%s\"", DNS_ROOT_KEY, ub_strerror(r));
         return false;
     }
     return true;

@@ -80,7 +80,7 @@ test_rrset_add(void **state)
     memset(&s, 0, sizeof(s));
     n = rdata(b, 3, 1, 1, 32, 0x11);
     dane_rrset_add(&s, b, n);
-    dane_rrset_add(&s, b, n); /* the same record twice: kept once */
+    dane_rrset_add(&s, b, n);        /* the same record twice: kept once */
     n = rdata(b, 1, 1, 1, 32, 0x22); /* PKIX-EE: counted, not kept */
     dane_rrset_add(&s, b, n);
     n = rdata(b, 2, 0, 2, 64, 0x33);
@@ -135,16 +135,12 @@ test_decide(void **state)
 
     /* secure MX, secure address, secure TLSA */
     assert_int_equal(dane_decide(true, true, true, false, false, true, &usable), DANE_USABLE);
-    assert_int_equal(dane_decide(true, true, true, false, false, true, &unusable),
-        DANE_UNUSABLE);
+    assert_int_equal(dane_decide(true, true, true, false, false, true, &unusable), DANE_UNUSABLE);
     assert_int_equal(dane_decide(true, true, true, false, false, true, &empty), DANE_NO_TLSA);
     /* insecure anywhere along the way: opportunistic, whatever the TLSA answer */
-    assert_int_equal(dane_decide(false, true, true, false, false, true, &usable),
-        DANE_INSECURE);
-    assert_int_equal(dane_decide(true, false, true, false, false, true, &usable),
-        DANE_INSECURE);
-    assert_int_equal(dane_decide(true, true, true, false, false, false, &usable),
-        DANE_INSECURE);
+    assert_int_equal(dane_decide(false, true, true, false, false, true, &usable), DANE_INSECURE);
+    assert_int_equal(dane_decide(true, false, true, false, false, true, &usable), DANE_INSECURE);
+    assert_int_equal(dane_decide(true, true, true, false, false, false, &usable), DANE_INSECURE);
     /* failed or bogus TLSA for a secure host: not used (no downgrade) */
     assert_int_equal(dane_decide(true, true, true, true, false, false, &empty), DANE_FAILED);
     assert_int_equal(dane_decide(true, true, true, false, true, false, &empty), DANE_FAILED);
