@@ -128,6 +128,11 @@ tls_ctx_get(enum remote_tls_policy p, const char *ca_file, char *why, size_t why
                 SSL_CTX_free(tls_ctx_dane);
                 tls_ctx_dane = NULL;
             } else {
+                /* RFC 7672 §3.1.1: a DANE-EE(3) match authenticates the key itself, so
+                 * neither the names in the certificate nor its dates matter.  OpenSSL skips
+                 * the dates for a DANE-EE match but checks names unless told (the default
+                 * suits HTTPS, not SMTP). */
+                SSL_CTX_dane_set_flags(tls_ctx_dane, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
                 SSL_CTX_set_verify(tls_ctx_dane, SSL_VERIFY_PEER, NULL);
             }
         }
@@ -218,7 +223,8 @@ tls_dane_setup(SSL *ssl, const struct dane_rrset *tlsa, const char *host, char *
         return -1;
     }
     /* The reference name for DANE-TA(2) is the TLSA base domain, the MX host name (RFC 7672
-     * §3.2.2); DANE-EE(3) is not name-checked (OpenSSL's default for DANE-EE matches). */
+     * §3.2.2); DANE-EE(3) is not name-checked (DANE_FLAG_NO_DANE_EE_NAMECHECKS on the
+     * context). */
     if (SSL_dane_enable(ssl, host) <= 0) {
         snprintf(why, whylen, "cannot enable DANE for %s", host);
         return -1;

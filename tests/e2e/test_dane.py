@@ -134,6 +134,33 @@ def cert_sha256(cert):
     return hashlib.sha256(openssl(['x509', '-in', cert, '-outform', 'DER'])).hexdigest()
 
 
+def make_expired_cert(dirpath, dns):
+    """A self-signed certificate for dns that expired a year ago: (cert path, key path)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=730))
+            .not_valid_after(now - datetime.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cpath, kpath = os.path.join(dirpath, 'expired.crt'), os.path.join(dirpath, 'expired.key')
+    with open(cpath, 'wb') as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(kpath, 'wb') as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cpath, kpath
+
+
 def make_ca_chain(dirpath, dns):
     """A test CA and a certificate for dns issued by it: (chain file: leaf then CA, key, CA)."""
     ca, ca_key = os.path.join(dirpath, 'ca.crt'), os.path.join(dirpath, 'ca.key')
@@ -162,11 +189,14 @@ def make_ca_chain(dirpath, dns):
 
 def receiver(t, tls='self', cert_dns=MX_HOST):
     """The second ternd: mx.dane.test on 127.0.0.3, local_domains dane.test.  tls: 'self'
-    (a self-signed certificate), 'ca' (issued by a test CA; b.ca is the CA), or None."""
+    (a self-signed certificate), 'expired' (self-signed, expired a year ago), 'ca' (issued by a
+    test CA; b.ca is the CA), or None."""
     b = t.daemon({'listen': '127.0.0.3:{port}', 'local_domains': 'dane.test, plain.test',
                   'hostname': MX_HOST})
     if tls == 'self':
         b.cert, b.key = make_cert(b.tmpdir, 'server', cert_dns)
+    elif tls == 'expired':
+        b.cert, b.key = make_expired_cert(b.tmpdir, cert_dns)
     elif tls == 'ca':
         b.cert, b.key, b.ca = make_ca_chain(b.tmpdir, cert_dns)
     if tls:
@@ -222,8 +252,10 @@ def relay_dane(t, b, tlsa, want, anchored=True, sign=True, bad_sig=(), extra=Non
 def test_dane_ee_verified(t):
     """DANE-EE(3) SPKI(1) SHA2-256(1) of the receiver's key: delivered over TLS, authenticated
     (dane=verified, the record and depth 0 logged), although the certificate is self-signed
-    and nobody's trust store knows it.  The verified line is logged at the default level."""
-    b = receiver(t)
+    (nobody's trust store knows it), names another host and expired a year ago: for DANE-EE
+    the key is what is authenticated (RFC 7672 §3.1.1).  The verified line is logged at the
+    default level."""
+    b = receiver(t, tls='expired', cert_dns='unrelated.example')
     a, e = relay_dane(t, b, ['3 1 1 ' + spki_sha256(b.cert)], 'delivered',
                       extra={'log_level': 'info'})
     if not e['reply'].startswith('250 2.0.0 '):
@@ -357,3 +389,20 @@ def test_dane_insecure_mx_secure_host(t):
         e = expect_event(t, a, qid2, RCPT, 'deferred')
         if not e['reply'].startswith('451 4.7.5 ') or 'DANE' not in e['reply']:
             fail(f'secure MX, wrong TLSA: {e["reply"]!r}')
+
+
+def test_dane_implicit_mx(t):
+    """A signed domain with no MX (its NODATA proven by NSEC) and an address: the domain is
+    its own MX host, and its TLSA records (_PORT._tcp.dane.test) apply: verified."""
+    b = receiver(t)
+    spec = {'origin': ZONE, 'sign': True, 'bad_sig': [],
+            'records': [[ZONE, 'A', '127.0.0.3'],
+                        [f'_{b.port}._tcp.{ZONE}', 'TLSA', '3 1 1 ' + spki_sha256(b.cert)]]}
+    with DnssecServer(t, [spec]) as dns_srv:
+        a = dane_sender(t, b, unbound_conf(t, dns_srv, [ZONE], [ZONE]))
+        qid = submit(a, [RCPT], message(marker('implicit')))
+        expect_event(t, a, qid, RCPT, 'delivered', relay='dane.test', prefix='250 2.0.0 ')
+        if not re.search(r'event=tls host=dane\.test\[127\.0\.0\.3\]:\d+ tls="[^"]*" '
+                         r'policy=dane dane=verified match="usage=3 selector=1 mtype=1 '
+                         r'depth=0"', log_of(a)):
+            fail(f'no dane=verified line for the implicit MX: {log_of(a)[-1500:]}')
