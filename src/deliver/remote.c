@@ -138,6 +138,18 @@ remote_describe(struct remote_conn *r)
     snprintf(r->mta, sizeof(r->mta), "%s", r->hp->name[0] ? r->hp->name : ip);
 }
 
+static unsigned
+remote_port(const struct remote_conn *r)
+{
+    const struct sockaddr_storage *ss = &r->hp->addr;
+
+    if (ss->ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    if (ss->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    return 0;
+}
+
 /* ---- the I/O layer: plaintext, or TLS after STARTTLS ---- */
 
 static ssize_t
@@ -157,17 +169,81 @@ remote_io_recv(struct remote_conn *r, char *p, size_t n, long long deadline)
     return recv(r->fd, p, n, deadline == 0 ? MSG_DONTWAIT : 0);
 }
 
+/* The DANE state of the current host under tls_policy = dane (OFF otherwise). */
+static enum dane_state
+remote_dane_state(const struct remote_conn *r)
+{
+    if (r->c->tls_policy != REMOTE_TLS_DANE)
+        return DANE_OFF;
+    return r->hp->dane != NULL ? r->hp->dane->state : DANE_INSECURE;
+}
+
+/* The policy for the current host: tls_policy, except that dane becomes what the host's
+ * DNSSEC-validated TLSA records say (RFC 7672 §2.2). */
+static enum remote_tls_policy
+remote_host_policy(const struct remote_conn *r)
+{
+    switch (remote_dane_state(r)) {
+    case DANE_OFF:
+        return r->c->tls_policy;
+    case DANE_USABLE:
+        return REMOTE_TLS_DANE;
+    case DANE_UNUSABLE:
+        return REMOTE_TLS_ENCRYPT; /* mandatory TLS, not authenticated */
+    default:
+        return REMOTE_TLS_MAY; /* insecure, no TLSA (FAILED hosts are never connected to) */
+    }
+}
+
+/* For R_DLV_TLS_REQUIRED: why TLS was required. */
+static const char *
+remote_policy_words(const struct remote_conn *r)
+{
+    switch (remote_dane_state(r)) {
+    case DANE_USABLE:
+        return "dane, and the host has DNSSEC-validated TLSA records";
+    case DANE_UNUSABLE:
+        return "dane, and the host has DNSSEC-validated TLSA records, none usable";
+    default:
+        return remote_tls_policy_name(r->c->tls_policy);
+    }
+}
+
+/* " dane=verified" and the like for the log lines of a host, "" without dane. */
+static const char *
+remote_dane_log(const struct remote_conn *r, bool verified)
+{
+    switch (remote_dane_state(r)) {
+    case DANE_OFF:
+        return "";
+    case DANE_USABLE:
+        return verified ? " dane=verified" : " dane=failed";
+    case DANE_UNUSABLE:
+        return " dane=unusable";
+    case DANE_NO_TLSA:
+        return " dane=no-tlsa";
+    case DANE_FAILED:
+        return " dane=failed";
+    default:
+        return " dane=insecure";
+    }
+}
+
 /* The server said 220 to STARTTLS: the handshake, and the client told how it went. */
 static void
 remote_starttls(struct remote_conn *r, struct smtp_client *cl)
 {
     long long deadline = io_now_ms() + remote_secs(r->c->timeout_helo, 300) * 1000LL;
-    char why[300], desc[128];
+    enum remote_tls_policy p = remote_host_policy(r);
+    char why[300], desc[128], match[96] = "";
 
-    r->tls = remote_tls_start(r->fd, r->c->tls_policy, r->c->tls_ca_file, r->hp->name, deadline,
-        why, sizeof(why));
+    r->tls = remote_tls_start(r->fd, p, r->c->tls_ca_file,
+        p == REMOTE_TLS_DANE ? r->hp->dane : NULL, r->hp->name, deadline, why, sizeof(why));
     if (r->tls == NULL) {
-        if (r->c->tls_policy == REMOTE_TLS_MAY) {
+        if (p == REMOTE_TLS_DANE)
+            log_warn(NULL, "event=tls-failed host=%s policy=dane dane=failed reason=\"%s\"",
+                r->desc, why);
+        if (p == REMOTE_TLS_MAY) {
             /* plaintext for this host at the next attempt, rather than never delivering */
             remote_tls_fallback_note(r->desc, time(NULL));
             log_warn(NULL, "event=tls-failed host=%s policy=may reason=\"%s\" next=\"plaintext "
@@ -177,8 +253,20 @@ remote_starttls(struct remote_conn *r, struct smtp_client *cl)
         smtp_client_tls_done(cl, false, why);
         return;
     }
-    log_debug(NULL, "event=tls host=%s tls=\"%s\" policy=%s", r->desc,
-        remote_tls_describe(r->tls, desc, sizeof(desc)), remote_tls_policy_name(r->c->tls_policy));
+    if (p == REMOTE_TLS_DANE) {
+        char m[80];
+
+        /* authenticated by DNSSEC: worth a line at the default level, as Postfix's
+         * "Verified TLS connection established" */
+        snprintf(
+            match, sizeof(match), " match=\"%s\"", remote_tls_dane_describe(r->tls, m, sizeof(m)));
+        log_info(NULL, "event=tls host=%s tls=\"%s\" policy=dane%s%s", r->desc,
+            remote_tls_describe(r->tls, desc, sizeof(desc)), remote_dane_log(r, true), match);
+    } else {
+        log_debug(NULL, "event=tls host=%s tls=\"%s\" policy=%s%s", r->desc,
+            remote_tls_describe(r->tls, desc, sizeof(desc)),
+            remote_tls_policy_name(r->c->tls_policy), remote_dane_log(r, true));
+    }
     smtp_client_tls_done(cl, true, NULL);
 }
 
@@ -186,7 +274,7 @@ remote_starttls(struct remote_conn *r, struct smtp_client *cl)
 static enum smtp_client_tls
 remote_tls_mode(const struct remote_conn *r)
 {
-    switch (r->c->tls_policy) {
+    switch (remote_host_policy(r)) {
     case REMOTE_TLS_NONE:
         return SMTP_CLIENT_TLS_NONE;
     case REMOTE_TLS_MAY:
@@ -199,6 +287,7 @@ remote_tls_mode(const struct remote_conn *r)
         return SMTP_CLIENT_TLS_MAY;
     case REMOTE_TLS_ENCRYPT:
     case REMOTE_TLS_VERIFY:
+    case REMOTE_TLS_DANE:
         return SMTP_CLIENT_TLS_REQUIRE;
     }
     return SMTP_CLIENT_TLS_NONE;
@@ -368,8 +457,7 @@ remote_record(struct remote_conn *r, const struct smtp_client *cl, size_t k, siz
     case SMTP_CLIENT_TLS_FAILED:
         /* not this host; another one (or a later attempt) may do TLS */
         if (o->result == SMTP_CLIENT_TLS_MISSING)
-            delivery_set(d, R_DLV_TLS_REQUIRED, remote_tls_policy_name(r->c->tls_policy), r->desc,
-                o->text);
+            delivery_set(d, R_DLV_TLS_REQUIRED, remote_policy_words(r), r->desc, o->text);
         else
             delivery_set(d, R_DLV_TLS_FAILED, r->desc, o->text);
         d->status = DLV_TEMP;
@@ -469,6 +557,24 @@ remote_session(
         r->hp = &r->hosts[h];
         remote_describe(r);
         r->heard = false;
+        if (remote_dane_state(r) == DANE_FAILED) {
+            /* RFC 7672 §2.2.1: a secure MX host whose TLSA records cannot be had may have
+             * them and an attacker hiding them: not this host, never in plaintext. */
+            char what[300];
+
+            snprintf(what, sizeof(what), "_%u._tcp.%s TLSA", remote_port(r), r->hp->name);
+            log_warn(NULL, "event=dane-failed host=%s reason=\"%s\" effect=\"host not used\"",
+                r->desc, r->hp->dane->why);
+            for (k = 0; k < msg->nrcpts; k++) {
+                struct delivery_rcpt *d = &r->m->rcpts[map[k]];
+
+                delivery_set(d, R_DLV_DNS_TEMP, what, r->hp->dane->why);
+                d->status = DLV_TEMP;
+                d->remote_mta[0] = '\0';
+                r->had_reply[map[k]] = true;
+            }
+            goto out;
+        }
         if (r->refused != NULL && r->refused[h][0] != '\0')
             why = r->refused[h]; /* moments ago: a connect timeout is not worth waiting again */
         else

@@ -23,6 +23,10 @@
  * without STARTTLS gives R_DLV_TLS_REQUIRED and a failed handshake
  * R_DLV_TLS_FAILED (both TEMP, the next host is tried); with may a failed
  * handshake also defers, and the next attempt to that host goes in plaintext.
+ * With dane each host's policy follows its DANE state (remote_tls.h): a host
+ * whose TLSA lookup failed is not connected to (R_DLV_DNS_TEMP, TEMP, the next
+ * host is tried); a failed DANE authentication is R_DLV_TLS_FAILED and never
+ * falls back to plaintext.
  */
 #ifndef TERN_DELIVER_REMOTE_H
 #define TERN_DELIVER_REMOTE_H
@@ -36,6 +40,9 @@ struct remote_host {
     char name[256];               /* the host name (for logs and Remote-MTA); "" for none */
     struct sockaddr_storage addr; /* with the port */
     socklen_t addrlen;
+    /* tls_policy = dane: the host's DANE state and TLSA records (net/dane.h); NULL: none
+     * known (relay_host, or DNS did not look): treated as insecure. */
+    const struct dane_rrset *dane;
 };
 
 /* Timeouts in seconds; 0 takes the RFC 5321 §4.5.3.2 value shown. */

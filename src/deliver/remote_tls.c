@@ -39,6 +39,7 @@ struct remote_tls {
 static pthread_mutex_t tls_mu = PTHREAD_MUTEX_INITIALIZER;
 static SSL_CTX *tls_ctx_plain;  /* may, encrypt: no verification */
 static SSL_CTX *tls_ctx_verify; /* verify: against tls_ctx_verify_ca */
+static SSL_CTX *tls_ctx_dane;   /* dane: OpenSSL's DANE verifier, no trust store at all */
 static char *tls_ctx_verify_ca; /* NULL: the system's trust store */
 
 static struct {
@@ -57,6 +58,8 @@ remote_tls_policy(const char *word)
         return REMOTE_TLS_ENCRYPT;
     if (strcmp(word, "verify") == 0)
         return REMOTE_TLS_VERIFY;
+    if (strcmp(word, "dane") == 0)
+        return REMOTE_TLS_DANE;
     return REMOTE_TLS_MAY;
 }
 
@@ -72,6 +75,8 @@ remote_tls_policy_name(enum remote_tls_policy p)
         return "encrypt";
     case REMOTE_TLS_VERIFY:
         return "verify";
+    case REMOTE_TLS_DANE:
+        return "dane";
     }
     return "?";
 }
@@ -113,7 +118,26 @@ tls_ctx_get(enum remote_tls_policy p, const char *ca_file, char *why, size_t why
     SSL_CTX *ctx;
 
     pthread_mutex_lock(&tls_mu);
-    if (p != REMOTE_TLS_VERIFY) {
+    if (p == REMOTE_TLS_DANE) {
+        if (tls_ctx_dane == NULL && (tls_ctx_dane = tls_ctx_new(false, NULL, why, whylen))) {
+            /* PKIX-TA/EE are never handed to it (dane.c), so no trust store is loaded:
+             * only a TLSA match authenticates.  Digests: SHA2-256 and SHA2-512 (the
+             * defaults, with RFC 7671 §9 digest agility). */
+            if (SSL_CTX_dane_enable(tls_ctx_dane) <= 0) {
+                snprintf(why, whylen, "cannot enable DANE in the TLS context");
+                SSL_CTX_free(tls_ctx_dane);
+                tls_ctx_dane = NULL;
+            } else {
+                /* RFC 7672 §3.1.1: a DANE-EE(3) match authenticates the key itself, so
+                 * neither the names in the certificate nor its dates matter.  OpenSSL skips
+                 * the dates for a DANE-EE match but checks names unless told (the default
+                 * suits HTTPS, not SMTP). */
+                SSL_CTX_dane_set_flags(tls_ctx_dane, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+                SSL_CTX_set_verify(tls_ctx_dane, SSL_VERIFY_PEER, NULL);
+            }
+        }
+        ctx = tls_ctx_dane;
+    } else if (p != REMOTE_TLS_VERIFY) {
         if (tls_ctx_plain == NULL)
             tls_ctx_plain = tls_ctx_new(false, NULL, why, whylen);
         ctx = tls_ctx_plain;
@@ -187,9 +211,45 @@ tls_is_ip(const char *host)
     return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
 }
 
+/* DANE on ssl: base domain host, the usable records of tlsa.  0, or -1 with why. */
+static int
+tls_dane_setup(SSL *ssl, const struct dane_rrset *tlsa, const char *host, char *why, size_t whylen)
+{
+    size_t i;
+    int added = 0;
+
+    if (tlsa == NULL || host == NULL || host[0] == '\0') {
+        snprintf(why, whylen, "DANE without TLSA records or host name");
+        return -1;
+    }
+    /* The reference name for DANE-TA(2) is the TLSA base domain, the MX host name (RFC 7672
+     * §3.2.2); DANE-EE(3) is not name-checked (DANE_FLAG_NO_DANE_EE_NAMECHECKS on the
+     * context). */
+    if (SSL_dane_enable(ssl, host) <= 0) {
+        snprintf(why, whylen, "cannot enable DANE for %s", host);
+        return -1;
+    }
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    for (i = 0; i < tlsa->n; i++) {
+        const struct dane_tlsa *r = &tlsa->rr[i];
+
+        /* > 0 added, 0 unusable to OpenSSL (skipped), < 0 malformed (skipped too) */
+        if (SSL_dane_tlsa_add(
+                ssl, r->usage, r->selector, r->mtype, dane_rrset_data(tlsa, i), r->len) > 0)
+            added++;
+    }
+    ERR_clear_error();
+    if (added == 0) {
+        snprintf(why, whylen, "DANE: no TLSA record of %s usable by OpenSSL", host);
+        return -1;
+    }
+    return 0;
+}
+
 struct remote_tls *
-remote_tls_start(int fd, enum remote_tls_policy p, const char *ca_file, const char *host,
-    long long deadline_ms, char *why, size_t whylen)
+remote_tls_start(int fd, enum remote_tls_policy p, const char *ca_file,
+    const struct dane_rrset *tlsa, const char *host, long long deadline_ms, char *why,
+    size_t whylen)
 {
     struct remote_tls *t;
     SSL_CTX *ctx;
@@ -226,13 +286,24 @@ remote_tls_start(int fd, enum remote_tls_policy p, const char *ca_file, const ch
         remote_tls_close(t);
         return NULL;
     }
+    if (p == REMOTE_TLS_DANE && tls_dane_setup(t->ssl, tlsa, host, why, whylen) != 0) {
+        remote_tls_close(t);
+        return NULL;
+    }
     for (;;) {
         errno = 0;
         if ((rc = SSL_connect(t->ssl)) == 1)
             return t;
         if (SSL_get_error(t->ssl, rc) != SSL_ERROR_WANT_READ &&
             SSL_get_error(t->ssl, rc) != SSL_ERROR_WANT_WRITE) {
-            tls_why(t->ssl, "handshake failed", why, whylen);
+            if (p == REMOTE_TLS_DANE) {
+                char w[256];
+
+                tls_why(t->ssl, "handshake failed", w, sizeof(w));
+                snprintf(why, whylen, "DANE authentication failed: %s", w);
+            } else {
+                tls_why(t->ssl, "handshake failed", why, whylen);
+            }
             break;
         }
         if (tls_wait(t, rc, deadline_ms) < 0) {
@@ -286,6 +357,21 @@ const char *
 remote_tls_describe(const struct remote_tls *t, char *buf, size_t len)
 {
     snprintf(buf, len, "%s %s", SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl));
+    return buf;
+}
+
+const char *
+remote_tls_dane_describe(const struct remote_tls *t, char *buf, size_t len)
+{
+    uint8_t usage, selector, mtype;
+    const unsigned char *data;
+    size_t dlen;
+    int depth = SSL_get0_dane_tlsa(t->ssl, &usage, &selector, &mtype, &data, &dlen);
+
+    if (depth < 0)
+        snprintf(buf, len, "none");
+    else
+        snprintf(buf, len, "usage=%u selector=%u mtype=%u depth=%d", usage, selector, mtype, depth);
     return buf;
 }
 

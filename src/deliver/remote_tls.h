@@ -12,6 +12,16 @@
  *   verify   STARTTLS or no delivery; the chain must verify against the
  *            system trust store (or tls_ca_file) and the certificate must
  *            name the host connected to (the MX name; SSL_set1_host).
+ *   dane     opportunistic DANE (RFC 7672): per MX host, by the DNSSEC status of
+ *            its MX, address and TLSA answers (net/dane.h): a usable secure
+ *            TLSA set makes TLS mandatory and the certificate must match a
+ *            DANE-EE(3) or DANE-TA(2) record (OpenSSL's DANE verifier: no name
+ *            or expiry check for DANE-EE; for DANE-TA the chain up to the
+ *            matched trust anchor and the MX name are checked); a secure set
+ *            with no usable record makes TLS mandatory, unauthenticated; a
+ *            failed or bogus TLSA lookup makes the host unusable; anything
+ *            insecure is `may`.  remote.c picks the per-host policy
+ *            (REMOTE_TLS_DANE only for USABLE hosts).
  * TLS 1.2 or newer.  Every call that waits takes an absolute deadline
  * (util/io's clock) and never blocks past it.
  */
@@ -23,11 +33,14 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "net/dane.h"
+
 enum remote_tls_policy {
     REMOTE_TLS_NONE,
     REMOTE_TLS_MAY,
     REMOTE_TLS_ENCRYPT,
     REMOTE_TLS_VERIFY,
+    REMOTE_TLS_DANE,
 };
 
 /* How long a failed handshake under `may` sends that host's mail in plaintext. */
@@ -42,12 +55,18 @@ struct remote_tls;
 /*
  * The TLS handshake on fd, connected to host (its name for SNI and, with
  * VERIFY, for the certificate check; an address literal is checked as an IP).
- * ca_file: the trust anchors for VERIFY (NULL: the system's).  NULL on
+ * ca_file: the trust anchors for VERIFY (NULL: the system's).  tlsa: with
+ * DANE, the host's usable TLSA records (the base domain is host).  NULL on
  * failure, with why ("certificate verify failed: unable to get local issuer
- * certificate", "timeout", ...).
+ * certificate", "DANE authentication failed: ...", "timeout", ...).
  */
 struct remote_tls *remote_tls_start(int fd, enum remote_tls_policy p, const char *ca_file,
-    const char *host, long long deadline_ms, char *why, size_t whylen);
+    const struct dane_rrset *tlsa, const char *host, long long deadline_ms, char *why,
+    size_t whylen);
+
+/* After a DANE handshake: "usage=3 selector=1 mtype=1 depth=0", the record that matched
+ * and the depth of the certificate it matched (0: the server's own). */
+const char *remote_tls_dane_describe(const struct remote_tls *t, char *buf, size_t len);
 
 /* Like send() and recv() on a blocking socket with a deadline: > 0 octets, 0 at the end
    (read only), -1 with errno (ETIMEDOUT, EPIPE, EIO...). */

@@ -156,6 +156,7 @@ struct scheduler {
     struct event *ev_timer;
     struct event *ev_maint;    /* segment reclamation and compaction */
     struct dns *dns;           /* NULL until a remote domain needs one */
+    bool dane_asked;           /* dns_set_dane() done on it */
     struct remote_conf rconf;
     unsigned outbound;         /* outbound connections open (DNS phase included) */
     struct domcount *domtab[SCHED_DOMTAB];
@@ -242,6 +243,8 @@ job_free(struct job *j)
     free(j->rcpts);
     free(j->index);
     free(j->sender);
+    for (i = 0; j->hosts != NULL && i < j->nhosts; i++)
+        free((struct dane_rrset *)j->hosts[i].dane);
     free(j->hosts);
     free(j->notify);
     free(j->orcpt);
@@ -1174,6 +1177,7 @@ sched_on_route(void *arg, const struct dns_route *r)
     struct job *c = arg;
     struct scheduler *s = c->s;
     unsigned i;
+    bool oom = false;
 
     if (c->dns_prev)
         c->dns_prev->dns_next = c->dns_next;
@@ -1189,9 +1193,33 @@ sched_on_route(void *arg, const struct dns_route *r)
             snprintf(c->hosts[i].name, sizeof(c->hosts[i].name), "%s", r->hosts[i].name);
             c->hosts[i].addr = r->hosts[i].addr;
             c->hosts[i].addrlen = r->hosts[i].addrlen;
+            if (r->hosts[i].dane != DANE_OFF) {
+                struct dane_rrset *ds = malloc(sizeof(*ds));
+
+                if (ds == NULL) {
+                    oom = true; /* never a host without its DANE state: that could downgrade */
+                    continue;
+                }
+                if (r->hosts[i].tlsa != NULL)
+                    *ds = *r->hosts[i].tlsa;
+                else
+                    memset(ds, 0, sizeof(*ds));
+                ds->state = r->hosts[i].dane;
+                c->hosts[i].dane = ds;
+            }
         }
         c->nhosts = r->nhosts;
-        sched_submit_conn(s, c);
+        if (!oom) {
+            sched_submit_conn(s, c);
+            return;
+        }
+        for (i = 0; i < c->nhosts; i++)
+            free((struct dane_rrset *)c->hosts[i].dane);
+        free(c->hosts);
+        c->hosts = NULL;
+        c->nhosts = 0;
+        sched_conn_fail(s, c, &(struct dns_route){.status = DNS_TEMP, .error = "out of memory"});
+        scheduler_kick(s);
         return;
     }
     sched_conn_fail(s, c, r);
@@ -1232,6 +1260,10 @@ sched_conn_hand(struct scheduler *s, struct job *j)
         snprintf(r.error, sizeof(r.error), "resolver unavailable: %.90s", err);
         sched_on_route(c, &r);
         return;
+    }
+    if (s->rconf.tls_policy == REMOTE_TLS_DANE && !s->dane_asked) {
+        s->dane_asked = true;
+        (void)dns_set_dane(s->dns, true); /* without a trust anchor it warns: all insecure */
     }
     dns_route(s->dns, c->domain, (unsigned short)s->cfg->remote_port, sched_on_route, c);
 }

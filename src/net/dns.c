@@ -40,6 +40,7 @@
 #define RR_A 1
 #define RR_MX 15
 #define RR_AAAA 28
+#define RR_TLSA 52
 #define RCODE_NOERROR 0
 #define RCODE_SERVFAIL 2
 #define RCODE_NXDOMAIN 3
@@ -70,7 +71,11 @@ struct target {
     uint8_t v6[DNS_MAX_HOSTS][16];
     unsigned n4, n6;
     enum addr_outcome out4, out6;
-    char why[48]; /* the first failure, e.g. "SERVFAIL" */
+    bool sec4, sec6; /* the A / AAAA answer was DNSSEC-secure */
+    char why[48];    /* the first failure, e.g. "SERVFAIL" */
+    /* DANE: the TLSA query of _PORT._tcp.NAME (only when asked for and the MX was secure) */
+    bool tlsa_asked, tlsa_answered, tlsa_failed, tlsa_bogus, tlsa_secure;
+    struct dane_rrset *tlsa; /* allocated once asked (records, and why it failed) */
 };
 
 struct route {
@@ -83,6 +88,8 @@ struct route {
     enum dns_prefer prefer;
     enum phase phase;
     bool implicit_mx;
+    bool mx_secure;        /* the MX answer (or its denial) was DNSSEC-secure */
+    bool dane;             /* look up TLSA records */
     struct query *queries; /* in flight */
     struct event *timer;
     unsigned timeout_ms;
@@ -105,6 +112,8 @@ struct dns {
     bool closing;     /* dns_close() was called by a callback */
     unsigned timeout_ms;
     enum dns_prefer prefer;
+    bool dane;       /* dns_set_dane() */
+    bool own_config; /* a config file was given (it sets its own trust anchors) */
     uint64_t rng;
 };
 
@@ -233,8 +242,12 @@ route_cancel_queries(struct route *rt)
 static void
 route_free(struct route *rt)
 {
+    size_t i;
+
     if (rt->timer)
         event_free(rt->timer);
+    for (i = 0; i < rt->ntargets; i++)
+        free(rt->targets[i].tlsa);
     free(rt->targets);
     free(rt);
 }
@@ -318,6 +331,12 @@ add_host(struct route *rt, const struct target *t, int family, const uint8_t *a)
     memset(h, 0, sizeof(*h));
     snprintf(h->name, sizeof(h->name), "%s", t->name);
     h->preference = t->preference;
+    if (rt->dane) {
+        h->dane = dane_decide(rt->mx_secure, family == AF_INET ? t->sec4 : t->sec6,
+            t->tlsa_asked && t->tlsa != NULL, t->tlsa_failed || !t->tlsa_answered, t->tlsa_bogus,
+            t->tlsa_secure, t->tlsa);
+        h->tlsa = t->tlsa;
+    }
     if (family == AF_INET) {
         struct sockaddr_in *sin = (struct sockaddr_in *)&h->addr;
 
@@ -438,6 +457,32 @@ target_fail(struct target *t, int rrtype, const char *why)
         snprintf(t->why, sizeof(t->why), "%s", why);
 }
 
+static void
+tlsa_fail(struct target *t, const char *why)
+{
+    t->tlsa_failed = true;
+    if (t->tlsa != NULL && t->tlsa->why[0] == '\0')
+        snprintf(t->tlsa->why, sizeof(t->tlsa->why), "%s", why);
+}
+
+/* The TLSA query of target i, _PORT._tcp.NAME (RFC 7672 §2.2: its TLSA base domain is the
+ * exchange's name; XXX: not CNAME-expanded).  A name too long for DNS has no TLSA records
+ * to find: the host stays insecure. */
+static void
+tlsa_start(struct route *rt, struct target *t, size_t i)
+{
+    char name[300];
+
+    snprintf(name, sizeof(name), "_%u._tcp.%s", (unsigned)rt->port, t->name);
+    if (!name_ok(name))
+        return;
+    if ((t->tlsa = calloc(1, sizeof(*t->tlsa))) == NULL)
+        return; /* XXX: out of memory reads as "not looked up", i.e. insecure */
+    t->tlsa_asked = true;
+    if (!query_start(rt, name, RR_TLSA, i))
+        tlsa_fail(t, "resolver error");
+}
+
 /* Start the A and AAAA queries of every target; finishes the route if none could start. */
 static void
 route_start_addresses(struct route *rt)
@@ -452,6 +497,8 @@ route_start_addresses(struct route *rt)
             target_fail(t, RR_A, "resolver error");
         if (rt->prefer != DNS_ONLY_IPV4 && !query_start(rt, t->name, RR_AAAA, i))
             target_fail(t, RR_AAAA, "resolver error");
+        if (rt->dane && rt->mx_secure)
+            tlsa_start(rt, t, i);
     }
     if (rt->queries == NULL)
         route_addresses_done(rt);
@@ -486,6 +533,7 @@ route_on_mx(struct route *rt, struct ub_result *res)
         route_finish(rt);
         return;
     }
+    rt->mx_secure = res->secure != 0;
     /* No MX records (the name exists): the domain is its own exchange. */
     if (!res->havedata || res->data == NULL || res->data[0] == NULL) {
         if ((rt->targets = calloc(1, sizeof(*rt->targets))) == NULL) {
@@ -568,6 +616,10 @@ route_on_addr(struct route *rt, struct query *q, struct ub_result *res)
         *out = AO_NODATA;
     } else {
         *out = AO_DATA;
+        if (v4)
+            t->sec4 = res->secure != 0;
+        else
+            t->sec6 = res->secure != 0;
         for (i = 0; res->data[i] != NULL && *count < DNS_MAX_HOSTS; i++) {
             if (res->len[i] != (int)want)
                 continue;
@@ -575,6 +627,28 @@ route_on_addr(struct route *rt, struct query *q, struct ub_result *res)
             (*count)++;
         }
     }
+}
+
+/* The TLSA answer: NXDOMAIN or no data is "no records" (secure or not, as it says). */
+static void
+route_on_tlsa(struct target *t, struct ub_result *res)
+{
+    int i;
+
+    t->tlsa_answered = true;
+    t->tlsa_secure = res->secure != 0;
+    if (res->rcode == RCODE_NXDOMAIN || (res->rcode == RCODE_NOERROR && !res->havedata))
+        return;
+    if (res->rcode != RCODE_NOERROR) {
+        char why[64];
+
+        snprintf(why, sizeof(why), "TLSA lookup %s", rcode_name(res->rcode));
+        tlsa_fail(t, why);
+        return;
+    }
+    for (i = 0; res->data[i] != NULL; i++)
+        dane_rrset_add(
+            t->tlsa, (const uint8_t *)res->data[i], res->len[i] < 0 ? 0 : (size_t)res->len[i]);
 }
 
 static void
@@ -596,7 +670,17 @@ dns_on_answer(void *mydata, int err, struct ub_result *res)
                           : res->bogus  ? "DNSSEC validation failed"
                                         : "rate limited";
 
-        if (rt->phase == PHASE_MX) {
+        if (q->rrtype == RR_TLSA) {
+            struct target *t = &rt->targets[q->target];
+            char text[96];
+
+            t->tlsa_answered = true;
+            t->tlsa_bogus = res != NULL && res->bogus;
+            snprintf(text, sizeof(text), "TLSA lookup: %s%s%.40s", why,
+                res != NULL && res->why_bogus ? ": " : "",
+                res != NULL && res->why_bogus ? res->why_bogus : "");
+            tlsa_fail(t, text);
+        } else if (rt->phase == PHASE_MX) {
             set_error(rt, DNS_TEMP, "MX lookup for %s failed (%s)", rt->domain, why);
             route_finish(rt);
         } else {
@@ -604,6 +688,8 @@ dns_on_answer(void *mydata, int err, struct ub_result *res)
         }
     } else if (rt->phase == PHASE_MX) {
         route_on_mx(rt, res);
+    } else if (q->rrtype == RR_TLSA) {
+        route_on_tlsa(&rt->targets[q->target], res);
     } else {
         route_on_addr(rt, q, res);
     }
@@ -630,6 +716,8 @@ dns_on_timeout(evutil_socket_t fd, short what, void *arg)
                 target_fail(t, RR_A, "timeout");
             if (t->out6 == AO_NONE && rt->prefer != DNS_ONLY_IPV4)
                 target_fail(t, RR_AAAA, "timeout");
+            if (t->tlsa_asked && !t->tlsa_answered)
+                tlsa_fail(t, "TLSA lookup timed out");
         }
         route_cancel_queries(rt);
         route_addresses_done(rt);
@@ -677,6 +765,7 @@ dns_open(struct event_base *base, const char *config_file, char *err, size_t err
         snprintf(err, errlen, "libunbound: %s", ub_strerror(r));
         goto fail;
     }
+    d->own_config = config_file != NULL;
     if (config_file != NULL) {
         /* libunbound says "syntax error" for a missing file too: look first. */
         FILE *f = fopen(config_file, "r");
@@ -752,6 +841,31 @@ dns_set_prefer(struct dns *d, enum dns_prefer prefer)
     d->prefer = prefer;
 }
 
+bool
+dns_set_dane(struct dns *d, bool on)
+{
+    int r;
+
+    d->dane = on;
+    if (!on || d->own_config)
+        return true;
+    /* The system's resolvers: validate from the root ourselves (libunbound does, given a
+     * trust anchor), so that "secure" means something. */
+    if (access(DNS_ROOT_KEY, R_OK) != 0) {
+        log_warn(NULL,
+            "event=dane-no-trust-anchor file=%s reason=\"%s\" effect=\"no DNSSEC "
+            "validation: every MX host is insecure, tls_policy = dane acts as may\"",
+            DNS_ROOT_KEY, strerror(errno));
+        return false;
+    }
+    if ((r = ub_ctx_add_ta_file(d->ctx, DNS_ROOT_KEY)) != 0) {
+        log_warn(
+            NULL, "event=dane-no-trust-anchor file=%s reason=\"%s\"", DNS_ROOT_KEY, ub_strerror(r));
+        return false;
+    }
+    return true;
+}
+
 size_t
 dns_pending(const struct dns *d)
 {
@@ -813,6 +927,7 @@ dns_route(struct dns *d, const char *domain, unsigned short port, dns_route_cb *
     rt->port = port;
     rt->prefer = d->prefer;
     rt->timeout_ms = d->timeout_ms;
+    rt->dane = d->dane;
     rt->phase = PHASE_MX;
     snprintf(rt->domain, sizeof(rt->domain), "%s", domain);
     if (strlen(rt->domain) > 1 && rt->domain[strlen(rt->domain) - 1] == '.')

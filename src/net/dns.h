@@ -23,6 +23,13 @@
  *   - SERVFAIL, any other error code, a DNSSEC-bogus answer, a resolver error
  *     or no complete answer within the timeout: DNS_TEMP.
  *
+ * DANE (dns_set_dane, RFC 7672): when the MX answer (or for an implicit MX, the
+ * proof that there is none) is DNSSEC-secure, the TLSA records of every exchange
+ * (_PORT._tcp.EXCHANGE) are looked up with its addresses, and each host gets a
+ * DANE state (net/dane.h) from the DNSSEC status of the MX, address and TLSA
+ * answers.  CNAMEs are not expanded for the TLSA base domain (XXX: RFC 7672
+ * §2.2.2 would try the expanded name first).
+ *
  * Address order within one exchange: IPv4 first, then IPv6, by default
  * (dns_set_prefer to change).  IPv4 first because many receivers judge IPv6
  * senders more strictly (PTR and authentication demanded) and IPv6 routes are
@@ -32,8 +39,11 @@
 #ifndef TERN_NET_DNS_H
 #define TERN_NET_DNS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
+
+#include "net/dane.h"
 
 struct event_base;
 struct dns;
@@ -62,6 +72,8 @@ struct dns_host {
     unsigned preference;
     struct sockaddr_storage addr; /* port set */
     socklen_t addrlen;
+    enum dane_state dane;          /* DANE_OFF unless dns_set_dane() */
+    const struct dane_rrset *tlsa; /* the exchange's TLSA records (and why it FAILED), or NULL */
 };
 
 struct dns_route {
@@ -86,6 +98,12 @@ void dns_close(struct dns *d);
 /* Deadline of each route started from now on (default DNS_DEFAULT_TIMEOUT_MS). */
 void dns_set_timeout(struct dns *d, unsigned ms);
 void dns_set_prefer(struct dns *d, enum dns_prefer prefer);
+/* Look up TLSA records (tls_policy = dane), for routes started from now on.  With no
+ * config file (the system's resolvers), the root trust anchor is read from
+ * DNS_ROOT_KEY when it exists; without a trust anchor no answer is ever secure and
+ * every host is DANE_INSECURE.  false: the trust anchor could not be loaded. */
+#define DNS_ROOT_KEY "/usr/share/dns/root.key"
+bool dns_set_dane(struct dns *d, bool on);
 
 void dns_route(struct dns *d, const char *domain, unsigned short port, dns_route_cb *cb, void *arg);
 

@@ -93,7 +93,8 @@ static int config_check_state_store(const char *v, char *why, size_t whylen);
 static int config_check_local_delivery(const char *v, char *why, size_t whylen);
 
 static const char *const config_words_on_error[] = {"tempfail", "accept", NULL};
-static const char *const config_words_tls_policy[] = {"none", "may", "encrypt", "verify", NULL};
+static const char *const config_words_tls_policy[] = {"none", "may", "encrypt", "verify", "dane",
+    NULL};
 static const char *const config_words_log_level[] = {"debug", "info", "warn", "error", NULL};
 
 /* The key's name is its field's name, so the two cannot drift apart. */

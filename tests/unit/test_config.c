@@ -505,7 +505,7 @@ test_enum(void **state)
     expect_error("log_level = verbose\n",
         "t.conf:1: log_level: 'verbose' is not one of debug, info, warn, error");
     expect_error("tls_policy = opportunistic\n",
-        "t.conf:1: tls_policy: 'opportunistic' is not one of none, may, encrypt, verify");
+        "t.conf:1: tls_policy: 'opportunistic' is not one of none, may, encrypt, verify, dane");
     expect_error("policy_on_error = reject\n",
         "t.conf:1: policy_on_error: 'reject' is not one of tempfail, accept");
     expect_error("log_level =\n",

@@ -306,6 +306,35 @@ test_mx_preference_order(void **state)
     dns_close(d);
 }
 
+/* DANE: local-data answers are never DNSSEC-secure, so with TLSA lookups on, every host is
+ * insecure and no TLSA query is made (tests/e2e/test_dane.py has the signed zone); off, the
+ * state is OFF. */
+static void
+test_dane_states_insecure(void **state)
+{
+    struct dns *d = open_test_dns();
+    struct result res;
+
+    lookup(d, "two.test", 25, &res);
+    assert_int_equal(res.status, DNS_OK);
+    assert_int_equal(res.hosts[0].dane, DANE_OFF);
+    assert_null(res.hosts[0].tlsa);
+    assert_true(dns_set_dane(d, true)); /* a config file: its own trust anchors */
+    lookup(d, "two.test", 25, &res);
+    assert_int_equal(res.status, DNS_OK);
+    assert_int_equal(res.nhosts, 2);
+    assert_int_equal(res.hosts[0].dane, DANE_INSECURE);
+    assert_int_equal(res.hosts[1].dane, DANE_INSECURE);
+    assert_null(res.hosts[0].tlsa); /* the MX was insecure: TLSA not even asked */
+    lookup(d, "implicit.test", 25, &res);
+    assert_int_equal(res.status, DNS_OK);
+    assert_int_equal(res.hosts[0].dane, DANE_INSECURE);
+    lookup(d, "[127.0.0.1]", 25, &res);
+    assert_int_equal(res.status, DNS_OK);
+    assert_int_equal(res.hosts[0].dane, DANE_INSECURE);
+    dns_close(d);
+}
+
 static void
 test_equal_preferences_shuffled(void **state)
 {
@@ -715,6 +744,7 @@ main(void)
         cmocka_unit_test(test_route_from_callback),
         cmocka_unit_test(test_many_in_parallel),
         cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_dane_states_insecure),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

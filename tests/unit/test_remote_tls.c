@@ -20,9 +20,9 @@
 static void
 test_policy_words(void **state)
 {
-    static const char *const words[] = {"none", "may", "encrypt", "verify"};
+    static const char *const words[] = {"none", "may", "encrypt", "verify", "dane"};
 
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         assert_int_equal(remote_tls_policy(words[i]), (enum remote_tls_policy)i);
         assert_string_equal(remote_tls_policy_name((enum remote_tls_policy)i), words[i]);
     }
