@@ -123,6 +123,7 @@ struct conn {
     bool reading;     /* ev_read is armed */
     bool writing;     /* ev_write is armed */
     bool lingering;   /* last reply sent, write side shut: draining input until EOF */
+    bool out_blocked; /* replies wait for the peer to read: the timer measures write progress */
     SSL *ssl;               /* once TLS has started */
     bool starttls;          /* 220 to STARTTLS queued: flush it, then the handshake */
     bool handshaking;       /* TLS handshake in progress: no SMTP until it is done */
@@ -604,8 +605,24 @@ conn_set_writing(struct conn *c, bool on)
 static void
 conn_arm_timer(struct conn *c)
 {
-    event_add(c->ev_timer,
-        smtp_session_in_data(c->sess) ? c->srv->tv_data : c->srv->tv_command);
+    event_add(c->ev_timer, smtp_session_in_data(c->sess) && !c->out_blocked ? c->srv->tv_data
+                                                                            : c->srv->tv_command);
+}
+
+/*
+ * The output cannot be written now (the peer does not read, or TLS waits for
+ * its input).  Reading has stopped, so no command re-arms the timer: from here
+ * it measures how long the output makes no progress (timeout_command, re-armed
+ * each time some of it goes out), and conn_on_timer() drops a peer that reads
+ * nothing for that long, closing or not.  A slow reader of a long pipelined
+ * batch is never cut while it reads.
+ */
+static void
+conn_out_blocked(struct conn *c, bool progress)
+{
+    if (progress || !c->out_blocked)
+        event_add(c->ev_timer, c->srv->tv_command);
+    c->out_blocked = true;
 }
 
 /*
@@ -640,6 +657,7 @@ static bool
 conn_flush(struct conn *c)
 {
     struct buf *out = smtp_session_output(c->sess);
+    bool progress = false;
     ssize_t n;
 
     while (out->len > 0) {
@@ -647,10 +665,13 @@ conn_flush(struct conn *c)
             n = conn_tls_write(c, out->data, out->len);
             if (n > 0) {
                 buf_consume(out, (size_t)n);
+                progress = true;
                 continue;
             }
-            if (n == 0)
+            if (n == 0) {
+                conn_out_blocked(c, progress);
                 return false;
+            }
             buf_reset(out);
             c->closing = true;
             return true;
@@ -658,15 +679,14 @@ conn_flush(struct conn *c)
         n = send(c->fd, out->data, out->len, MSG_NOSIGNAL);
         if (n > 0) {
             buf_consume(out, (size_t)n);
+            progress = true;
             continue;
         }
         if (n == -1 && errno == EINTR)
             continue;
         if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!c->writing) {
-                event_add(c->ev_write, NULL);
-                c->writing = true;
-            }
+            conn_set_writing(c, true);
+            conn_out_blocked(c, progress);
             return false;
         }
         /* The peer is gone: nothing more can be said to it. */
@@ -677,6 +697,10 @@ conn_flush(struct conn *c)
     if (c->writing && !c->tls_read_wants_write) {
         event_del(c->ev_write);
         c->writing = false;
+    }
+    if (c->out_blocked) {
+        c->out_blocked = false;
+        conn_arm_timer(c); /* the peer has read it all: idle from now */
     }
     return true;
 }
@@ -971,6 +995,15 @@ conn_on_timer(evutil_socket_t fd, short what, void *arg)
     if (c->handshaking || c->starttls) {
         /* nothing can be said in the middle of a handshake */
         log_info(c->peer.id, "event=tls-timeout client=%s", c->peer.addr);
+        conn_free(c);
+        return;
+    }
+    if (c->out_blocked) {
+        /* No reply has gone out for timeout_command: the peer does not read, so none of
+           them (nor a 421) can reach it.  Also ends a closing session's flush, and so a
+           shutdown, within timeout_command of the last progress. */
+        log_info(c->peer.id, "event=timeout client=%s reason=\"output not read\" closing=%d",
+            c->peer.addr, c->closing);
         conn_free(c);
         return;
     }
