@@ -88,9 +88,14 @@ struct commit_ticket {
     char id[SPOOL_ID_LEN + 1];
 };
 
-/* An AUTH check in flight: like a commit ticket, conn is cleared if the connection goes. */
+/*
+ * An AUTH check in flight: like a commit ticket, conn is cleared if the connection goes.
+ * It holds the address so the check leaves auth_limit's in-flight count either way.
+ */
 struct auth_ticket {
+    struct server *srv;
     struct conn *conn;
+    unsigned char ipkey[17];
 };
 
 /* One listener and the session configuration of its connections. */
@@ -521,15 +526,15 @@ server_on_auth_done(void *arg, enum auth_result res)
     struct auth_ticket *t = arg;
     struct conn *c = t->conn;
     const char *user;
-    bool blocked = false;
+    bool blocked;
 
+    /* A wrong password counts even when its session has gone: it was a guess all the same. */
+    blocked = auth_limit_end(t->srv->auth_limit, t->ipkey, time(NULL), res == AUTH_RESULT_FAIL);
     free(t);
     if (c == NULL || res == AUTH_RESULT_CANCELLED)
         return;
     c->auth_ticket = NULL;
     c->suspended = false;
-    if (res == AUTH_RESULT_FAIL)
-        blocked = auth_limit_fail(c->srv->auth_limit, c->ipkey, time(NULL));
     conn_handle_status(c, smtp_session_verdict(c->sess,
                               res == AUTH_RESULT_OK ? R_AUTH_OK : R_AUTH_FAILED));
     user = smtp_session_auth_user(c->sess);
@@ -552,15 +557,21 @@ conn_cb_auth(void *ctx, const char *user, const char *pass)
 
     if (a == NULL)
         return R_NOT_IMPLEMENTED;
-    if (auth_limit_blocked(c->srv->auth_limit, c->ipkey, time(NULL))) {
+    if ((c->auth_ticket = malloc(sizeof(*c->auth_ticket))) == NULL)
+        return R_LOCAL_ERROR;
+    /* Failures and checks in flight together: parallel AUTHs get no more guesses. */
+    if (!auth_limit_begin(c->srv->auth_limit, c->ipkey, time(NULL))) {
+        free(c->auth_ticket);
+        c->auth_ticket = NULL;
         log_info(c->peer.id, "event=auth client=%s result=blocked reply=%s", c->peer.addr,
             reply_get(R_AUTH_TOO_MANY)->name);
         return R_AUTH_TOO_MANY;
     }
-    if ((c->auth_ticket = malloc(sizeof(*c->auth_ticket))) == NULL)
-        return R_LOCAL_ERROR;
+    c->auth_ticket->srv = c->srv;
     c->auth_ticket->conn = c;
+    memcpy(c->auth_ticket->ipkey, c->ipkey, sizeof(c->ipkey));
     if (auth_check(a, user, pass, server_on_auth_done, c->auth_ticket) == -1) {
+        auth_limit_end(c->srv->auth_limit, c->ipkey, time(NULL), false);
         free(c->auth_ticket);
         c->auth_ticket = NULL;
         return R_LOCAL_ERROR;
