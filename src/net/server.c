@@ -14,7 +14,11 @@
  * no session is created (on an implicit-TLS listener the socket is just
  * closed: a TLS client could not read a plaintext reply).  Over
  * rate_connections -> 421 4.7.0 instead of the greeting, once the store has
- * answered (policy/policy.h); on an implicit-TLS listener after the handshake.
+ * answered (policy/policy.h).  On an implicit-TLS listener the check starts
+ * at accept, while the handshake runs, so a client that aborts its handshake
+ * is counted all the same: over the limit before the ClientHello is read, the
+ * socket is closed (no handshake work, no reply); later, the 421 comes under
+ * TLS once the handshake is done.
  *
  * TLS (RFC 3207 STARTTLS, RFC 8314 implicit TLS) keeps the same design: the
  * raw non-blocking fd stays on the loop and OpenSSL reads and writes it
@@ -123,6 +127,7 @@ struct conn {
     struct smtp_txn *preq_txn; /* MAIL: the transaction to open once the check passes */
     const struct smtp_path *preq_rcpt; /* RCPT: the session's copy, valid until the verdict */
     bool greeting_wait; /* the greeting waits for the connection rate check */
+    struct buf refusal; /* implicit TLS: the rate check's 421, said once the handshake is done */
     bool suspended;   /* waiting for a commit or a policy verdict */
     bool closing;     /* flush the output, then close */
     bool reading;     /* ev_read is armed */
@@ -341,6 +346,26 @@ conn_on_policy(void *arg, enum reply_id verdict, const char *const args[4])
 
     c->preq = NULL;
     c->suspended = false;
+    if (c->greeting_wait && c->handshaking) {
+        /* implicit TLS: the check ran in parallel with the handshake, which goes on */
+        c->greeting_wait = false;
+        if (verdict == R_GREETING)
+            return; /* greeted once the handshake is done */
+        log_info(c->peer.id, "event=refused client=%s reply=%s handshake=%s", c->peer.addr,
+            reply_get(verdict)->name,
+            SSL_get_state(c->ssl) == TLS_ST_BEFORE ? "none" : "finishing");
+        if (SSL_get_state(c->ssl) == TLS_ST_BEFORE) {
+            conn_free(c); /* no ClientHello read yet: no signature, and no reply (server_refuse) */
+            return;
+        }
+        buf_init(&c->refusal, 1024);
+        if (reply_write(&c->refusal, verdict, args[0], args[1], args[2], args[3]) != 0 ||
+            c->refusal.len == 0) {
+            conn_free(c);
+            return;
+        }
+        return;
+    }
     if (c->greeting_wait) {
         c->greeting_wait = false;
         if (verdict == R_GREETING) {
@@ -911,21 +936,47 @@ conn_on_write(evutil_socket_t fd, short what, void *arg)
  * logged and the connection closed without a reply: there is no channel to
  * send one on.
  */
+/* Start the connection rate check: true when its verdict comes later (conn_on_policy). */
+static bool
+conn_greet_check(struct conn *c)
+{
+    /* Nobody has authenticated before the greeting. */
+    if (policy_connect(c->srv->policy, &c->pcl, false, conn_on_policy, c, &c->preq) !=
+        REPLY_PENDING)
+        return false; /* passed at once (no limit, exempt, or no store) */
+    c->greeting_wait = true; /* input waits too: nothing is read before the greeting */
+    c->suspended = true;
+    return true;
+}
+
 /*
  * The greeting, once the connection rate check allows it (an implicit-TLS
- * connection asks after its handshake, so the 421 reaches it under TLS).
+ * connection asks at accept, in parallel with its handshake: conn_tls_open).
  */
 static void
 conn_greet(struct conn *c)
 {
-    /* Nobody has authenticated before the greeting. */
-    if (policy_connect(c->srv->policy, &c->pcl, false, conn_on_policy, c, &c->preq) ==
-        REPLY_PENDING) {
-        c->greeting_wait = true; /* input waits too: nothing is read before the greeting */
-        c->suspended = true;
-    } else {
+    if (!conn_greet_check(c))
         smtp_session_greet(c->sess);
+}
+
+/*
+ * Implicit TLS, handshake done: the greeting, or the rate check's 421 under TLS; or, while
+ * the check has not answered, nothing yet (conn_on_policy greets as for plain connections).
+ */
+static void
+conn_tls_open(struct conn *c)
+{
+    if (c->greeting_wait)
+        return;
+    if (c->refusal.len > 0) {
+        if (buf_append(smtp_session_output(c->sess), c->refusal.data, c->refusal.len) == -1)
+            buf_reset(smtp_session_output(c->sess));
+        buf_free(&c->refusal);
+        c->closing = true;
+        return;
     }
+    smtp_session_greet(c->sess);
 }
 
 static void
@@ -946,7 +997,7 @@ conn_handshake(struct conn *c)
             c->peer.addr, version, cipher, sni ? sni : "-", c->lst->implicit_tls);
         smtp_session_tls_started(c->sess, version, cipher);
         if (c->lst->implicit_tls)
-            conn_greet(c);
+            conn_tls_open(c);
         conn_set_writing(c, false);
         conn_arm_timer(c);
         conn_process(c);
@@ -1050,6 +1101,7 @@ conn_free(struct conn *c)
         SSL_free(c->ssl);
     close(c->fd);
     buf_free(&c->pending);
+    buf_free(&c->refusal);
     free(c->commit_from);
     ip_dec(srv, c->ipkey);
     if (c->prev)
@@ -1152,7 +1204,10 @@ server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
     log_debug(c->peer.id, "event=connect client=%s relay=%d listen=%s", addr, c->may_relay,
         lst->text);
     if (lst->implicit_tls) {
-        conn_tls_begin(c); /* the greeting (or the rate limit's 421) comes under TLS */
+        /* The rate check starts now, so an aborted handshake counts; its verdict is said
+           under TLS (conn_on_policy, conn_tls_open). */
+        conn_greet_check(c);
+        conn_tls_begin(c);
         return;
     }
     conn_greet(c);
