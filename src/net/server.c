@@ -14,7 +14,11 @@
  * no session is created (on an implicit-TLS listener the socket is just
  * closed: a TLS client could not read a plaintext reply).  Over
  * rate_connections -> 421 4.7.0 instead of the greeting, once the store has
- * answered (policy/policy.h); on an implicit-TLS listener after the handshake.
+ * answered (policy/policy.h).  On an implicit-TLS listener the check starts
+ * at accept, while the handshake runs, so a client that aborts its handshake
+ * is counted all the same: over the limit before the ClientHello is read, the
+ * socket is closed (no handshake work, no reply); later, the 421 comes under
+ * TLS once the handshake is done.
  *
  * TLS (RFC 3207 STARTTLS, RFC 8314 implicit TLS) keeps the same design: the
  * raw non-blocking fd stays on the loop and OpenSSL reads and writes it
@@ -88,9 +92,14 @@ struct commit_ticket {
     char id[SPOOL_ID_LEN + 1];
 };
 
-/* An AUTH check in flight: like a commit ticket, conn is cleared if the connection goes. */
+/*
+ * An AUTH check in flight: like a commit ticket, conn is cleared if the connection goes.
+ * It holds the address so the check leaves auth_limit's in-flight count either way.
+ */
 struct auth_ticket {
+    struct server *srv;
     struct conn *conn;
+    unsigned char ipkey[17];
 };
 
 /* One listener and the session configuration of its connections. */
@@ -118,11 +127,13 @@ struct conn {
     struct smtp_txn *preq_txn; /* MAIL: the transaction to open once the check passes */
     const struct smtp_path *preq_rcpt; /* RCPT: the session's copy, valid until the verdict */
     bool greeting_wait; /* the greeting waits for the connection rate check */
+    struct buf refusal; /* implicit TLS: the rate check's 421, said once the handshake is done */
     bool suspended;   /* waiting for a commit or a policy verdict */
     bool closing;     /* flush the output, then close */
     bool reading;     /* ev_read is armed */
     bool writing;     /* ev_write is armed */
     bool lingering;   /* last reply sent, write side shut: draining input until EOF */
+    bool out_blocked; /* replies wait for the peer to read: the timer measures write progress */
     SSL *ssl;               /* once TLS has started */
     bool starttls;          /* 220 to STARTTLS queued: flush it, then the handshake */
     bool handshaking;       /* TLS handshake in progress: no SMTP until it is done */
@@ -335,6 +346,26 @@ conn_on_policy(void *arg, enum reply_id verdict, const char *const args[4])
 
     c->preq = NULL;
     c->suspended = false;
+    if (c->greeting_wait && c->handshaking) {
+        /* implicit TLS: the check ran in parallel with the handshake, which goes on */
+        c->greeting_wait = false;
+        if (verdict == R_GREETING)
+            return; /* greeted once the handshake is done */
+        log_info(c->peer.id, "event=refused client=%s reply=%s handshake=%s", c->peer.addr,
+            reply_get(verdict)->name,
+            SSL_get_state(c->ssl) == TLS_ST_BEFORE ? "none" : "finishing");
+        if (SSL_get_state(c->ssl) == TLS_ST_BEFORE) {
+            conn_free(c); /* no ClientHello read yet: no signature, and no reply (server_refuse) */
+            return;
+        }
+        buf_init(&c->refusal, 1024);
+        if (reply_write(&c->refusal, verdict, args[0], args[1], args[2], args[3]) != 0 ||
+            c->refusal.len == 0) {
+            conn_free(c);
+            return;
+        }
+        return;
+    }
     if (c->greeting_wait) {
         c->greeting_wait = false;
         if (verdict == R_GREETING) {
@@ -520,15 +551,15 @@ server_on_auth_done(void *arg, enum auth_result res)
     struct auth_ticket *t = arg;
     struct conn *c = t->conn;
     const char *user;
-    bool blocked = false;
+    bool blocked;
 
+    /* A wrong password counts even when its session has gone: it was a guess all the same. */
+    blocked = auth_limit_end(t->srv->auth_limit, t->ipkey, time(NULL), res == AUTH_RESULT_FAIL);
     free(t);
     if (c == NULL || res == AUTH_RESULT_CANCELLED)
         return;
     c->auth_ticket = NULL;
     c->suspended = false;
-    if (res == AUTH_RESULT_FAIL)
-        blocked = auth_limit_fail(c->srv->auth_limit, c->ipkey, time(NULL));
     conn_handle_status(c, smtp_session_verdict(c->sess,
                               res == AUTH_RESULT_OK ? R_AUTH_OK : R_AUTH_FAILED));
     user = smtp_session_auth_user(c->sess);
@@ -551,15 +582,21 @@ conn_cb_auth(void *ctx, const char *user, const char *pass)
 
     if (a == NULL)
         return R_NOT_IMPLEMENTED;
-    if (auth_limit_blocked(c->srv->auth_limit, c->ipkey, time(NULL))) {
+    if ((c->auth_ticket = malloc(sizeof(*c->auth_ticket))) == NULL)
+        return R_LOCAL_ERROR;
+    /* Failures and checks in flight together: parallel AUTHs get no more guesses. */
+    if (!auth_limit_begin(c->srv->auth_limit, c->ipkey, time(NULL))) {
+        free(c->auth_ticket);
+        c->auth_ticket = NULL;
         log_info(c->peer.id, "event=auth client=%s result=blocked reply=%s", c->peer.addr,
             reply_get(R_AUTH_TOO_MANY)->name);
         return R_AUTH_TOO_MANY;
     }
-    if ((c->auth_ticket = malloc(sizeof(*c->auth_ticket))) == NULL)
-        return R_LOCAL_ERROR;
+    c->auth_ticket->srv = c->srv;
     c->auth_ticket->conn = c;
+    memcpy(c->auth_ticket->ipkey, c->ipkey, sizeof(c->ipkey));
     if (auth_check(a, user, pass, server_on_auth_done, c->auth_ticket) == -1) {
+        auth_limit_end(c->srv->auth_limit, c->ipkey, time(NULL), false);
         free(c->auth_ticket);
         c->auth_ticket = NULL;
         return R_LOCAL_ERROR;
@@ -604,8 +641,24 @@ conn_set_writing(struct conn *c, bool on)
 static void
 conn_arm_timer(struct conn *c)
 {
-    event_add(c->ev_timer,
-        smtp_session_in_data(c->sess) ? c->srv->tv_data : c->srv->tv_command);
+    event_add(c->ev_timer, smtp_session_in_data(c->sess) && !c->out_blocked ? c->srv->tv_data
+                                                                            : c->srv->tv_command);
+}
+
+/*
+ * The output cannot be written now (the peer does not read, or TLS waits for
+ * its input).  Reading has stopped, so no command re-arms the timer: from here
+ * it measures how long the output makes no progress (timeout_command, re-armed
+ * each time some of it goes out), and conn_on_timer() drops a peer that reads
+ * nothing for that long, closing or not.  A slow reader of a long pipelined
+ * batch is never cut while it reads.
+ */
+static void
+conn_out_blocked(struct conn *c, bool progress)
+{
+    if (progress || !c->out_blocked)
+        event_add(c->ev_timer, c->srv->tv_command);
+    c->out_blocked = true;
 }
 
 /*
@@ -640,6 +693,7 @@ static bool
 conn_flush(struct conn *c)
 {
     struct buf *out = smtp_session_output(c->sess);
+    bool progress = false;
     ssize_t n;
 
     while (out->len > 0) {
@@ -647,10 +701,13 @@ conn_flush(struct conn *c)
             n = conn_tls_write(c, out->data, out->len);
             if (n > 0) {
                 buf_consume(out, (size_t)n);
+                progress = true;
                 continue;
             }
-            if (n == 0)
+            if (n == 0) {
+                conn_out_blocked(c, progress);
                 return false;
+            }
             buf_reset(out);
             c->closing = true;
             return true;
@@ -658,15 +715,14 @@ conn_flush(struct conn *c)
         n = send(c->fd, out->data, out->len, MSG_NOSIGNAL);
         if (n > 0) {
             buf_consume(out, (size_t)n);
+            progress = true;
             continue;
         }
         if (n == -1 && errno == EINTR)
             continue;
         if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!c->writing) {
-                event_add(c->ev_write, NULL);
-                c->writing = true;
-            }
+            conn_set_writing(c, true);
+            conn_out_blocked(c, progress);
             return false;
         }
         /* The peer is gone: nothing more can be said to it. */
@@ -677,6 +733,10 @@ conn_flush(struct conn *c)
     if (c->writing && !c->tls_read_wants_write) {
         event_del(c->ev_write);
         c->writing = false;
+    }
+    if (c->out_blocked) {
+        c->out_blocked = false;
+        conn_arm_timer(c); /* the peer has read it all: idle from now */
     }
     return true;
 }
@@ -876,21 +936,47 @@ conn_on_write(evutil_socket_t fd, short what, void *arg)
  * logged and the connection closed without a reply: there is no channel to
  * send one on.
  */
+/* Start the connection rate check: true when its verdict comes later (conn_on_policy). */
+static bool
+conn_greet_check(struct conn *c)
+{
+    /* Nobody has authenticated before the greeting. */
+    if (policy_connect(c->srv->policy, &c->pcl, false, conn_on_policy, c, &c->preq) !=
+        REPLY_PENDING)
+        return false; /* passed at once (no limit, exempt, or no store) */
+    c->greeting_wait = true; /* input waits too: nothing is read before the greeting */
+    c->suspended = true;
+    return true;
+}
+
 /*
  * The greeting, once the connection rate check allows it (an implicit-TLS
- * connection asks after its handshake, so the 421 reaches it under TLS).
+ * connection asks at accept, in parallel with its handshake: conn_tls_open).
  */
 static void
 conn_greet(struct conn *c)
 {
-    /* Nobody has authenticated before the greeting. */
-    if (policy_connect(c->srv->policy, &c->pcl, false, conn_on_policy, c, &c->preq) ==
-        REPLY_PENDING) {
-        c->greeting_wait = true; /* input waits too: nothing is read before the greeting */
-        c->suspended = true;
-    } else {
+    if (!conn_greet_check(c))
         smtp_session_greet(c->sess);
+}
+
+/*
+ * Implicit TLS, handshake done: the greeting, or the rate check's 421 under TLS; or, while
+ * the check has not answered, nothing yet (conn_on_policy greets as for plain connections).
+ */
+static void
+conn_tls_open(struct conn *c)
+{
+    if (c->greeting_wait)
+        return;
+    if (c->refusal.len > 0) {
+        if (buf_append(smtp_session_output(c->sess), c->refusal.data, c->refusal.len) == -1)
+            buf_reset(smtp_session_output(c->sess));
+        buf_free(&c->refusal);
+        c->closing = true;
+        return;
     }
+    smtp_session_greet(c->sess);
 }
 
 static void
@@ -912,7 +998,7 @@ conn_handshake(struct conn *c)
             c->lst->implicit_tls);
         smtp_session_tls_started(c->sess, version, cipher);
         if (c->lst->implicit_tls)
-            conn_greet(c);
+            conn_tls_open(c);
         conn_set_writing(c, false);
         conn_arm_timer(c);
         conn_process(c);
@@ -975,6 +1061,15 @@ conn_on_timer(evutil_socket_t fd, short what, void *arg)
         conn_free(c);
         return;
     }
+    if (c->out_blocked) {
+        /* No reply has gone out for timeout_command: the peer does not read, so none of
+           them (nor a 421) can reach it.  Also ends a closing session's flush, and so a
+           shutdown, within timeout_command of the last progress. */
+        log_info(c->peer.id, "event=timeout client=%s reason=\"output not read\" closing=%d",
+            c->peer.addr, c->closing);
+        conn_free(c);
+        return;
+    }
     if (c->suspended) {
         conn_arm_timer(c); /* a commit in flight is the disk's time, not the client's */
         return;
@@ -1007,6 +1102,7 @@ conn_free(struct conn *c)
         SSL_free(c->ssl);
     close(c->fd);
     buf_free(&c->pending);
+    buf_free(&c->refusal);
     free(c->commit_from);
     ip_dec(srv, c->ipkey);
     if (c->prev)
@@ -1109,7 +1205,10 @@ server_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
     log_debug(c->peer.id, "event=connect client=%s relay=%d listen=%s", addr, c->may_relay,
         lst->text);
     if (lst->implicit_tls) {
-        conn_tls_begin(c); /* the greeting (or the rate limit's 421) comes under TLS */
+        /* The rate check starts now, so an aborted handshake counts; its verdict is said
+           under TLS (conn_on_policy, conn_tls_open). */
+        conn_greet_check(c);
+        conn_tls_begin(c);
         return;
     }
     conn_greet(c);

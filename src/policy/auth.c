@@ -602,7 +602,8 @@ auth_free(struct auth *a)
 struct auth_fail {
     struct auth_fail *next;
     unsigned char key[17];
-    unsigned count;
+    unsigned count;    /* failures since first */
+    unsigned inflight; /* checks started and not yet answered */
     time_t first;
 };
 
@@ -645,6 +646,18 @@ auth_limit_hash(const unsigned char key[17])
     return h % AUTH_LIMIT_BUCKETS;
 }
 
+/*
+ * Forget failures older than the window; true when the entry holds nothing more and can go.
+ * An entry with checks in flight stays, so that their end finds it.
+ */
+static bool
+auth_limit_expire(const struct auth_limit *l, struct auth_fail *e, time_t now)
+{
+    if (e->count > 0 && now - e->first >= l->window)
+        e->count = 0;
+    return e->count == 0 && e->inflight == 0;
+}
+
 /* Find the entry of key, dropping expired entries of its bucket on the way. */
 static struct auth_fail **
 auth_limit_find(struct auth_limit *l, const unsigned char key[17], time_t now)
@@ -652,7 +665,7 @@ auth_limit_find(struct auth_limit *l, const unsigned char key[17], time_t now)
     struct auth_fail **pp = &l->tab[auth_limit_hash(key)], *e;
 
     while ((e = *pp) != NULL) {
-        if (now - e->first >= l->window) {
+        if (auth_limit_expire(l, e, now)) {
             *pp = e->next;
             free(e);
             l->n--;
@@ -665,6 +678,46 @@ auth_limit_find(struct auth_limit *l, const unsigned char key[17], time_t now)
     return pp;
 }
 
+/* The entry of key, created if need be; NULL when out of memory or the table is full. */
+static struct auth_fail *
+auth_limit_get(struct auth_limit *l, const unsigned char key[17], time_t now)
+{
+    struct auth_fail **pp, *e;
+    size_t b;
+
+    pp = auth_limit_find(l, key, now);
+    if (*pp != NULL)
+        return *pp;
+    if (l->n >= AUTH_LIMIT_MAX_ENTRIES) {
+        /* Sweep the expired entries; XXX: if still full, this address goes uncounted
+           (an attacker with 100,000 addresses is not stopped by a per-address limit). */
+        for (b = 0; b < AUTH_LIMIT_BUCKETS && l->n >= AUTH_LIMIT_MAX_ENTRIES; b++) {
+            struct auth_fail **q = &l->tab[b];
+            while (*q != NULL) {
+                if (auth_limit_expire(l, *q, now)) {
+                    e = *q;
+                    *q = e->next;
+                    free(e);
+                    l->n--;
+                } else {
+                    q = &(*q)->next;
+                }
+            }
+        }
+        if (l->n >= AUTH_LIMIT_MAX_ENTRIES) {
+            log_warn(NULL, "event=auth-limit-full entries=%zu", l->n);
+            return NULL;
+        }
+        pp = auth_limit_find(l, key, now);
+    }
+    if ((e = calloc(1, sizeof(*e))) == NULL)
+        return NULL;
+    memcpy(e->key, key, 17);
+    *pp = e;
+    l->n++;
+    return e;
+}
+
 bool
 auth_limit_blocked(struct auth_limit *l, const unsigned char key17[17], time_t now)
 {
@@ -673,50 +726,47 @@ auth_limit_blocked(struct auth_limit *l, const unsigned char key17[17], time_t n
 
     auth_limit_key(key17, key);
     pp = auth_limit_find(l, key, now);
-    return *pp != NULL && (*pp)->count >= l->max;
+    return *pp != NULL && (*pp)->count + (*pp)->inflight >= l->max;
 }
 
 bool
-auth_limit_fail(struct auth_limit *l, const unsigned char key17[17], time_t now)
+auth_limit_begin(struct auth_limit *l, const unsigned char key17[17], time_t now)
+{
+    unsigned char key[17];
+    struct auth_fail *e;
+
+    auth_limit_key(key17, key);
+    if ((e = auth_limit_get(l, key, now)) == NULL)
+        return true; /* uncounted (see auth_limit_get); its end finds nothing to release */
+    if (e->count + e->inflight >= l->max)
+        return false;
+    e->inflight++;
+    return true;
+}
+
+bool
+auth_limit_end(struct auth_limit *l, const unsigned char key17[17], time_t now, bool failed)
 {
     unsigned char key[17];
     struct auth_fail **pp, *e;
-    size_t b;
 
     auth_limit_key(key17, key);
     pp = auth_limit_find(l, key, now);
-    if (*pp == NULL) {
-        if (l->n >= AUTH_LIMIT_MAX_ENTRIES) {
-            /* Sweep the expired entries; XXX: if still full, this address goes uncounted
-               (an attacker with 100,000 addresses is not stopped by a per-address limit). */
-            for (b = 0; b < AUTH_LIMIT_BUCKETS && l->n >= AUTH_LIMIT_MAX_ENTRIES; b++) {
-                struct auth_fail **q = &l->tab[b];
-                while (*q != NULL) {
-                    if (now - (*q)->first >= l->window) {
-                        e = *q;
-                        *q = e->next;
-                        free(e);
-                        l->n--;
-                    } else {
-                        q = &(*q)->next;
-                    }
-                }
-            }
-            if (l->n >= AUTH_LIMIT_MAX_ENTRIES) {
-                log_warn(NULL, "event=auth-limit-full entries=%zu", l->n);
-                return false;
-            }
-            pp = auth_limit_find(l, key, now);
-        }
-        if ((e = calloc(1, sizeof(*e))) == NULL)
+    if ((e = *pp) != NULL && e->inflight > 0)
+        e->inflight--;
+    if (failed) {
+        if (e == NULL && (e = auth_limit_get(l, key, now)) == NULL)
             return false;
-        memcpy(e->key, key, 17);
-        e->first = now;
-        *pp = e;
-        l->n++;
+        if (e->count++ == 0)
+            e->first = now; /* the window runs from the first failure */
     }
-    (*pp)->count++;
-    return (*pp)->count >= l->max;
+    if (e == NULL)
+        return false;
+    if (e->count >= l->max)
+        return true;
+    if (e->count == 0 && e->inflight == 0)
+        (void)auth_limit_find(l, key, now); /* drops it: it holds nothing */
+    return false;
 }
 
 void

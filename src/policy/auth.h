@@ -85,16 +85,25 @@ void auth_free(struct auth *a);
 /*
  * Failures counted per address for window seconds from the first one (an
  * IPv6 /64 counts as one address: one host usually holds the whole /64).
- * Kept in memory, behind these three calls, so a shared state store can
- * take it over.  key is the server's 17-byte address key (family + bytes).
+ * Checks still in flight count too: an address with max_failures failures
+ * and checks in flight together starts no more, so AUTHs run in parallel on
+ * many connections get no more guesses than one after another.
+ * Kept in memory, behind these calls, so a shared state store can take it
+ * over.  key is the server's 17-byte address key (family + bytes).
  */
 struct auth_limit;
 
 struct auth_limit *auth_limit_new(unsigned max_failures, long window);
-/* True when the address has max_failures or more failures in its window. */
+/* True when failures in the window plus checks in flight reach max_failures. */
 bool auth_limit_blocked(struct auth_limit *l, const unsigned char key[17], time_t now);
-/* Count one failure; true when the address is now blocked. */
-bool auth_limit_fail(struct auth_limit *l, const unsigned char key[17], time_t now);
+/* A check starts: false (nothing counted) when blocked, else it counts as in flight. */
+bool auth_limit_begin(struct auth_limit *l, const unsigned char key[17], time_t now);
+/*
+ * Its verdict (exactly once per auth_limit_begin that returned true, also when the
+ * session has gone): releases it and counts a failure; true when the failures alone now
+ * reach max_failures.
+ */
+bool auth_limit_end(struct auth_limit *l, const unsigned char key[17], time_t now, bool failed);
 void auth_limit_free(struct auth_limit *l);
 
 /* ---- senders ---------------------------------------------------------------- */

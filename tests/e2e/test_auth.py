@@ -222,6 +222,43 @@ def test_auth_failure_limit(t):  # covers: R_AUTH_TOO_MANY
     close(s)
 
 
+def test_auth_failure_limit_parallel(t):
+    """AUTHs run at once on many connections from one address get no more guesses than
+    sequential ones: checks in flight count against auth_max_failures, so at most 3 are
+    hashed and answered 535; the others get 421 4.7.0 at once, without a hash."""
+    n = 12
+    d = start(t, {'auth_max_failures': '3', 'max_connections_per_ip': str(n + 5)})
+    clients = [tls(d.port) for _ in range(n)]
+    for i, s in enumerate(clients):
+        s.send(('AUTH PLAIN ' + b64('\0alice\0guess%d' % i) + '\r\n').encode())
+    codes = [s.getreply()[0] for s in clients]
+    for s in clients:
+        s.close()
+    log = d.stderr()
+    hashed = log.count(b'event=auth client=127.0.0.1 result=failed')
+    t.note(f'{n} parallel wrong AUTHs: replies {codes}; {hashed} hashed')
+    if codes.count(535) > 3 or codes.count(535) + codes.count(421) != n:
+        fail(f'{n} parallel wrong AUTHs with auth_max_failures 3: {codes} (at most three 535, '
+             f'the others 421)')
+    if hashed > 3:
+        fail(f'{hashed} passwords checked for one address with auth_max_failures 3')
+
+
+def test_auth_limit_inflight_released(t):
+    """A check in flight holds a place only until its verdict: three parallel AUTHs with
+    the right password all succeed, and so do the ones after them."""
+    d = start(t, {'auth_max_failures': '3', 'max_connections_per_ip': '10'})
+    for rnd in range(3):
+        clients = [tls(d.port) for _ in range(3)]
+        for s in clients:
+            s.send(('AUTH PLAIN ' + b64('\0alice\0secret') + '\r\n').encode())
+        codes = [s.getreply()[0] for s in clients]
+        for s in clients:
+            close(s)
+        if codes != [235] * 3:
+            fail(f'round {rnd + 1}: three parallel AUTHs with the right password: {codes}')
+
+
 def test_auth_failure_window(t):
     d = start(t, {'auth_max_failures': '1', 'auth_failure_window': '1'})
     s = tls(d.port)

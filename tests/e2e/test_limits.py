@@ -5,9 +5,13 @@ error count, idle timeouts, total and per-IP connections; HTTP on the SMTP port.
 
 import os
 import select
+import signal
+import socket
+import ssl
+import threading
 import time
 
-from harness import check_reply, fail, marker, spool_count, start_txn
+from harness import HOSTNAME, Conn, check_reply, fail, free_port, marker, spool_count, start_txn
 
 
 def test_max_recipients(t):  # covers: R_TOO_MANY_RCPTS
@@ -267,3 +271,146 @@ def test_timeout_data_in_bdat_chunk(t):
         if time.monotonic() - t0 < 1.5:
             fail('timed out before timeout_data = 2')
         c.expect_close()
+
+
+# ---- a client that does not read its replies ------------------------------------------------
+
+def _stall_daemon(t, tls, conf=None):
+    """timeout_command 2, one connection per address, shutdown_timeout 30; with tls, the
+    stalled client uses an implicit-TLS listener and the probes a plain one (same count)."""
+    from test_tls import make_cert
+    d = t.daemon(dict({'timeout_command': '2', 'max_connections_per_ip': '1',
+                       'shutdown_timeout': '30'}, **(conf or {})))
+    d.probe_port = None
+    if tls:
+        d.cert, d.key = make_cert(d.tmpdir, 'server')
+        d.probe_port = free_port()
+        d.overrides.update({'tls_cert': d.cert, 'tls_key': d.key,
+                            'listen': f'127.0.0.1:{{port}} tls, 127.0.0.1:{d.probe_port}'})
+    d.start()
+    if d.probe_port is None:
+        d.probe_port = d.port
+    return d
+
+
+def _stalled_client(d, tls):
+    """Pipeline NOOPs without reading a reply until the server stops taking them."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(5)
+    raw.connect(('127.0.0.1', d.port))
+    s = raw
+    if tls:
+        from test_tls import client_ctx
+        s = client_ctx(d.cert).wrap_socket(raw, server_hostname=HOSTNAME)
+    s.setblocking(False)
+    payload = b'NOOP\r\n' * 2000
+    sent, blocked_since = 0, None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            sent += s.send(payload)
+            blocked_since = None
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            now = time.monotonic()
+            if blocked_since is None:
+                blocked_since = now
+            elif now - blocked_since > 0.5:
+                return s, sent  # the server has stopped reading: its output is blocked
+            time.sleep(0.05)
+    fail(f'the server kept reading {sent} bytes of NOOPs from a client that does not read')
+
+
+def _slot_free_within(d, seconds):
+    """Seconds until a new connection from the same address gets its 220 (or fail)."""
+    t0 = time.monotonic()
+    while True:
+        with Conn(d.probe_port, greet=False) as c:
+            r = c.reply()
+            if r.code == 220:
+                dt = time.monotonic() - t0
+                c.cmd('QUIT', 221, '2.0.0')
+                c.expect_close()
+                time.sleep(0.5)  # the server has seen the close: the slot is free again
+                return dt
+        if time.monotonic() - t0 > seconds:
+            fail(f'the slot of a client that stopped reading was still held after '
+                 f'{seconds:.0f} s (timeout_command 2): {r!r}')
+        time.sleep(0.2)
+
+
+def _write_stall(t, tls):
+    d = _stall_daemon(t, tls)
+    s, sent = _stalled_client(d, tls)
+    dt = _slot_free_within(d, 10)
+    t.note(f'{"tls" if tls else "plain"}: {sent} bytes sent unread; slot free {dt:.1f} s later')
+    if b'reason="output not read"' not in d.stderr():
+        fail(f'no timeout logged for the stalled client: {d.stderr_tail()}')
+    s.close()
+    # SIGTERM while a client does not read its 421: exit within timeout_command, not 30 s
+    s, sent = _stalled_client(d, tls)
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    st = d.wait_exit(12)
+    s.close()
+    if st is None:
+        fail('SIGTERM: ternd still runs 12 s later (shutdown_timeout 30) behind a client '
+             'that does not read')
+    d.stopped = True
+    if st != 0:
+        fail(f'ternd exited with {st} after SIGTERM')
+    t.note(f'SIGTERM with a stalled client: exit after {time.monotonic() - t0:.1f} s')
+
+
+def test_write_stall_frees_slot(t):
+    """A client that pipelines without reading blocks the server's output: after
+    timeout_command without write progress the connection is dropped (no 421 could reach
+    it), also when it is closing (SIGTERM)."""
+    _write_stall(t, tls=False)
+
+
+def test_write_stall_frees_slot_tls(t):
+    _write_stall(t, tls=True)
+
+
+def test_slow_reader_not_cut(t):
+    """A client that reads its replies slowly (pauses shorter than timeout_command, total
+    far longer) gets every reply of a large pipelined batch and the 221."""
+    d = _stall_daemon(t, False, {'timeout_command': '3'})
+    n = 1_000_000  # 14 MB of replies, read 3 MB at a time: the server's output blocks often
+    c = socket.create_connection(('127.0.0.1', d.port), timeout=10)
+    c.settimeout(10)
+
+    def sender():
+        try:
+            c.sendall(b'NOOP\r\n' * n + b'QUIT\r\n')
+        except OSError:
+            pass
+
+    th = threading.Thread(target=sender, daemon=True)
+    th.start()
+    tail = b''
+    eof = False
+    t0 = time.monotonic()
+    while not eof and b'221 ' not in tail and time.monotonic() - t0 < 40:
+        time.sleep(2.0)  # under timeout_command, without reading
+        c.settimeout(0.2)
+        try:
+            got = 0
+            while got < 3 << 20:  # then a part of what there is
+                data = c.recv(1 << 20)
+                if not data:
+                    eof = True
+                    break
+                got += len(data)
+                tail = (tail + data)[-200:]
+        except socket.timeout:
+            pass
+        except OSError as e:
+            fail(f'the slow reader was cut after {time.monotonic() - t0:.1f} s: {e!r}')
+    c.close()
+    th.join(5)
+    if b'250 2.0.0 Ok\r\n221 2.0.0' not in tail:
+        fail(f'the slow reader did not get all replies and the 221 in '
+             f'{time.monotonic() - t0:.1f} s: ends {tail[-100:]!r}; {d.stderr_tail(500)}')
+    t.note(f'slow reader served for {time.monotonic() - t0:.1f} s')

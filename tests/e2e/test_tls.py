@@ -426,6 +426,86 @@ def test_implicit_tls_over_limit_closes(t):
         first.close()
 
 
+def _tls_first_line(d):
+    """A full implicit-TLS client: the first line under TLS, or None when the connection
+    was closed during or right after the handshake (no reply)."""
+    raw = socket.create_connection(('127.0.0.1', d.port), timeout=5)
+    try:
+        s = client_ctx(d.cert).wrap_socket(raw, server_hostname=HOSTNAME)
+        s.settimeout(5)
+        line = s.recv(512)
+        s.close()
+        return line or None
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
+        return None
+    finally:
+        raw.close()
+
+
+def _client_hello_then_abort(d):
+    """Send a ClientHello, read the server's first flight (it has signed), close."""
+    ctx = client_ctx(d.cert)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=HOSTNAME)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    with socket.create_connection(('127.0.0.1', d.port), timeout=5) as s:
+        s.sendall(out.read())
+        s.settimeout(5)
+        got = s.recv(65536)
+    return got
+
+
+def test_implicit_tls_rate_counts_aborted(t):
+    """rate_connections on an implicit-TLS listener (LMDB store): connections that abort
+    right after the TCP connect or after the ClientHello are counted, so the next ones
+    within the window are closed without a handshake or get 421 4.7.0 under TLS."""
+    d = start(t, {'rate_connections': '3', 'rate_window': '60', 'relay_networks': ''},
+              listen_opts='tls')  # relay_networks clients are exempt
+    for _ in range(2):
+        socket.create_connection(('127.0.0.1', d.port), timeout=5).close()
+    first = _client_hello_then_abort(d)
+    if not first.startswith(b'\x16\x03'):
+        fail(f'the 3rd connection (within the limit) got no server handshake: {first[:50]!r}')
+    # over the limit, silent (no ClientHello): closed without a handshake and without a reply
+    with socket.create_connection(('127.0.0.1', d.port), timeout=5) as s:
+        s.settimeout(5)
+        try:
+            data = s.recv(4096)
+        except ConnectionResetError:
+            data = b''
+        except socket.timeout:
+            fail('connection 4 over rate_connections 3 (three aborted before it) is still open '
+                 'after 5 s without a ClientHello')
+        if data:
+            fail(f'connection 4 over rate_connections 3: got {data[:100]!r}, want a bare close')
+    # a full client: closed before its handshake, or 421 under TLS (when its ClientHello was
+    # read before the store answered)
+    line = _tls_first_line(d)
+    if line is not None and not line.startswith(b'421 4.7.0'):
+        fail(f'connection 5 over rate_connections 3 got {line!r}; want a close or 421 4.7.0 '
+             f'under TLS')
+    wait_log(d, 'event=refused client=127.0.0.1 reply=R_RATE_CONNECTIONS')
+    # A ClientHello already waiting at accept (ternd stopped meanwhile) is handshaken before
+    # the store answers: then the 421 comes under TLS.
+    import threading
+    d.signal(signal.SIGSTOP)
+    th = threading.Timer(0.5, d.signal, (signal.SIGCONT,))
+    th.start()
+    try:
+        line = _tls_first_line(d)
+    finally:
+        th.join()
+        d.signal(signal.SIGCONT)
+    if line is None or not line.startswith(b'421 4.7.0'):
+        fail(f'over rate_connections, verdict during the handshake: got {line!r}, want 421 '
+             f'4.7.0 under TLS')
+    t.note(' '.join(re.findall(r'handshake=\w+', d.stderr().decode('utf-8', 'replace'))))
+
+
 # ---- what is refused --------------------------------------------------------------------------
 
 def test_old_protocols_refused(t):

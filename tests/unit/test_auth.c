@@ -252,6 +252,14 @@ test_workers(void **state)
     assert_int_equal(res[0].calls + res[1].calls + res[2].calls, 3);
 }
 
+/* One check that fails (begin + end), as the server does it. */
+static bool
+limit_fail(struct auth_limit *l, const unsigned char key[17], time_t now)
+{
+    assert_true(auth_limit_begin(l, key, now));
+    return auth_limit_end(l, key, now, true);
+}
+
 static void
 test_limit(void **state)
 {
@@ -263,22 +271,58 @@ test_limit(void **state)
 
     assert_non_null(l);
     assert_false(auth_limit_blocked(l, a, 1000));
-    assert_false(auth_limit_fail(l, a, 1000));
-    assert_false(auth_limit_fail(l, a, 1010));
+    assert_false(limit_fail(l, a, 1000));
+    assert_false(limit_fail(l, a, 1010));
     assert_false(auth_limit_blocked(l, a, 1010));
-    assert_true(auth_limit_fail(l, a, 1020));
+    assert_true(limit_fail(l, a, 1020));
     assert_true(auth_limit_blocked(l, a, 1030));
+    assert_false(auth_limit_begin(l, a, 1030));
     assert_false(auth_limit_blocked(l, b, 1030)); /* another address */
     /* the window runs from the first failure */
     assert_true(auth_limit_blocked(l, a, 1059));
     assert_false(auth_limit_blocked(l, a, 1060));
-    assert_false(auth_limit_fail(l, a, 1061));
+    assert_false(limit_fail(l, a, 1061));
     /* an IPv6 /64 is one address */
-    auth_limit_fail(l, v6a, 2000);
-    auth_limit_fail(l, v6b, 2000);
-    assert_true(auth_limit_fail(l, v6a, 2000));
+    limit_fail(l, v6a, 2000);
+    limit_fail(l, v6b, 2000);
+    assert_true(limit_fail(l, v6a, 2000));
     assert_true(auth_limit_blocked(l, v6b, 2001));
     assert_false(auth_limit_blocked(l, v6c, 2001));
+    auth_limit_free(l);
+}
+
+/* Checks in flight count: parallel AUTHs get no more guesses than sequential ones. */
+static void
+test_limit_inflight(void **state)
+{
+    struct auth_limit *l = auth_limit_new(3, 60);
+    unsigned char a[17] = {4, 192, 0, 2, 1}, b[17] = {4, 192, 0, 2, 2};
+    int i;
+
+    assert_non_null(l);
+    for (i = 0; i < 3; i++)
+        assert_true(auth_limit_begin(l, a, 1000));
+    assert_false(auth_limit_begin(l, a, 1000)); /* a fourth waits for nothing: refused */
+    assert_true(auth_limit_blocked(l, a, 1000));
+    assert_true(auth_limit_begin(l, b, 1000)); /* another address is not concerned */
+    /* a success releases its place; failures take theirs for the window */
+    assert_false(auth_limit_end(l, a, 1001, false));
+    assert_true(auth_limit_begin(l, a, 1001));
+    assert_false(auth_limit_end(l, a, 1002, true));
+    assert_false(auth_limit_end(l, a, 1002, true));
+    assert_false(auth_limit_begin(l, a, 1002)); /* 2 failures + 1 in flight */
+    assert_true(auth_limit_end(l, a, 1003, true));
+    assert_false(auth_limit_begin(l, a, 1003));
+    /* the failures expire; a check in flight across the window's end still holds its place */
+    assert_true(auth_limit_begin(l, a, 1062));
+    assert_true(auth_limit_begin(l, a, 1062));
+    assert_true(auth_limit_begin(l, a, 1062));
+    assert_false(auth_limit_begin(l, a, 1062));
+    assert_false(auth_limit_end(l, a, 1063, false));
+    assert_false(auth_limit_end(l, a, 1063, false));
+    assert_false(auth_limit_end(l, a, 1063, false));
+    assert_false(auth_limit_blocked(l, a, 1063)); /* all released: nothing held */
+    assert_false(auth_limit_end(l, b, 1063, false));
     auth_limit_free(l);
 }
 
@@ -317,6 +361,7 @@ main(void)
         cmocka_unit_test(test_verify),
         cmocka_unit_test(test_workers),
         cmocka_unit_test(test_limit),
+        cmocka_unit_test(test_limit_inflight),
         cmocka_unit_test(test_sender_owned),
     };
 
