@@ -52,6 +52,9 @@ struct probe {
     enum probe_verdict mail_v;
     char mail_why[300];
     bool offers_starttls; /* the last EHLO did */
+    /* DANE for the MX host connected to (a DOMAIN probed with TLS): its state and records */
+    enum dane_state dane;
+    struct dane_rrset tlsa;
 };
 
 static const char probe_usage_text[] =
@@ -243,6 +246,36 @@ probe_quit(struct probe *p)
 static int probe_ehlo(struct probe *p);
 static void probe_envelope(struct probe *p);
 
+/* What DNS said about DANE for the host connected to (nothing when not looked up). */
+static void
+probe_dane_state(const struct probe *p)
+{
+    switch (p->dane) {
+    case DANE_OFF:
+        return;
+    case DANE_INSECURE:
+        printf("dane: insecure (no DNSSEC-validated TLSA answer: opportunistic TLS)\n");
+        return;
+    case DANE_NO_TLSA:
+        printf("dane: no-tlsa (DNSSEC says there is no TLSA record: opportunistic TLS)\n");
+        return;
+    case DANE_UNUSABLE:
+        printf("dane: unusable (%zu secure TLSA records, none usable: TLS mandatory, not "
+               "authenticated)\n",
+            p->tlsa.total);
+        return;
+    case DANE_USABLE:
+        printf("dane: usable (%zu secure TLSA records, %zu usable: TLS mandatory, "
+               "authenticated by TLSA)\n",
+            p->tlsa.total, p->tlsa.n);
+        return;
+    case DANE_FAILED:
+        printf("dane: failed (%s: ternd would not use this host)\n",
+            p->tlsa.why[0] ? p->tlsa.why : "TLSA lookup failed");
+        return;
+    }
+}
+
 /* The handshake on p->fd and what it showed.  0, or -1 (printed). */
 static int
 probe_tls(struct probe *p)
@@ -251,14 +284,24 @@ probe_tls(struct probe *p)
     char why[300], desc[128];
 
     fflush(stdout);
-    /* encrypt: the handshake goes through whatever the certificate; it is checked after */
-    p->tls = remote_tls_start(p->fd, REMOTE_TLS_ENCRYPT, NULL, NULL, p->tlshost,
+    probe_dane_state(p);
+    /* encrypt: the handshake goes through whatever the certificate; it is checked after.
+       With usable TLSA records, the handshake is the one ternd would do: DANE or nothing. */
+    p->tls = remote_tls_start(p->fd, p->dane == DANE_USABLE ? REMOTE_TLS_DANE : REMOTE_TLS_ENCRYPT,
+        NULL, p->dane == DANE_USABLE ? &p->tlsa : NULL, p->tlshost,
         io_now_ms() + p->timeout * 1000LL, why, sizeof(why));
     if (p->tls == NULL) {
         printf("!!! TLS handshake failed: %s\n", why);
+        if (p->dane == DANE_USABLE)
+            printf("dane: failed: no TLSA record matched (ternd would defer: 451 4.7.5)\n");
         return -1;
     }
     printf("tls: %s\n", remote_tls_describe(p->tls, desc, sizeof(desc)));
+    if (p->dane == DANE_USABLE) {
+        char m[128];
+
+        printf("dane: verified (%s)\n", remote_tls_dane_describe(p->tls, m, sizeof(m)));
+    }
     remote_tls_peer(p->tls, p->ca_file, p->tlshost, &peer);
     if (peer.subject[0] != '\0' || peer.not_after[0] != '\0') {
         printf("tls: certificate subject: %s\n", peer.subject);
@@ -269,7 +312,6 @@ probe_tls(struct probe *p)
     printf("tls: verified: %s%s (against %s, for the name %s)\n",
         peer.verified ? "yes" : "no: ", peer.verified ? "" : peer.verify,
         p->ca_file != NULL ? p->ca_file : "the system's trust store", p->tlshost);
-    /* DANE is not checked here (see doc/tern.1) */
     return 0;
 }
 
@@ -432,6 +474,7 @@ probe_envelope(struct probe *p)
 struct probe_route {
     bool done;
     struct dns_route r;
+    struct dane_rrset *tlsa; /* copies of the hosts' TLSA sets (r.hosts[i].tlsa points here) */
     struct event_base *base;
 };
 
@@ -446,9 +489,16 @@ probe_on_route(void *arg, const struct dns_route *r)
     pr->r.nhosts = 0;
     if (r->status == DNS_OK && r->nhosts > 0) {
         pr->r.hosts = calloc(r->nhosts, sizeof(*r->hosts));
-        if (pr->r.hosts != NULL) {
+        pr->tlsa = calloc(r->nhosts, sizeof(*pr->tlsa));
+        if (pr->r.hosts != NULL && pr->tlsa != NULL) {
             memcpy(pr->r.hosts, r->hosts, r->nhosts * sizeof(*r->hosts));
             pr->r.nhosts = r->nhosts;
+            /* the route is ours only during the callback: keep the TLSA sets */
+            for (size_t i = 0; i < r->nhosts; i++)
+                if (r->hosts[i].tlsa != NULL) {
+                    pr->tlsa[i] = *r->hosts[i].tlsa;
+                    pr->r.hosts[i].tlsa = &pr->tlsa[i];
+                }
         }
     }
     event_base_loopbreak(pr->base);
@@ -501,6 +551,8 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
         return -1;
     }
     dns_set_timeout(d, (unsigned)p->timeout * 1000u);
+    if ((p->starttls || p->implicit_tls) && !dns_set_dane(d, true))
+        printf("note: no DNSSEC trust anchor: TLSA records are not looked up (DANE: off)\n");
     dns_route(d, host, (unsigned short)p->port, probe_on_route, &pr);
     while (!pr.done)
         if (event_base_dispatch(pr.base) < 0)
@@ -512,6 +564,7 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
         snprintf(why, whylen, "the mail route of %.100s cannot be found now: %.120s", host,
             pr.done ? pr.r.error : "no answer");
         free(pr.r.hosts);
+        free(pr.tlsa);
         return -1;
     }
     if (pr.r.status == DNS_NXDOMAIN || pr.r.status == DNS_NULL_MX) {
@@ -540,12 +593,17 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
 
         fd = cli_send_connect_addr(&h->addr, (unsigned)h->addrlen, h->name, p->timeout, desc,
             sizeof(desc), err, sizeof(err));
-        if (fd < 0)
+        if (fd < 0) {
             printf("cannot connect: %s\n", err);
-        else
+        } else {
             snprintf(p->tlshost, sizeof(p->tlshost), "%s", h->name);
+            p->dane = h->dane;
+            if (h->tlsa != NULL)
+                p->tlsa = *h->tlsa;
+        }
     }
     free(pr.r.hosts);
+    free(pr.tlsa);
     if (fd < 0) {
         *verdict = PV_TEMP;
         snprintf(why, whylen, "no mail exchanger of %s accepted a connection", host);

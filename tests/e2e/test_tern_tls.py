@@ -266,3 +266,36 @@ def test_probe_implicit_tls(t):
          absent=('>>> STARTTLS',))
     if out.index('tls: TLSv1.') > out.index('<<< 220'):
         fail(f'the handshake comes before the greeting:\n{out}')
+
+
+def test_probe_dane(t):
+    """probe DOMAIN --starttls with DNSSEC-signed TLSA records (test_dane.py's signed zone and
+    second ternd on 127.0.0.3): a DANE-EE record of the receiver's key verifies (the record and
+    depth printed) although PKIX does not (self-signed); a digest of nothing fails the
+    handshake as ternd's delivery would (75); the same zone without a trust anchor is
+    insecure: opportunistic TLS."""
+    import hashlib
+    from test_dane import DnssecServer, ZONE, receiver, spki_sha256, unbound_conf, zone
+
+    b = receiver(t)
+    cases = ((['3 1 1 ' + spki_sha256(b.cert)], True, 0,
+              ('dane: usable (1 secure TLSA records, 1 usable',
+               'dane: verified (usage=3 selector=1 mtype=1 depth=0)',
+               'tls: verified: no: ', 'for the name mx.dane.test', '>>> MAIL')),
+             (['3 1 1 ' + hashlib.sha256(b'not the key').hexdigest()], True, 75,
+              ('dane: usable', 'DANE authentication failed', 'dane: failed')),
+             (['3 1 1 ' + spki_sha256(b.cert)], False, 0,
+              ('dane: insecure', 'tls: TLSv1.')))
+    for tlsa, anchored, code, needles in cases:
+        with DnssecServer(t, [zone(ZONE, b.port, tlsa)]) as srv:
+            conf = unbound_conf(t, srv, [ZONE], [ZONE] if anchored else [])
+            rc, out, err = tern(t, 'probe', 'dane.test', '--starttls', '--dns-config', conf,
+                                '--port', str(b.port), '--to', 'user@dane.test',
+                                '--timeout', '20')
+        absent = ('dane: verified',) if code else ()
+        if not anchored:
+            absent = ('dane: usable', 'dane: verified')
+        want(f'probe with TLSA {tlsa} anchored={anchored}', rc, out, err, code, *needles,
+             absent=absent)
+        if code and '>>> MAIL' in out:
+            fail(f'MAIL after a failed DANE handshake:\n{out}')
