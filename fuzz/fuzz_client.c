@@ -165,6 +165,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     /* STARTTLS: the mode from opts bits 2-3, the handshake's result from bit 4 */
     smtp_client_set_tls(c, (enum smtp_client_tls)(((opts >> 2) & 0x03) % 3));
+    /* AUTH (PLAIN or LOGIN, whatever EHLO offers) when opts bit 5 says so */
+    if ((opts & 0x20) && smtp_client_set_auth(c, "user", "pass") != 0)
+        abort();
     cur = &m;
     cur_seen = seen;
     off = 0;

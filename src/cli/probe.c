@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cli/send.h"
+#include "deliver/remote_tls.h"
 #include "net/dns.h"
 #include "smtp/explain.h"
 #include "smtp/replyparse.h"
@@ -31,7 +32,9 @@
 enum probe_verdict { PV_UNKNOWN, PV_OK, PV_TEMP, PV_PERM };
 
 struct probe {
-    const char *target, *from, *helo, *dns_config;
+    const char *target, *from, *helo, *dns_config, *ca_file;
+    bool starttls, implicit_tls;
+    char tlshost[256]; /* the host connected to: SNI and the name the certificate must show */
     const char *rcpts[PROBE_MAX_RCPTS];
     size_t nrcpts;
     unsigned port;
@@ -39,6 +42,7 @@ struct probe {
     bool verbose;
     /* the session */
     int fd;
+    struct remote_tls *tls;
     struct replyparse rp;
     char in[4096];
     size_t inlen, inoff;
@@ -47,11 +51,21 @@ struct probe {
     char why[PROBE_MAX_RCPTS][300];
     enum probe_verdict mail_v;
     char mail_why[300];
+    bool offers_starttls; /* the last EHLO did */
+    /* DANE for the MX host connected to (a DOMAIN probed with TLS): its state and records */
+    enum dane_state dane;
+    struct dane_rrset tlsa;
 };
 
 static const char probe_usage_text[] =
     "usage: tern probe HOST:PORT | IP | DOMAIN [--from ADDR] [--to ADDR]... [--port N]\n"
     "                  [--dns-config FILE] [--helo NAME] [--timeout SECS] [-v]\n"
+    "                  [--starttls | --tls] [--ca-file FILE]\n"
+    "  --starttls      STARTTLS after EHLO, or nothing (75 when not offered or refused)\n"
+    "  --tls           TLS from the first octet (implicit TLS; the port defaults to 465)\n"
+    "  --ca-file FILE  verify the certificate against FILE, not the system's store\n"
+    "  The TLS version, cipher, certificate and verification result are printed;\n"
+    "  a certificate that does not verify is reported, it does not change the verdict.\n"
     "Exit status: 0 would be accepted, 75 deferred, 69 refused, 64 usage.\n";
 
 static int
@@ -134,7 +148,7 @@ probe_send(struct probe *p, const char *line)
     fflush(stdout);
     if (n < 0 || (size_t)n >= sizeof(buf))
         return -1;
-    if (cli_send_write(p->fd, buf, (size_t)n, io_now_ms() + p->timeout * 1000LL) < 0) {
+    if (cli_send_write(p->fd, p->tls, buf, (size_t)n, io_now_ms() + p->timeout * 1000LL) < 0) {
         printf("!!! %s while sending\n", errno == ETIMEDOUT ? "timeout" : strerror(errno));
         return -1;
     }
@@ -176,7 +190,7 @@ probe_reply(struct probe *p, const char *waiting_for)
             return -1;
         }
         p->inoff = p->inlen = 0;
-        got = cli_send_read(p->fd, p->in, sizeof(p->in), deadline);
+        got = cli_send_read(p->fd, p->tls, p->in, sizeof(p->in), deadline);
         if (got <= 0) {
             printf("%s!!! %s waiting for %s\n", bol ? "" : "\n",
                 got == 0             ? "connection closed"
@@ -229,13 +243,119 @@ probe_quit(struct probe *p)
         (void)probe_reply(p, "the reply to QUIT");
 }
 
+static int probe_ehlo(struct probe *p);
+static void probe_envelope(struct probe *p);
+
+/* What DNS said about DANE for the host connected to (nothing when not looked up). */
+static void
+probe_dane_state(const struct probe *p)
+{
+    switch (p->dane) {
+    case DANE_OFF:
+        return;
+    case DANE_INSECURE:
+        printf("dane: insecure (no DNSSEC-validated TLSA answer: opportunistic TLS)\n");
+        return;
+    case DANE_NO_TLSA:
+        printf("dane: no-tlsa (DNSSEC says there is no TLSA record: opportunistic TLS)\n");
+        return;
+    case DANE_UNUSABLE:
+        printf("dane: unusable (%zu secure TLSA records, none usable: TLS mandatory, not "
+               "authenticated)\n",
+            p->tlsa.total);
+        return;
+    case DANE_USABLE:
+        printf("dane: usable (%zu secure TLSA records, %zu usable: TLS mandatory, "
+               "authenticated by TLSA)\n",
+            p->tlsa.total, p->tlsa.n);
+        return;
+    case DANE_FAILED:
+        printf("dane: failed (%s: ternd would not use this host)\n",
+            p->tlsa.why[0] ? p->tlsa.why : "TLSA lookup failed");
+        return;
+    }
+}
+
+/* The handshake on p->fd and what it showed.  0, or -1 (printed). */
+static int
+probe_tls(struct probe *p)
+{
+    struct remote_tls_peer peer;
+    char why[300], desc[128];
+
+    fflush(stdout);
+    probe_dane_state(p);
+    /* encrypt: the handshake goes through whatever the certificate; it is checked after.
+       With usable TLSA records, the handshake is the one ternd would do: DANE or nothing. */
+    p->tls = remote_tls_start(p->fd, p->dane == DANE_USABLE ? REMOTE_TLS_DANE : REMOTE_TLS_ENCRYPT,
+        NULL, p->dane == DANE_USABLE ? &p->tlsa : NULL, p->tlshost,
+        io_now_ms() + p->timeout * 1000LL, why, sizeof(why));
+    if (p->tls == NULL) {
+        printf("!!! TLS handshake failed: %s\n", why);
+        if (p->dane == DANE_USABLE)
+            printf("dane: failed: no TLSA record matched (ternd would defer: 451 4.7.5)\n");
+        return -1;
+    }
+    printf("tls: %s\n", remote_tls_describe(p->tls, desc, sizeof(desc)));
+    if (p->dane == DANE_USABLE) {
+        char m[128];
+
+        printf("dane: verified (%s)\n", remote_tls_dane_describe(p->tls, m, sizeof(m)));
+    }
+    remote_tls_peer(p->tls, p->ca_file, p->tlshost, &peer);
+    if (peer.subject[0] != '\0' || peer.not_after[0] != '\0') {
+        printf("tls: certificate subject: %s\n", peer.subject);
+        printf("tls: certificate issuer: %s\n", peer.issuer);
+        printf("tls: certificate names: %s\n", peer.names[0] ? peer.names : "(none)");
+        printf("tls: certificate not after: %s\n", peer.not_after);
+    }
+    printf("tls: verified: %s%s (against %s, for the name %s)\n",
+        peer.verified ? "yes" : "no: ", peer.verified ? "" : peer.verify,
+        p->ca_file != NULL ? p->ca_file : "the system's trust store", p->tlshost);
+    return 0;
+}
+
+/* STARTTLS after a 2xx EHLO, the handshake, EHLO again.  -1 when decided (QUIT sent when it
+   can be); else p->rp holds the reply to the EHLO through TLS. */
+static int
+probe_starttls(struct probe *p)
+{
+    if (!p->offers_starttls) {
+        printf("!!! STARTTLS not offered\n");
+        probe_decide_rest(p, PV_TEMP, "STARTTLS not offered (--starttls)");
+        probe_quit(p);
+        return -1;
+    }
+    if (probe_send(p, "STARTTLS") < 0 || probe_reply(p, "the reply to STARTTLS") < 0) {
+        probe_decide_rest(p, PV_TEMP, "the session broke off at STARTTLS");
+        return -1;
+    }
+    if (p->rp.code != 220) {
+        char why[300], r[300];
+
+        cli_probe_why(p->rp.code, p->rp.esc, p->rp.text, r, sizeof(r));
+        snprintf(why, sizeof(why), "STARTTLS refused: %.250s", r);
+        probe_decide_rest(p, PV_TEMP, why);
+        if (p->rp.code != 421)
+            probe_quit(p);
+        return -1;
+    }
+    if (p->inoff < p->inlen)
+        /* RFC 3207 §4.2 / CVE-2011-0411: what came with the 220 is not from the TLS session */
+        printf("!!! %zu octets after the 220 dropped (sent before the handshake)\n",
+            p->inlen - p->inoff);
+    p->inoff = p->inlen = 0;
+    if (probe_tls(p) < 0) {
+        probe_decide_rest(p, PV_TEMP, "the TLS handshake failed");
+        return -1;
+    }
+    return probe_ehlo(p);
+}
+
 /* The dialogue on a connected p->fd. */
 static void
 probe_session(struct probe *p)
 {
-    char cmd[1100];
-    size_t i;
-
     p->inlen = p->inoff = 0;
     if (probe_reply(p, "the greeting") < 0) {
         probe_decide_rest(p, PV_TEMP, "no greeting (connection closed or timed out)");
@@ -247,16 +367,39 @@ probe_session(struct probe *p)
             probe_quit(p);
         return;
     }
+    if (probe_ehlo(p) < 0)
+        return;
+    if (p->starttls && p->rp.code / 100 == 2) {
+        if (probe_starttls(p) < 0)
+            return;
+    }
+    if (p->rp.code / 100 != 2) {
+        probe_decide_rest_by_reply(p);
+        if (p->rp.code != 421)
+            probe_quit(p);
+        return;
+    }
+    probe_envelope(p);
+}
+
+/* EHLO (HELO when EHLO is not known), the capabilities printed.  -1 when the session broke
+   off (decided); else the reply is in p->rp. */
+static int
+probe_ehlo(struct probe *p)
+{
+    char cmd[300];
+
     snprintf(cmd, sizeof(cmd), "EHLO %s", p->helo);
     if (probe_send(p, cmd) < 0 || probe_reply(p, "the reply to EHLO") < 0) {
         probe_decide_rest(p, PV_TEMP, "the session broke off at EHLO");
-        return;
+        return -1;
     }
+    p->offers_starttls = false;
     if (p->rp.code == 500 || p->rp.code == 502) {
         snprintf(cmd, sizeof(cmd), "HELO %s", p->helo);
         if (probe_send(p, cmd) < 0 || probe_reply(p, "the reply to HELO") < 0) {
             probe_decide_rest(p, PV_TEMP, "the session broke off at HELO");
-            return;
+            return -1;
         }
     } else if (p->rp.code / 100 == 2) {
         /* the capabilities: the lines after the first, joined with "; " by replyparse */
@@ -268,19 +411,27 @@ probe_session(struct probe *p)
         while (s != NULL) {
             const char *next = strstr(s + 2, "; ");
 
-            printf(" %.*s", (int)(next != NULL ? next - (s + 2) : (long)strlen(s + 2)), s + 2);
+            int kl = (int)(next != NULL ? next - (s + 2) : (long)strlen(s + 2));
+
+            printf(" %.*s", kl, s + 2);
+            if (kl == 8 && strncasecmp(s + 2, "STARTTLS", 8) == 0)
+                p->offers_starttls = true;
             s = next;
             if (s != NULL)
                 putchar(',');
         }
         putchar('\n');
     }
-    if (p->rp.code / 100 != 2) {
-        probe_decide_rest_by_reply(p);
-        if (p->rp.code != 421)
-            probe_quit(p);
-        return;
-    }
+    return 0;
+}
+
+/* The MAIL and RCPT part of the probe, then RSET and QUIT. */
+static void
+probe_envelope(struct probe *p)
+{
+    char cmd[1100];
+    size_t i;
+
     snprintf(cmd, sizeof(cmd), "MAIL FROM:<%s>", p->from);
     if (probe_send(p, cmd) < 0 || probe_reply(p, "the reply to MAIL FROM") < 0) {
         probe_decide_rest(p, PV_TEMP, "the session broke off at MAIL FROM");
@@ -323,6 +474,7 @@ probe_session(struct probe *p)
 struct probe_route {
     bool done;
     struct dns_route r;
+    struct dane_rrset *tlsa; /* copies of the hosts' TLSA sets (r.hosts[i].tlsa points here) */
     struct event_base *base;
 };
 
@@ -337,9 +489,16 @@ probe_on_route(void *arg, const struct dns_route *r)
     pr->r.nhosts = 0;
     if (r->status == DNS_OK && r->nhosts > 0) {
         pr->r.hosts = calloc(r->nhosts, sizeof(*r->hosts));
-        if (pr->r.hosts != NULL) {
+        pr->tlsa = calloc(r->nhosts, sizeof(*pr->tlsa));
+        if (pr->r.hosts != NULL && pr->tlsa != NULL) {
             memcpy(pr->r.hosts, r->hosts, r->nhosts * sizeof(*r->hosts));
             pr->r.nhosts = r->nhosts;
+            /* the route is ours only during the callback: keep the TLSA sets */
+            for (size_t i = 0; i < r->nhosts; i++)
+                if (r->hosts[i].tlsa != NULL) {
+                    pr->tlsa[i] = *r->hosts[i].tlsa;
+                    pr->r.hosts[i].tlsa = &pr->tlsa[i];
+                }
         }
     }
     event_base_loopbreak(pr->base);
@@ -372,6 +531,7 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
             return -1;
         }
         printf("connected to %s\n", desc);
+        snprintf(p->tlshost, sizeof(p->tlshost), "%s", host);
         return fd;
     }
 
@@ -391,6 +551,8 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
         return -1;
     }
     dns_set_timeout(d, (unsigned)p->timeout * 1000u);
+    if ((p->starttls || p->implicit_tls) && !dns_set_dane(d, true))
+        printf("note: no DNSSEC trust anchor: TLSA records are not looked up (DANE: off)\n");
     dns_route(d, host, (unsigned short)p->port, probe_on_route, &pr);
     while (!pr.done)
         if (event_base_dispatch(pr.base) < 0)
@@ -402,6 +564,7 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
         snprintf(why, whylen, "the mail route of %.100s cannot be found now: %.120s", host,
             pr.done ? pr.r.error : "no answer");
         free(pr.r.hosts);
+        free(pr.tlsa);
         return -1;
     }
     if (pr.r.status == DNS_NXDOMAIN || pr.r.status == DNS_NULL_MX) {
@@ -430,10 +593,17 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
 
         fd = cli_send_connect_addr(&h->addr, (unsigned)h->addrlen, h->name, p->timeout, desc,
             sizeof(desc), err, sizeof(err));
-        if (fd < 0)
+        if (fd < 0) {
             printf("cannot connect: %s\n", err);
+        } else {
+            snprintf(p->tlshost, sizeof(p->tlshost), "%s", h->name);
+            p->dane = h->dane;
+            if (h->tlsa != NULL)
+                p->tlsa = *h->tlsa;
+        }
     }
     free(pr.r.hosts);
+    free(pr.tlsa);
     if (fd < 0) {
         *verdict = PV_TEMP;
         snprintf(why, whylen, "no mail exchanger of %s accepted a connection", host);
@@ -458,6 +628,7 @@ cli_probe_main(int argc, char **argv)
     bool any_temp = false, any_perm = false;
     size_t i;
     int k, rc;
+    bool port_given = false;
 
     if (p == NULL)
         return CLI_EX_OSERR;
@@ -485,12 +656,18 @@ cli_probe_main(int argc, char **argv)
             p->verbose = true;
             continue;
         }
+        if (strcmp(a, "--starttls") == 0 || strcmp(a, "--tls") == 0) {
+            *(a[2] == 's' ? &p->starttls : &p->implicit_tls) = true;
+            continue;
+        }
         if (strcmp(a, "--from") == 0)
             dst = &p->from;
         else if (strcmp(a, "--helo") == 0)
             dst = &p->helo;
         else if (strcmp(a, "--dns-config") == 0)
             dst = &p->dns_config;
+        else if (strcmp(a, "--ca-file") == 0)
+            dst = &p->ca_file;
         else if (strcmp(a, "--to") == 0 || strcmp(a, "--port") == 0 || strcmp(a, "--timeout") == 0)
             ;
         else {
@@ -522,9 +699,10 @@ cli_probe_main(int argc, char **argv)
                 return probe_usage(strcmp(a, "--port") == 0 ? "--port takes 1 to 65535"
                                                             : "--timeout takes 1 to 3600 s");
             }
-            if (strcmp(a, "--port") == 0)
+            if (strcmp(a, "--port") == 0) {
                 p->port = (unsigned)v;
-            else
+                port_given = true;
+            } else
                 p->timeout = v;
         }
     }
@@ -532,6 +710,16 @@ cli_probe_main(int argc, char **argv)
         free(p);
         return probe_usage("what to probe: HOST:PORT, an IP address or a domain");
     }
+    if (p->starttls && p->implicit_tls) {
+        free(p);
+        return probe_usage("--starttls or --tls, not both");
+    }
+    if (p->ca_file != NULL && !p->starttls && !p->implicit_tls) {
+        free(p);
+        return probe_usage("--ca-file goes with --starttls or --tls");
+    }
+    if (p->implicit_tls && !port_given)
+        p->port = 465;
     if (p->from[0] != '\0' && !cli_send_addr_ok(p->from)) {
         free(p);
         return probe_usage("--from: not an address");
@@ -556,7 +744,11 @@ cli_probe_main(int argc, char **argv)
         printf("%s\n", why);
         probe_decide_rest(p, cv, why);
     } else {
-        probe_session(p);
+        if (!p->implicit_tls || probe_tls(p) == 0)
+            probe_session(p);
+        else
+            probe_decide_rest(p, PV_TEMP, "the TLS handshake failed");
+        remote_tls_close(p->tls);
         close(p->fd);
     }
 

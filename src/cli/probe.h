@@ -3,6 +3,7 @@
  *
  *   tern probe HOST:PORT | [IPv6]:PORT | IP | DOMAIN [--from A] [--to B]...
  *              [--port N] [--dns-config FILE] [--helo NAME] [--timeout SECS] [-v]
+ *              [--starttls | --tls] [--ca-file FILE]
  *
  * With a port, or an IP address, it connects there.  A DOMAIN (no port) is
  * routed like delivery does it (net/dns.c: MX records by preference, the
@@ -23,6 +24,16 @@
  * deferred (including no connection, a timeout, a DNS failure), 69 any
  * refused and none deferred (including a domain that takes no mail),
  * 64 usage.  -v adds the route, addresses tried and connection details.
+ *
+ * TLS: --starttls (after EHLO; not offered or refused: 75) or --tls (implicit,
+ * port 465 by default).  The handshake completes whatever the certificate
+ * (deliver/remote_tls.c, policy encrypt), then "tls:" lines print the
+ * version, cipher, subject, issuer, subjectAltName, expiry and a fresh
+ * verification (remote_tls_peer(): system store or --ca-file, the host
+ * connected to as the name); a failed verification is reported, not a
+ * verdict.  For a DOMAIN the MX host's TLSA records are looked up as with
+ * tls_policy = dane: its state is printed, and with usable records the
+ * handshake is DANE's (a mismatch fails it: 75, as a delivery would defer).
  */
 #ifndef TERN_CLI_PROBE_H
 #define TERN_CLI_PROBE_H

@@ -14,7 +14,6 @@
  */
 #include "cli/send.h"
 
-
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "deliver/remote_tls.h"
 #include "smtp/client.h"
 #include "smtp/explain.h"
 #include "smtp/replyparse.h"
@@ -160,8 +160,16 @@ cli_send_connect(const char *host, const char *port, int timeout_s, char *desc, 
 }
 
 int
-cli_send_write(int fd, const char *p, size_t n, long long deadline)
+cli_send_write(int fd, struct remote_tls *t, const char *p, size_t n, long long deadline)
 {
+    while (t != NULL && n > 0) {
+        ssize_t w = remote_tls_write(t, p, n, deadline);
+
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
     while (n > 0) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
 
@@ -181,8 +189,10 @@ cli_send_write(int fd, const char *p, size_t n, long long deadline)
 }
 
 long
-cli_send_read(int fd, char *p, size_t n, long long deadline)
+cli_send_read(int fd, struct remote_tls *t, char *p, size_t n, long long deadline)
 {
+    if (t != NULL)
+        return (long)remote_tls_read(t, p, n, deadline);
     for (;;) {
         ssize_t got = recv(fd, p, n, 0);
 
@@ -298,6 +308,8 @@ struct send_opts {
     const char *headers[SEND_MAX_HEADERS];
     size_t nheaders;
     bool pipelining, no_pipelining, chunking, eightbit, verbose;
+    bool starttls, tls, insecure;
+    const char *ca_file, *auth_user, *password_file;
     int timeout;
 };
 
@@ -306,6 +318,8 @@ struct send_run {
     const char *body;
     size_t bodylen, bodypos;
     int fd;
+    struct remote_tls *tls;
+    const char *host; /* the --server host: SNI, and the name the certificate must show */
     bool bol_c, bol_s;
 };
 
@@ -313,10 +327,18 @@ static const char send_usage_text[] =
     "usage: tern send --server HOST[:PORT] --from ADDR --to ADDR [--to ADDR]...\n"
     "                 [--subject TEXT] [--header \"Name: value\"]...\n"
     "                 [--pipelining | --no-pipelining] [--chunking] [--8bit]\n"
-    "                 [--helo NAME] [--timeout SECS] [-v] [FILE|-]\n"
+    "                 [--helo NAME] [--timeout SECS] [-v]\n"
+    "                 [--starttls | --tls] [--ca-file FILE | --insecure]\n"
+    "                 [--auth USER [--password-file FILE]] [FILE|-]\n"
     "  --pipelining     pipeline when the server offers PIPELINING (the default)\n"
     "  --no-pipelining  one command at a time, even when PIPELINING is offered\n"
     "  --chunking       send the body with BDAT when the server offers CHUNKING\n"
+    "  --starttls       STARTTLS or nothing (exit 75 when the server does not offer it)\n"
+    "  --tls            TLS from the first octet (implicit TLS; the port defaults to 465)\n"
+    "  --ca-file FILE   verify the certificate against FILE instead of the system's store\n"
+    "  --insecure       do not verify the certificate (it is verified by default)\n"
+    "  --auth USER      AUTH PLAIN (LOGIN if only that is offered), after TLS only; the\n"
+    "                   password comes from --password-file or TERN_PASSWORD\n"
     "Exit status: 0 accepted, 75 transient failure, 69 permanent failure, 64 usage.\n";
 
 static int
@@ -426,6 +448,64 @@ send_body(void *arg, char *p, size_t n)
     return (ssize_t)n;
 }
 
+/* The handshake on r->fd (after the STARTTLS 220, or at once with --tls); NULL with why. */
+static struct remote_tls *
+send_tls_start(struct send_run *r, long long deadline, char *why, size_t whylen)
+{
+    const struct send_opts *o = r->o;
+    struct remote_tls *t =
+        remote_tls_start(r->fd, o->insecure ? REMOTE_TLS_ENCRYPT : REMOTE_TLS_VERIFY, o->ca_file,
+            NULL, r->host, deadline, why, whylen);
+    char desc[128];
+
+    if (t == NULL) {
+        printf("TLS: handshake with %s failed: %s\n", r->host, why);
+        return NULL;
+    }
+    remote_tls_describe(t, desc, sizeof(desc));
+    if (o->insecure)
+        printf("TLS: %s, certificate not verified (--insecure)\n", desc);
+    else
+        printf("TLS: %s, certificate verified for %s against %s\n", desc, r->host,
+            o->ca_file != NULL ? o->ca_file : "the system's trust store");
+    fflush(stdout);
+    return t;
+}
+
+/* The password for --auth: the first line of --password-file, else $TERN_PASSWORD. */
+static int
+send_password(const struct send_opts *o, char *pw, size_t len)
+{
+    const char *env = getenv("TERN_PASSWORD");
+    size_t n;
+
+    if (o->password_file != NULL) {
+        FILE *f = fopen(o->password_file, "re");
+
+        if (f == NULL) {
+            fprintf(stderr, "tern send: %s: %s\n", o->password_file, strerror(errno));
+            return CLI_EX_NOINPUT;
+        }
+        if (fgets(pw, (int)len, f) == NULL)
+            pw[0] = '\0';
+        fclose(f);
+    } else if (env != NULL) {
+        snprintf(pw, len, "%s", env);
+    } else {
+        fprintf(stderr, "tern send: --auth needs the password in TERN_PASSWORD or a "
+                        "--password-file (never on the command line)\n");
+        return CLI_EX_USAGE;
+    }
+    n = strcspn(pw, "\r\n");
+    pw[n] = '\0';
+    if (n == 0 || n > SMTP_CLIENT_AUTH_MAX) {
+        fprintf(stderr, "tern send: the password is empty or longer than %d octets\n",
+            SMTP_CLIENT_AUTH_MAX);
+        return CLI_EX_USAGE;
+    }
+    return 0;
+}
+
 /* Drive the client until it closes. */
 static void
 send_dialogue(struct send_run *r, struct smtp_client *cl)
@@ -443,13 +523,23 @@ send_dialogue(struct send_run *r, struct smtp_client *cl)
             smtp_client_quit(cl);
             continue;
         }
+        if (a == SMTP_CLIENT_STARTTLS) {
+            r->tls = send_tls_start(r, deadline, why, sizeof(why));
+            smtp_client_tls_done(cl, r->tls != NULL, why);
+            continue;
+        }
         if (a == SMTP_CLIENT_SEND) {
             size_t n;
             const char *p = smtp_client_output(cl, &n);
 
-            if (r->o->verbose)
+            if (r->o->verbose && w == SMTP_CLIENT_W_AUTH)
+                /* the credentials are in it: name the command, hide the rest */
+                printf("C: %s\n", strncmp(p, "AUTH PLAIN ", 11) == 0 ? "AUTH PLAIN ********"
+                                  : strncmp(p, "AUTH ", 5) == 0      ? "AUTH LOGIN"
+                                                                     : "********");
+            else if (r->o->verbose)
                 cli_send_transcript(stdout, "C: ", p, n, &r->bol_c);
-            if (cli_send_write(r->fd, p, n, deadline) < 0) {
+            if (cli_send_write(r->fd, r->tls, p, n, deadline) < 0) {
                 snprintf(why, sizeof(why), "%s while sending, waiting for %s",
                     errno == ETIMEDOUT ? "timeout" : strerror(errno), smtp_client_wait_name(w));
                 smtp_client_fail(cl, why);
@@ -459,7 +549,7 @@ send_dialogue(struct send_run *r, struct smtp_client *cl)
             continue;
         }
         {
-            long got = cli_send_read(r->fd, in, sizeof(in), deadline);
+            long got = cli_send_read(r->fd, r->tls, in, sizeof(in), deadline);
 
             if (got > 0) {
                 if (r->o->verbose)
@@ -494,6 +584,10 @@ send_classify(const struct smtp_client_outcome *oc)
     case SMTP_CLIENT_NEED_SMTPUTF8:
     case SMTP_CLIENT_TOO_BIG:
         return V_PERM;
+    case SMTP_CLIENT_AUTH_FAILED:
+        /* 535: this password will not do, retrying will not change that; 454 and 421
+           are transient; no AUTH (or no mechanism we speak) offered is permanent */
+        return oc->code / 100 == 4 ? V_TEMP : V_PERM;
     default:
         return V_TEMP;
     }
@@ -510,7 +604,7 @@ send_parse(struct send_opts *o, int argc, char **argv)
     for (i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         const char *const valued[] = {"--server", "--from", "--to", "--subject", "--header",
-            "--helo", "--timeout", "-s", "-f", "-t"};
+            "--helo", "--timeout", "-s", "-f", "-t", "--ca-file", "--auth", "--password-file"};
         size_t k;
         bool takes = false;
 
@@ -565,6 +659,12 @@ send_parse(struct send_opts *o, int argc, char **argv)
                 o->headers[o->nheaders++] = v;
             } else if (strcmp(a, "--helo") == 0)
                 o->helo = v;
+            else if (strcmp(a, "--ca-file") == 0)
+                o->ca_file = v;
+            else if (strcmp(a, "--auth") == 0)
+                o->auth_user = v;
+            else if (strcmp(a, "--password-file") == 0)
+                o->password_file = v;
             else if (strcmp(a, "--timeout") == 0) {
                 o->timeout = atoi(v);
                 if (strspn(v, "0123456789") != strlen(v) || o->timeout < 1 || o->timeout > 3600)
@@ -580,6 +680,12 @@ send_parse(struct send_opts *o, int argc, char **argv)
             o->chunking = true;
         } else if (strcmp(a, "--8bit") == 0) {
             o->eightbit = true;
+        } else if (strcmp(a, "--starttls") == 0) {
+            o->starttls = true;
+        } else if (strcmp(a, "--tls") == 0) {
+            o->tls = true;
+        } else if (strcmp(a, "--insecure") == 0) {
+            o->insecure = true;
         } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
             o->verbose = true;
         } else {
@@ -600,6 +706,21 @@ send_parse(struct send_opts *o, int argc, char **argv)
             return send_usage("--to: not an address (no spaces, controls or angle brackets)");
     if (o->subject != NULL && strpbrk(o->subject, "\r\n") != NULL)
         return send_usage("--subject: one line");
+    if (o->starttls && o->tls)
+        return send_usage("--starttls or --tls, not both");
+    if ((o->ca_file != NULL || o->insecure) && !o->starttls && !o->tls)
+        return send_usage("--ca-file and --insecure go with --starttls or --tls");
+    if (o->ca_file != NULL && o->insecure)
+        return send_usage("--ca-file or --insecure, not both");
+    if (o->password_file != NULL && o->auth_user == NULL)
+        return send_usage("--password-file goes with --auth");
+    if (o->auth_user != NULL &&
+        (o->auth_user[0] == '\0' || strlen(o->auth_user) > SMTP_CLIENT_AUTH_MAX ||
+            strpbrk(o->auth_user, "\r\n") != NULL))
+        return send_usage("--auth: a user name, 1 to 255 octets, one line");
+    if (o->auth_user != NULL && !o->starttls && !o->tls)
+        return send_usage("--auth needs --starttls or --tls: the password does not go in "
+                          "plaintext");
     return 0;
 }
 
@@ -613,6 +734,7 @@ cli_send_main(int argc, char **argv)
     struct smtp_client *cl;
     struct buf in, msg;
     char host[256], port[8], desc[340], why[400], helo[256];
+    char password[SMTP_CLIENT_AUTH_MAX + 2] = "";
     const struct smtp_client_outcome *decider = NULL;
     bool any_temp = false, any_perm = false, has8 = false;
     size_t i;
@@ -624,7 +746,9 @@ cli_send_main(int argc, char **argv)
     if (cli_send_split_hostport(o.server, host, sizeof(host), port, sizeof(port)) < 0)
         return send_usage("--server takes HOST, HOST:PORT or [IPv6]:PORT");
     if (port[0] == '\0')
-        snprintf(port, sizeof(port), "25");
+        snprintf(port, sizeof(port), "%s", o.tls ? "465" : "25");
+    if (o.auth_user != NULL && (status = send_password(&o, password, sizeof(password))) != 0)
+        return status;
     if (o.helo == NULL) {
         if (gethostname(helo, sizeof(helo) - 1) < 0 || helo[0] == '\0' || !cli_send_addr_ok(helo))
             snprintf(helo, sizeof(helo), "localhost");
@@ -686,14 +810,41 @@ cli_send_main(int argc, char **argv)
     }
     if (o.verbose)
         printf("=== connected to %s\n", desc);
+    r.host = host;
+    if (o.tls &&
+        (r.tls = send_tls_start(&r, io_now_ms() + o.timeout * 1000LL, why, sizeof(why))) == NULL) {
+        close(r.fd);
+        printf("result: deferred (transient: no TLS session)\n");
+        status = CLI_EX_TEMPFAIL;
+        goto out;
+    }
     cl = smtp_client_new(o.helo, &m);
     if (cl == NULL) {
+        remote_tls_close(r.tls);
         close(r.fd);
         status = CLI_EX_SOFTWARE;
         goto out;
     }
+    if (o.starttls)
+        smtp_client_set_tls(cl, SMTP_CLIENT_TLS_REQUIRE);
+    if (o.auth_user != NULL && smtp_client_set_auth(cl, o.auth_user, password) < 0) {
+        smtp_client_free(cl);
+        remote_tls_close(r.tls);
+        close(r.fd);
+        status = CLI_EX_SOFTWARE;
+        goto out;
+    }
+    explicit_bzero(password, sizeof(password));
     send_dialogue(&r, cl);
+    remote_tls_close(r.tls);
+    r.tls = NULL;
     close(r.fd);
+    if (o.auth_user != NULL) {
+        const char *mech = NULL;
+
+        if (smtp_client_authenticated(cl, &mech))
+            printf("AUTH %s as %s: accepted\n", mech, o.auth_user);
+    }
 
     if (o.pipelining && !(smtp_client_extensions(cl) & SMTP_CLIENT_EXT_PIPELINING))
         printf("note: %s does not offer PIPELINING: commands went one at a time\n", desc);
@@ -703,6 +854,10 @@ cli_send_main(int argc, char **argv)
         const struct smtp_client_outcome *oc = smtp_client_outcome(cl, i);
         enum send_verdict v = send_classify(oc);
 
+        if (oc->result == SMTP_CLIENT_AUTH_FAILED && i == 0 && oc->code != 0)
+            printf("AUTH as %s failed: %u %s\n", o.auth_user, oc->code, oc->text);
+        else if (oc->result == SMTP_CLIENT_AUTH_FAILED && i == 0)
+            printf("AUTH as %s failed: %s\n", o.auth_user, oc->text);
         if (oc->code != 0)
             printf("<%s>: %s: %u %s\n", o.rcpts[i],
                 v == V_OK     ? "accepted"
@@ -748,6 +903,7 @@ cli_send_main(int argc, char **argv)
     }
     smtp_client_free(cl);
 out:
+    explicit_bzero(password, sizeof(password));
     free(rc);
 out_bufs:
     buf_free(&in);

@@ -7,7 +7,15 @@
  *
  *   tern send --server HOST[:PORT] --from A --to B [--to C]... [--subject S]
  *             [--header "K: V"]... [--pipelining] [--chunking] [--8bit]
- *             [--helo NAME] [--timeout SECS] [-v] [FILE|-]
+ *             [--helo NAME] [--timeout SECS] [-v] [--starttls | --tls]
+ *             [--ca-file FILE | --insecure] [--auth USER [--password-file F]] [FILE|-]
+ *
+ * TLS: --starttls requires STARTTLS (not offered or refused: 75, nothing
+ * sent), --tls is implicit TLS (port 465 by default).  The certificate is
+ * verified (system store or --ca-file, and the --server host as its name)
+ * unless --insecure; a failed verification is a failed handshake (75).
+ * AUTH (--auth USER, password from --password-file or TERN_PASSWORD, never
+ * argv) only over TLS: without --starttls or --tls it is a usage error.
  *
  * Exit status (the worst outcome among the recipients wins, transient before
  * permanent, because a transient one is the only thing a retry can fix):
@@ -15,7 +23,9 @@
  *   75  EX_TEMPFAIL: at least one recipient got a transient outcome (a 4xx,
  *       a 421, no connection, a timeout, a lost connection)
  *   69  EX_UNAVAILABLE: none transient, at least one refused permanently
- *       (a 5xx; also a server SIZE below the message, or SMTPUTF8 missing)
+ *       (a 5xx; also a server SIZE below the message, or SMTPUTF8 missing;
+ *       AUTH refused with 5xx (535: that password will not do), or AUTH or
+ *       PLAIN/LOGIN not offered); a 4xx to AUTH (454 4.7.0) is 75
  *   64  EX_USAGE: a bad command line or address
  *   66  EX_NOINPUT: FILE cannot be read
  *
@@ -43,7 +53,6 @@ int cli_send_main(int argc, char **argv);
 
 /* ---- shared with probe.c -------------------------------------------------------------------- */
 
-
 /*
  * "host", "host:port", "[v6]:port", "[v6]" or a bare IPv6 address: host and
  * port (port "" when none was given).  -1 when malformed.
@@ -62,10 +71,13 @@ int cli_send_connect(const char *host, const char *port, int timeout_s, char *de
 int cli_send_connect_addr(const void *sa, unsigned salen, const char *name, int timeout_s,
     char *desc, size_t desclen, char *why, size_t whylen);
 
-/* Write all of p within the deadline.  0, or -1 with errno (ETIMEDOUT). */
-int cli_send_write(int fd, const char *p, size_t n, long long deadline);
-/* Read some bytes within the deadline: how many, 0 at EOF, -1 with errno (ETIMEDOUT). */
-long cli_send_read(int fd, char *p, size_t n, long long deadline);
+struct remote_tls;
+
+/* Write all of p within the deadline, through t when not NULL.  0, or -1 with errno. */
+int cli_send_write(int fd, struct remote_tls *t, const char *p, size_t n, long long deadline);
+/* Read some bytes within the deadline (through t when not NULL): how many, 0 at EOF, -1 with
+   errno (ETIMEDOUT). */
+long cli_send_read(int fd, struct remote_tls *t, char *p, size_t n, long long deadline);
 
 /*
  * The transcript of -v: each line of p prefixed with tag ("C: ", "S: "), line
@@ -80,7 +92,6 @@ void cli_send_transcript(FILE *out, const char *tag, const char *p, size_t n, bo
  * with indent.  Prints nothing for a code the catalogue does not know.
  */
 void cli_send_explain(FILE *out, unsigned code, const char *text, bool paragraph, int indent);
-
 
 /* An address we can put in a command as it is: no control octet, space or angle bracket. */
 bool cli_send_addr_ok(const char *s);

@@ -465,6 +465,7 @@ remote_record(struct remote_conn *r, const struct smtp_client *cl, size_t k, siz
         snprintf(d->remote_mta, sizeof(d->remote_mta), "%s", r->mta);
         return; /* still open */
     case SMTP_CLIENT_PENDING: /* cannot happen: the client decides every recipient */
+    case SMTP_CLIENT_AUTH_FAILED: /* cannot happen: the relay does not AUTH */
     case SMTP_CLIENT_NEXT_HOST:
         if (o->code != 0) {
             delivery_set_received(d, o->code, o->text);

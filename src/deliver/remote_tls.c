@@ -375,6 +375,127 @@ remote_tls_dane_describe(const struct remote_tls *t, char *buf, size_t len)
     return buf;
 }
 
+/* The subjectAltName entries of x we know how to print, as "DNS:a, IP:b". */
+static void
+tls_peer_names(X509 *x, char *out, size_t len)
+{
+    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    size_t off = 0;
+    int i;
+
+    out[0] = '\0';
+    for (i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        char item[300] = "";
+        int k;
+
+        if (g->type == GEN_DNS) {
+            snprintf(item, sizeof(item), "DNS:%.*s", ASN1_STRING_length(g->d.dNSName),
+                (const char *)ASN1_STRING_get0_data(g->d.dNSName));
+        } else if (g->type == GEN_IPADD) {
+            char ip[INET6_ADDRSTRLEN] = "?";
+            int n = ASN1_STRING_length(g->d.iPAddress);
+
+            if (n == 4 || n == 16)
+                inet_ntop(n == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(g->d.iPAddress), ip,
+                    sizeof(ip));
+            snprintf(item, sizeof(item), "IP:%s", ip);
+        } else if (g->type == GEN_EMAIL) {
+            snprintf(item, sizeof(item), "email:%.*s", ASN1_STRING_length(g->d.rfc822Name),
+                (const char *)ASN1_STRING_get0_data(g->d.rfc822Name));
+        } else {
+            continue;
+        }
+        for (k = 0; item[k] != '\0'; k++)
+            if ((unsigned char)item[k] < 0x20 || item[k] == 0x7f)
+                item[k] = '?'; /* the peer's bytes go to a terminal */
+        k = snprintf(out + off, len - off, "%s%s", off > 0 ? ", " : "", item);
+        if (k < 0 || (size_t)k >= len - off)
+            break;
+        off += (size_t)k;
+    }
+    GENERAL_NAMES_free(gens);
+}
+
+static void
+tls_peer_dn(const X509_NAME *n, char *out, size_t len)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    long k;
+    char *p;
+
+    out[0] = '\0';
+    if (b == NULL)
+        return;
+    X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+    k = BIO_get_mem_data(b, &p);
+    snprintf(out, len, "%.*s", (int)(k < (long)len ? k : (long)len - 1), p);
+    for (p = out; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    BIO_free(b);
+}
+
+int
+remote_tls_peer(
+    const struct remote_tls *t, const char *ca_file, const char *host, struct remote_tls_peer *out)
+{
+    X509 *x = SSL_get0_peer_certificate(t->ssl);
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(t->ssl);
+    X509_STORE *store = NULL;
+    X509_STORE_CTX *vctx = NULL;
+    struct tm tm;
+    int rc = -1;
+
+    memset(out, 0, sizeof(*out));
+    if (x == NULL) {
+        snprintf(out->verify, sizeof(out->verify), "no certificate");
+        return 0;
+    }
+    tls_peer_dn(X509_get_subject_name(x), out->subject, sizeof(out->subject));
+    tls_peer_dn(X509_get_issuer_name(x), out->issuer, sizeof(out->issuer));
+    tls_peer_names(x, out->names, sizeof(out->names));
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+        strftime(out->not_after, sizeof(out->not_after), "%Y-%m-%d %H:%M:%S UTC", &tm);
+    ERR_clear_error();
+    if ((store = X509_STORE_new()) == NULL || (vctx = X509_STORE_CTX_new()) == NULL ||
+        (ca_file != NULL ? X509_STORE_load_file(store, ca_file)
+                         : X509_STORE_set_default_paths(store)) != 1) {
+        snprintf(out->verify, sizeof(out->verify), "cannot load the trust anchors %s",
+            ca_file != NULL ? ca_file : "(system default)");
+        goto out;
+    }
+    /* chain: what the server sent, its own certificate first (client side) */
+    if (X509_STORE_CTX_init(vctx, store, x, chain) != 1) {
+        snprintf(out->verify, sizeof(out->verify), "cannot set up the verification");
+        goto out;
+    }
+    X509_STORE_CTX_set_default(vctx, "ssl_server");
+    if (host != NULL && host[0] != '\0') {
+        X509_VERIFY_PARAM *vp = X509_STORE_CTX_get0_param(vctx);
+
+        X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if ((tls_is_ip(host) ? X509_VERIFY_PARAM_set1_ip_asc(vp, host)
+                             : X509_VERIFY_PARAM_set1_host(vp, host, 0)) != 1) {
+            snprintf(out->verify, sizeof(out->verify), "cannot check the name %s", host);
+            goto out;
+        }
+    }
+    rc = 0;
+    if (X509_verify_cert(vctx) == 1) {
+        out->verified = true;
+        snprintf(out->verify, sizeof(out->verify), "ok");
+    } else {
+        snprintf(out->verify, sizeof(out->verify), "%s",
+            X509_verify_cert_error_string(X509_STORE_CTX_get_error(vctx)));
+    }
+out:
+    X509_STORE_CTX_free(vctx);
+    X509_STORE_free(store);
+    ERR_clear_error();
+    return rc;
+}
+
 void
 remote_tls_close(struct remote_tls *t)
 {

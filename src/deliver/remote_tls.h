@@ -76,6 +76,26 @@ ssize_t remote_tls_read(struct remote_tls *t, void *p, size_t n, long long deadl
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384", for logs. */
 const char *remote_tls_describe(const struct remote_tls *t, char *buf, size_t len);
 
+/* What the server showed in the handshake, for `tern probe` and `tern send`. */
+struct remote_tls_peer {
+    char subject[256]; /* "CN=mx.example.org, O=..." (RFC 2253), "" without a certificate */
+    char issuer[256];
+    char names[512];    /* the subjectAltName: "DNS:mx.example.org, IP:192.0.2.1" (cut) */
+    char not_after[40]; /* "2027-11-29 10:00:00 UTC" */
+    bool verified;      /* the chain verifies against the trust store and names host */
+    char verify[200];   /* "ok", or why not ("certificate has expired", "no certificate") */
+};
+
+/*
+ * The peer's certificate on t and a verification of its chain made afresh,
+ * whatever the handshake's policy: against ca_file (NULL: the system's trust
+ * store) and for host (a name, or an address literal checked as an IP; NULL
+ * or "": no name check).  Does no I/O.  0, or -1 when the store cannot be
+ * loaded (out->verify says so).
+ */
+int remote_tls_peer(
+    const struct remote_tls *t, const char *ca_file, const char *host, struct remote_tls_peer *out);
+
 /* Send close_notify without waiting, free.  The socket stays open (the caller closes it). */
 void remote_tls_close(struct remote_tls *t);
 

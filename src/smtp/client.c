@@ -29,6 +29,10 @@
  * when offered and the mode allows; on 220 the state is ST_TLS, where input
  * is dropped until the driver says the handshake is done; then EHLO again
  * (RFC 3207 §4.2: the client must forget what it learnt in plaintext).
+ * AUTH (RFC 4954), when the driver asked for it, comes after that last EHLO
+ * (so under TLS when there is TLS) and before the first MAIL: PLAIN with its
+ * initial response in one line, LOGIN only when PLAIN is not offered.  One
+ * command at a time, never pipelined (RFC 4954 §4: AUTH is not pipelinable).
  *
  * Why some replies mean "next host": 421 says this server cannot serve now
  * (RFC 5321 §3.8), and a greeting or EHLO/HELO refusal says nothing about
@@ -47,7 +51,11 @@
 #include <strings.h>
 
 #include "smtp/replyparse.h"
+#include "util/base64.h"
 #include "util/buf.h"
+
+#define CLIENT_AUTH_PLAIN 0x1u
+#define CLIENT_AUTH_LOGIN 0x2u
 
 #define CLIENT_WINDOW 100  /* commands written ahead of their replies (RFC 2920 §3.1) */
 #define CLIENT_CHUNK 16384 /* body octets asked of the driver at once */
@@ -59,14 +67,17 @@ enum client_state {
     ST_GREETING,
     ST_EHLO,
     ST_HELO,
-    ST_STARTTLS, /* STARTTLS sent: waiting for its reply */
-    ST_TLS,      /* 220 to STARTTLS: the driver does the handshake; input is dropped */
-    ST_ENVELOPE, /* [RSET] MAIL RCPT... DATA, with replies outstanding */
-    ST_BODY,     /* 354 received: the body goes out */
-    ST_DOT,      /* the final dot sent: waiting for its reply */
-    ST_CHUNK,    /* a BDAT after the first (with its chunk) sent: waiting for its reply */
-    ST_IDLE,     /* between transactions */
-    ST_QUIT,     /* QUIT sent */
+    ST_STARTTLS,  /* STARTTLS sent: waiting for its reply */
+    ST_TLS,       /* 220 to STARTTLS: the driver does the handshake; input is dropped */
+    ST_AUTH,      /* AUTH PLAIN (or LOGIN's password) sent: waiting for 235 */
+    ST_AUTH_USER, /* AUTH LOGIN sent: waiting for the 334 that asks for the user name */
+    ST_AUTH_PASS, /* LOGIN's user name sent: waiting for the 334 that asks for the password */
+    ST_ENVELOPE,  /* [RSET] MAIL RCPT... DATA, with replies outstanding */
+    ST_BODY,      /* 354 received: the body goes out */
+    ST_DOT,       /* the final dot sent: waiting for its reply */
+    ST_CHUNK,     /* a BDAT after the first (with its chunk) sent: waiting for its reply */
+    ST_IDLE,      /* between transactions */
+    ST_QUIT,      /* QUIT sent */
     ST_DONE,
 };
 
@@ -78,6 +89,11 @@ struct smtp_client {
     enum smtp_client_tls tls;
     bool tls_active;
     unsigned ext;
+    unsigned auth_mechs; /* CLIENT_AUTH_*: what the last EHLO's AUTH keyword offered */
+    bool auth;           /* smtp_client_set_auth() was called: AUTH before the first MAIL */
+    bool authed;         /* 235 */
+    const char *auth_mech;
+    char auth_user[SMTP_CLIENT_AUTH_MAX + 1], auth_pass[SMTP_CLIENT_AUTH_MAX + 1];
     uint64_t size_limit;
     struct replyparse rp;
     struct buf out;
@@ -430,6 +446,7 @@ client_ehlo_keywords(struct smtp_client *c)
 
     c->ext = 0;
     c->size_limit = 0;
+    c->auth_mechs = 0;
     if (c->rp.lines < 2)
         return;
     p = strstr(p, "; ");
@@ -452,7 +469,21 @@ client_ehlo_keywords(struct smtp_client *c)
             c->ext |= SMTP_CLIENT_EXT_CHUNKING;
         else if (KW("STARTTLS"))
             c->ext |= SMTP_CLIENT_EXT_STARTTLS;
-        else if (KW("SIZE")) {
+        else if (KW("AUTH") || (kl > 5 && strncasecmp(p, "AUTH=", 5) == 0)) {
+            /* "AUTH PLAIN LOGIN" (RFC 4954), or the old "AUTH=PLAIN LOGIN" some still send */
+            size_t i = kl > 5 && p[4] == '=' ? 5 : kl + 1, w;
+
+            c->ext |= SMTP_CLIENT_EXT_AUTH;
+            while (i < len) {
+                for (w = i; w < len && p[w] != ' '; w++)
+                    ;
+                if (w - i == 5 && strncasecmp(p + i, "PLAIN", 5) == 0)
+                    c->auth_mechs |= CLIENT_AUTH_PLAIN;
+                else if (w - i == 5 && strncasecmp(p + i, "LOGIN", 5) == 0)
+                    c->auth_mechs |= CLIENT_AUTH_LOGIN;
+                i = w + 1;
+            }
+        } else if (KW("SIZE")) {
             uint64_t v = 0;
             size_t i;
 
@@ -631,6 +662,121 @@ client_starttls(struct smtp_client *c)
     return false;
 }
 
+/* AUTH could not be done: every pending recipient gets AUTH_FAILED; QUIT unless 421. */
+static void
+client_auth_failed(struct smtp_client *c, unsigned code, const char *why)
+{
+    size_t i;
+
+    for (i = 0; i < c->noc; i++)
+        if (c->oc[i].result == SMTP_CLIENT_PENDING)
+            client_set(c, i, SMTP_CLIENT_AUTH_FAILED, code, why);
+    if (code == 421 || buf_puts(&c->out, "QUIT\r\n") < 0) {
+        client_done(c);
+        return;
+    }
+    c->st = ST_QUIT;
+}
+
+/* One base64 line of s (and CRLF) into out, after prefix.  -1 when memory is short. */
+static int
+client_auth_line(struct smtp_client *c, const char *prefix, const unsigned char *s, size_t n)
+{
+    char enc[BASE64_ENCODED_LEN(2 * SMTP_CLIENT_AUTH_MAX + 2) + 1];
+    int rc;
+
+    base64_encode(s, n, enc);
+    rc = buf_printf(&c->out, "%s%s\r\n", prefix, enc);
+    explicit_bzero(enc, sizeof(enc));
+    return rc;
+}
+
+/* After the last EHLO: AUTH PLAIN (with the initial response), else AUTH LOGIN. */
+static void
+client_auth_start(struct smtp_client *c)
+{
+    unsigned char resp[2 * SMTP_CLIENT_AUTH_MAX + 2];
+    size_t ul = strlen(c->auth_user), pl = strlen(c->auth_pass);
+    int rc;
+
+    if (c->tls == SMTP_CLIENT_TLS_MAY && !c->tls_active) {
+        client_auth_failed(c, 0,
+            "AUTH not attempted: STARTTLS failed and the password would "
+            "go in plaintext");
+        return;
+    }
+    if (!(c->ext & SMTP_CLIENT_EXT_AUTH)) {
+        client_auth_failed(c, 0, "AUTH not offered");
+        return;
+    }
+    if (c->auth_mechs & CLIENT_AUTH_PLAIN) {
+        /* RFC 4616: authzid (empty) NUL authcid NUL passwd */
+        resp[0] = '\0';
+        memcpy(resp + 1, c->auth_user, ul);
+        resp[1 + ul] = '\0';
+        memcpy(resp + 2 + ul, c->auth_pass, pl);
+        rc = client_auth_line(c, "AUTH PLAIN ", resp, 2 + ul + pl);
+        explicit_bzero(resp, sizeof(resp));
+        c->auth_mech = "PLAIN";
+        c->st = ST_AUTH;
+    } else if (c->auth_mechs & CLIENT_AUTH_LOGIN) {
+        rc = buf_puts(&c->out, "AUTH LOGIN\r\n");
+        c->auth_mech = "LOGIN";
+        c->st = ST_AUTH_USER;
+    } else {
+        client_auth_failed(c, 0, "no AUTH mechanism offered that we speak (PLAIN, LOGIN)");
+        return;
+    }
+    if (rc < 0) {
+        client_set_pending(c, SMTP_CLIENT_LOCAL, "out of memory for commands");
+        client_done(c);
+    }
+}
+
+/* The EHLO (or HELO) is done and TLS settled: AUTH when asked, then the first transaction. */
+static void
+client_ready(struct smtp_client *c)
+{
+    if (c->auth && !c->authed)
+        client_auth_start(c);
+    else
+        client_begin(c);
+}
+
+/* A reply in the AUTH exchange (RFC 4954 §4). */
+static void
+client_auth_reply(struct smtp_client *c)
+{
+    unsigned code = c->rp.code, cls = code / 100;
+    char why[SMTP_CLIENT_TEXT_MAX];
+
+    if (c->st == ST_AUTH && cls == 2) {
+        c->authed = true;
+        client_begin(c);
+        return;
+    }
+    if (c->st != ST_AUTH && code == 334) {
+        /* LOGIN: the challenges are "Username:" and "Password:", in that order */
+        const char *s = c->st == ST_AUTH_USER ? c->auth_user : c->auth_pass;
+
+        if (client_auth_line(c, "", (const unsigned char *)s, strlen(s)) < 0) {
+            client_set_pending(c, SMTP_CLIENT_LOCAL, "out of memory for commands");
+            client_done(c);
+            return;
+        }
+        c->st = c->st == ST_AUTH_USER ? ST_AUTH_PASS : ST_AUTH;
+        return;
+    }
+    if (cls == 2 || cls == 3) {
+        /* a 334 to PLAIN's initial response, or 235 before the password: out of step.
+           Closing without a word is what RFC 4954 allows short of "*". */
+        client_protocol(c, "AUTH answered");
+        return;
+    }
+    client_reply_text(c, why, sizeof(why));
+    client_auth_failed(c, code, why);
+}
+
 static void
 client_reply(struct smtp_client *c)
 {
@@ -655,7 +801,7 @@ client_reply(struct smtp_client *c)
             else
                 c->ext = 0;
             if (!client_starttls(c))
-                client_begin(c);
+                client_ready(c);
         } else if (c->st == ST_EHLO && (code == 500 || code == 502)) {
             c->st = ST_HELO;
             client_hello(c, "HELO");
@@ -679,10 +825,15 @@ client_reply(struct smtp_client *c)
             snprintf(why, sizeof(why), "STARTTLS refused: %u %s", code, text);
             client_no_tls(c, why);
         } else {
-            client_begin(c); /* MAY: refused, so in plaintext; the server is still after EHLO */
+            client_ready(c); /* MAY: refused, so in plaintext; the server is still after EHLO */
         }
         return;
     case ST_TLS: /* not reached: input is dropped in this state */
+        return;
+    case ST_AUTH:
+    case ST_AUTH_USER:
+    case ST_AUTH_PASS:
+        client_auth_reply(c);
         return;
     case ST_ENVELOPE:
         client_envelope_reply(c);
@@ -920,6 +1071,9 @@ smtp_client_free(struct smtp_client *c)
 {
     if (c == NULL)
         return;
+    explicit_bzero(c->auth_pass, sizeof(c->auth_pass));
+    if (c->out.data != NULL)
+        explicit_bzero(c->out.data, c->out.len); /* AUTH responses may be in it */
     buf_free(&c->out);
     buf_free(&c->stage);
     free(c->oc);
@@ -932,6 +1086,28 @@ void
 smtp_client_set_tls(struct smtp_client *c, enum smtp_client_tls mode)
 {
     c->tls = mode;
+}
+
+int
+smtp_client_set_auth(struct smtp_client *c, const char *user, const char *pass)
+{
+    size_t ul = user != NULL ? strlen(user) : 0, pl = pass != NULL ? strlen(pass) : 0;
+
+    if (c->st != ST_GREETING || ul == 0 || ul > SMTP_CLIENT_AUTH_MAX || pl == 0 ||
+        pl > SMTP_CLIENT_AUTH_MAX)
+        return -1;
+    memcpy(c->auth_user, user, ul + 1);
+    memcpy(c->auth_pass, pass, pl + 1);
+    c->auth = true;
+    return 0;
+}
+
+bool
+smtp_client_authenticated(const struct smtp_client *c, const char **mech)
+{
+    if (mech != NULL)
+        *mech = c->auth_mech;
+    return c->authed;
 }
 
 void
@@ -998,6 +1174,10 @@ smtp_client_waiting(const struct smtp_client *c)
     case ST_STARTTLS:
     case ST_TLS:
         return SMTP_CLIENT_W_STARTTLS;
+    case ST_AUTH:
+    case ST_AUTH_USER:
+    case ST_AUTH_PASS:
+        return SMTP_CLIENT_W_AUTH;
     case ST_ENVELOPE:
         switch (client_cmd_kind(c, c->answered)) {
         case CMD_RCPT:
@@ -1136,6 +1316,8 @@ smtp_client_wait_name(enum smtp_client_wait w)
         return "the reply to QUIT";
     case SMTP_CLIENT_W_STARTTLS:
         return "the reply to STARTTLS";
+    case SMTP_CLIENT_W_AUTH:
+        return "the reply to AUTH";
     default:
         return "the session";
     }

@@ -35,6 +35,14 @@
  *     knowledge from the plaintext EHLO is forgotten and EHLO is sent again.
  *     With MAY, a server that does not offer STARTTLS or refuses it (4xx/5xx)
  *     gets the message in plaintext; with REQUIRE it gets QUIT.
+ *   - AUTH (RFC 4954, only when smtp_client_set_auth() was called: tern send;
+ *     the relay never authenticates): after the last EHLO (the one through TLS
+ *     when there was STARTTLS), before the first MAIL, one command at a time:
+ *     PLAIN (RFC 4616, initial response) when offered, else LOGIN.  Under MAY,
+ *     when STARTTLS did not happen, no AUTH is sent (the password would go in
+ *     plaintext).  Whether plaintext AUTH is acceptable at all (mode NONE on a
+ *     plaintext connection) is the driver's decision; with implicit TLS the
+ *     driver sets mode NONE.  The password is wiped from memory on free.
  *
  * Outcomes (rule 7 of STYLE.md: the scheduler decides what happens next):
  *   DELIVERED   the final reply to the dot (or to BDAT LAST) was 2xx (the
@@ -52,6 +60,11 @@
  *               sent); like NEXT_HOST, another host may do better;
  *   TLS_FAILED  the TLS handshake failed (smtp_client_tls_done() with ok
  *               false; text is the driver's why); like NEXT_HOST;
+ *   AUTH_FAILED AUTH was asked for and did not succeed: the server's 4xx/5xx
+ *               to it (the reply is kept: 535 bad credentials, 454 transient),
+ *               or (code 0) AUTH or a mechanism we speak was not offered, or
+ *               it would have gone in plaintext under MAY; QUIT is sent
+ *               (not after 421);
  *   TOO_BIG     the server's SIZE limit (smtp_client_size_limit()) is
  *               smaller than the message;
  *   LOCAL       our side failed: the body could not be read, or an address
@@ -76,6 +89,9 @@
 #define SMTP_CLIENT_EXT_DSN 0x10u
 #define SMTP_CLIENT_EXT_CHUNKING 0x20u
 #define SMTP_CLIENT_EXT_STARTTLS 0x40u
+#define SMTP_CLIENT_EXT_AUTH 0x80u
+
+#define SMTP_CLIENT_AUTH_MAX 255 /* octets of a user name or a password for AUTH */
 
 struct smtp_client_rcpt {
     const char *addr;   /* without angle brackets */
@@ -119,6 +135,7 @@ enum smtp_client_result {
     SMTP_CLIENT_LOCAL,
     SMTP_CLIENT_TLS_MISSING,
     SMTP_CLIENT_TLS_FAILED,
+    SMTP_CLIENT_AUTH_FAILED,
 };
 
 /* When to use STARTTLS (smtp_client_set_tls()); tls_policy none / may / encrypt and verify. */
@@ -137,10 +154,10 @@ struct smtp_client_outcome {
 };
 
 enum smtp_client_action {
-    SMTP_CLIENT_SEND,  /* write smtp_client_output(), then smtp_client_sent() */
-    SMTP_CLIENT_READ,  /* read; feed bytes to smtp_client_input(), or smtp_client_fail() */
-    SMTP_CLIENT_IDLE,  /* the transaction is over: smtp_client_next_message() or _quit() */
-    SMTP_CLIENT_CLOSE, /* close the connection; the client is finished */
+    SMTP_CLIENT_SEND,     /* write smtp_client_output(), then smtp_client_sent() */
+    SMTP_CLIENT_READ,     /* read; feed bytes to smtp_client_input(), or smtp_client_fail() */
+    SMTP_CLIENT_IDLE,     /* the transaction is over: smtp_client_next_message() or _quit() */
+    SMTP_CLIENT_CLOSE,    /* close the connection; the client is finished */
     SMTP_CLIENT_STARTTLS, /* the server said 220 to STARTTLS: handshake, then
                              smtp_client_tls_done() */
 };
@@ -157,6 +174,7 @@ enum smtp_client_wait {
     SMTP_CLIENT_W_QUIT,
     SMTP_CLIENT_W_NONE,     /* idle or closed */
     SMTP_CLIENT_W_STARTTLS, /* the reply to STARTTLS, then the handshake (EHLO's timeout) */
+    SMTP_CLIENT_W_AUTH,     /* a reply in the AUTH exchange (the output is secret) */
 };
 
 struct smtp_client;
@@ -171,6 +189,17 @@ void smtp_client_free(struct smtp_client *c);
 
 /* The TLS mode, set before the first smtp_client_next() (default SMTP_CLIENT_TLS_NONE). */
 void smtp_client_set_tls(struct smtp_client *c, enum smtp_client_tls mode);
+
+/*
+ * AUTH with user and pass (copied; each 1 to SMTP_CLIENT_AUTH_MAX octets, any
+ * octets but NUL), set before the first smtp_client_next().  0, or -1 when
+ * too late or a length is wrong.  While smtp_client_waiting() says
+ * SMTP_CLIENT_W_AUTH, the output carries the credentials: a driver that
+ * prints its transcript must hide it.
+ */
+int smtp_client_set_auth(struct smtp_client *c, const char *user, const char *pass);
+/* Whether AUTH succeeded (235); *mech (when not NULL): "PLAIN", "LOGIN" or NULL (not tried). */
+bool smtp_client_authenticated(const struct smtp_client *c, const char **mech);
 
 /*
  * After SMTP_CLIENT_STARTTLS: the handshake succeeded (ok: the session goes on

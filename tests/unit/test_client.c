@@ -63,6 +63,9 @@ struct run {
 /* STARTTLS in drive(): the client's mode, and how the "handshake" goes ("TLS~" in seq). */
 static enum smtp_client_tls drive_tls = SMTP_CLIENT_TLS_NONE;
 static bool drive_tls_ok = true;
+/* AUTH in drive(): smtp_client_set_auth() when drive_auth_user is not NULL. */
+static const char *drive_auth_user, *drive_auth_pass;
+static bool drive_authed; /* smtp_client_authenticated() at the end */
 
 static void
 seq_add(struct run *r, const char *p, size_t n)
@@ -121,6 +124,8 @@ drive(const struct smtp_client_msg *m, const struct smtp_client_msg *m2, const c
     c = smtp_client_new("client.test", m);
     assert_non_null(c);
     smtp_client_set_tls(c, drive_tls);
+    if (drive_auth_user != NULL)
+        assert_int_equal(smtp_client_set_auth(c, drive_auth_user, drive_auth_pass), 0);
     for (steps = 0; steps < 100000; steps++) {
         switch (smtp_client_next(c)) {
         case SMTP_CLIENT_SEND:
@@ -181,6 +186,7 @@ drive(const struct smtp_client_msg *m, const struct smtp_client_msg *m2, const c
             r->size_limit = smtp_client_size_limit(c);
             r->nreplies_used = ri;
             r->tls = smtp_client_tls_active(c);
+            drive_authed = smtp_client_authenticated(c, NULL);
             smtp_client_free(c);
             return;
         }
@@ -1236,7 +1242,6 @@ test_no_pipelining(void **state)
                    "~RCPT TO:<a@example.org>\r\n~RCPT TO:<b@example.org>\r\n~QUIT\r\n~");
 }
 
-
 /* ---- STARTTLS (RFC 3207) ---------------------------------------------------- */
 
 #define EHLO_TLS "250-mx.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 SIZE 10000\r\n"
@@ -1257,8 +1262,8 @@ test_starttls_may(void **state)
        taken as the answer to the EHLO sent through TLS.  The EHLO through TLS offers STARTTLS
        again: it is not sent twice. */
     const char *replies[] = {GREET, EHLO_TLS, "220 2.0.0 Ready to start TLS\r\n250 injected\r\n",
-        "250-mx.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n", "250 2.1.0 Ok\r\n",
-        "250 2.1.5 Ok\r\n", "354 go\r\n", "250 2.0.0 Ok: queued\r\n", "221 Bye\r\n", NULL};
+        "250-mx.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n", "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n",
+        "354 go\r\n", "250 2.0.0 Ok: queued\r\n", "221 Bye\r\n", NULL};
 
     tls_mode(SMTP_CLIENT_TLS_MAY, true);
     fixture_init(&f, ab + 1, body1, 0);
@@ -1281,8 +1286,7 @@ test_starttls_not_offered(void **state)
     const char *replies[] = {GREET, EHLO_PLAIN, "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n",
         "354 go\r\n", "250 2.0.0 Ok\r\n", "221 Bye\r\n", NULL};
     const char *required[] = {GREET, EHLO_PLAIN, "221 Bye\r\n", NULL};
-    const char *helo[] = {GREET, "502 5.5.1 no EHLO\r\n", "250 mx.test\r\n", "221 Bye\r\n",
-        NULL};
+    const char *helo[] = {GREET, "502 5.5.1 no EHLO\r\n", "250 mx.test\r\n", "221 Bye\r\n", NULL};
 
     /* may: plaintext */
     tls_mode(SMTP_CLIENT_TLS_MAY, true);
@@ -1311,8 +1315,8 @@ test_starttls_not_offered(void **state)
     tls_mode(SMTP_CLIENT_TLS_NONE, true);
     {
         const char *offered[] = {GREET, EHLO_TLS,
-            "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
-            "250 2.0.0 Ok\r\n", "221 Bye\r\n", NULL};
+            "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "250 2.0.0 Ok\r\n",
+            "221 Bye\r\n", NULL};
 
         run_all(&f.m, NULL, offered, &r);
         assert_non_null(strstr(r.seq, "~EHLO client.test\r\n~MAIL FROM:"));
@@ -1327,10 +1331,9 @@ test_starttls_refused(void **state)
     struct fixture f;
     struct run r;
     const char *may[] = {GREET, EHLO_TLS, "454 4.7.0 TLS not available now\r\n",
-        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "250 2.0.0 Ok\r\n", "221 Bye\r\n",
-        NULL};
-    const char *req[] = {GREET, EHLO_TLS, "454 4.7.0 TLS not available now\r\n",
-        "221 Bye\r\n", NULL};
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "250 2.0.0 Ok\r\n", "221 Bye\r\n", NULL};
+    const char *req[] = {
+        GREET, EHLO_TLS, "454 4.7.0 TLS not available now\r\n", "221 Bye\r\n", NULL};
     const char *busy[] = {GREET, EHLO_TLS, "421 4.3.2 going down\r\n", NULL};
     const char *odd[] = {GREET, EHLO_TLS, "250 2.0.0 what\r\n", NULL};
 
@@ -1347,8 +1350,8 @@ test_starttls_refused(void **state)
     tls_mode(SMTP_CLIENT_TLS_REQUIRE, true);
     run_all(&f.m, NULL, req, &r);
     expect_seq(&r, "~EHLO client.test\r\n~STARTTLS\r\n~QUIT\r\n~");
-    expect(&r.oc[0], SMTP_CLIENT_TLS_MISSING, 0,
-        "STARTTLS refused: 454 4.7.0 TLS not available now");
+    expect(
+        &r.oc[0], SMTP_CLIENT_TLS_MISSING, 0, "STARTTLS refused: 454 4.7.0 TLS not available now");
 
     /* 421: this server cannot serve now, whatever the mode */
     run_all(&f.m, NULL, busy, &r);
@@ -1380,6 +1383,155 @@ test_starttls_handshake_fails(void **state)
         assert_false(r.tls);
     }
     tls_mode(SMTP_CLIENT_TLS_NONE, true);
+}
+
+/* ---- AUTH (RFC 4954) ------------------------------------------------------------ */
+
+#define EHLO_AUTH "250-mx.test\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"
+#define DIALOGUE_TLS "~EHLO client.test\r\n~STARTTLS\r\n~TLS~EHLO client.test\r\n"
+#define DIALOGUE_REST                                                                              \
+    "~MAIL FROM:<s@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"                            \
+    "~~~Subject: hi\r\n\r\nHello.\r\n.\r\n~QUIT\r\n~"
+
+static void
+auth_as(const char *user, const char *pass)
+{
+    drive_auth_user = user;
+    drive_auth_pass = pass;
+}
+
+static void
+test_auth_plain_after_starttls(void **state)
+{
+    struct fixture f;
+    struct run r;
+    /* the plaintext EHLO offers no AUTH (as ternd does); the one through TLS does */
+    const char *replies[] = {GREET, EHLO_TLS, "220 2.0.0 Ready\r\n", EHLO_AUTH,
+        "235 2.7.0 Authentication successful\r\n", "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n",
+        "354 go\r\n", "250 2.0.0 Ok: queued\r\n", "221 Bye\r\n", NULL};
+
+    tls_mode(SMTP_CLIENT_TLS_REQUIRE, true);
+    auth_as("user", "pass");
+    fixture_init(&f, ab + 1, body1, 0);
+    run_all(&f.m, NULL, replies, &r);
+    tls_mode(SMTP_CLIENT_TLS_NONE, true);
+    auth_as(NULL, NULL);
+    /* AUTH alone (not pipelined with MAIL), base64 of "\0user\0pass" */
+    expect_seq(&r, DIALOGUE_TLS "~AUTH PLAIN AHVzZXIAcGFzcw==\r\n" DIALOGUE_REST);
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok: queued");
+    assert_true(r.tls);
+    assert_true(drive_authed);
+    assert_int_not_equal(r.ext & SMTP_CLIENT_EXT_AUTH, 0);
+}
+
+static void
+test_auth_login_only(void **state)
+{
+    struct fixture f;
+    struct run r;
+    /* the old "AUTH=" form, LOGIN only: user and password each after a 334 */
+    const char *replies[] = {GREET, "250-mx.test\r\n250-PIPELINING\r\n250 AUTH=LOGIN\r\n",
+        "334 VXNlcm5hbWU6\r\n", "334 UGFzc3dvcmQ6\r\n", "235 2.7.0 Ok\r\n", "250 2.1.0 Ok\r\n",
+        "250 2.1.5 Ok\r\n", "354 go\r\n", "250 2.0.0 Ok: queued\r\n", "221 Bye\r\n", NULL};
+
+    auth_as("user", "pass");
+    fixture_init(&f, ab + 1, body1, 0);
+    run_all(&f.m, NULL, replies, &r);
+    auth_as(NULL, NULL);
+    expect_seq(&r, "~EHLO client.test\r\n~AUTH LOGIN\r\n~dXNlcg==\r\n~cGFzcw==\r\n" DIALOGUE_REST);
+    expect(&r.oc[0], SMTP_CLIENT_DELIVERED, 250, "2.0.0 Ok: queued");
+    assert_true(drive_authed);
+}
+
+static void
+test_auth_refused(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *bad[] = {
+        GREET, EHLO_AUTH, "535 5.7.8 Authentication credentials invalid\r\n", "221 Bye\r\n", NULL};
+    const char *later[] = {
+        GREET, EHLO_AUTH, "454 4.7.0 Temporary authentication failure\r\n", "221 Bye\r\n", NULL};
+    const char *closing[] = {GREET, EHLO_AUTH, "421 4.3.2 going down\r\n", NULL};
+    const char *none[] = {GREET, EHLO_PLAIN, "221 Bye\r\n", NULL};
+    const char *unknown[] = {
+        GREET, "250-mx.test\r\n250 AUTH CRAM-MD5 XOAUTH2\r\n", "221 Bye\r\n", NULL};
+    const char *step[] = {GREET, EHLO_AUTH, "334 \r\n", NULL};
+
+    auth_as("user", "wrong");
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, bad, &r);
+    /* no MAIL after a refused AUTH: QUIT, and every recipient has the reply */
+    expect_seq(&r, "~EHLO client.test\r\n~AUTH PLAIN AHVzZXIAd3Jvbmc=\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_AUTH_FAILED, 535, "5.7.8 Authentication credentials invalid");
+    expect(&r.oc[1], SMTP_CLIENT_AUTH_FAILED, 535, "5.7.8 Authentication credentials invalid");
+    assert_false(drive_authed);
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, later, &r);
+    expect(&r.oc[0], SMTP_CLIENT_AUTH_FAILED, 454, "4.7.0 Temporary authentication failure");
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, closing, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~AUTH PLAIN AHVzZXIAd3Jvbmc=\r\n~");
+    expect(&r.oc[1], SMTP_CLIENT_AUTH_FAILED, 421, "4.3.2 going down");
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, none, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_AUTH_FAILED, 0, "AUTH not offered");
+
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, unknown, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_AUTH_FAILED, 0, "no AUTH mechanism offered");
+
+    /* a 334 to PLAIN with its initial response: out of step, closed without more */
+    fixture_init(&f, ab, body1, 0);
+    run_all(&f.m, NULL, step, &r);
+    expect_seq(&r, "~EHLO client.test\r\n~AUTH PLAIN AHVzZXIAd3Jvbmc=\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_NEXT_HOST, 0, "AUTH answered: 334");
+    auth_as(NULL, NULL);
+}
+
+static void
+test_auth_not_in_plaintext_under_may(void **state)
+{
+    struct fixture f;
+    struct run r;
+    const char *replies[] = {GREET, "250-mx.test\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n",
+        "454 4.7.0 TLS not available\r\n", "221 Bye\r\n", NULL};
+
+    tls_mode(SMTP_CLIENT_TLS_MAY, true);
+    auth_as("user", "pass");
+    fixture_init(&f, ab + 1, body1, 0);
+    run_all(&f.m, NULL, replies, &r);
+    tls_mode(SMTP_CLIENT_TLS_NONE, true);
+    auth_as(NULL, NULL);
+    expect_seq(&r, "~EHLO client.test\r\n~STARTTLS\r\n~QUIT\r\n~");
+    expect(&r.oc[0], SMTP_CLIENT_AUTH_FAILED, 0, "AUTH not attempted");
+    assert_null(strstr(r.seq, "AHVz"));
+}
+
+static void
+test_auth_set_checks(void **state)
+{
+    struct fixture f;
+    struct smtp_client *c;
+    char longer[SMTP_CLIENT_AUTH_MAX + 2];
+
+    memset(longer, 'x', sizeof(longer) - 1);
+    longer[sizeof(longer) - 1] = '\0';
+    fixture_init(&f, ab, body1, 0);
+    c = smtp_client_new("client.test", &f.m);
+    assert_non_null(c);
+    assert_int_equal(smtp_client_set_auth(c, "", "p"), -1);
+    assert_int_equal(smtp_client_set_auth(c, "u", ""), -1);
+    assert_int_equal(smtp_client_set_auth(c, longer, "p"), -1);
+    assert_int_equal(smtp_client_set_auth(c, "u", longer), -1);
+    longer[SMTP_CLIENT_AUTH_MAX] = '\0';
+    assert_int_equal(smtp_client_set_auth(c, longer, longer), 0);
+    smtp_client_free(c);
 }
 
 int
@@ -1418,6 +1570,11 @@ main(void)
         cmocka_unit_test(test_starttls_not_offered),
         cmocka_unit_test(test_starttls_refused),
         cmocka_unit_test(test_starttls_handshake_fails),
+        cmocka_unit_test(test_auth_plain_after_starttls),
+        cmocka_unit_test(test_auth_login_only),
+        cmocka_unit_test(test_auth_refused),
+        cmocka_unit_test(test_auth_not_in_plaintext_under_may),
+        cmocka_unit_test(test_auth_set_checks),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
