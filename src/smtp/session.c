@@ -83,8 +83,15 @@ struct smtp_session {
     /* a verdict in waiting (S_WAIT) */
     enum smtp_verb wait_verb;
     enum smtp_state wait_from; /* the state to return to */
-    struct smtp_path wait_rcpt;
-    struct dsn_rcpt_params wait_dsn;
+    /*
+     * The recipient being judged: the rcpt callback's path lives here until
+     * the verdict.  Allocated at the first RCPT (780 octets an idle session
+     * need not carry), freed with the session.
+     */
+    struct session_rcpt {
+        struct smtp_path path;
+        struct dsn_rcpt_params dsn;
+    } *wait_rcpt;
 
     /* AUTH (RFC 4954) */
     bool auth_done;           /* 235 sent: authenticated as auth_user */
@@ -528,9 +535,13 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
         REPLY1(s, R_TOO_MANY_RCPTS, num);
         return;
     }
-    s->wait_rcpt = path;
-    s->wait_dsn = dsn;
-    r = s->cb->rcpt(s->ctx, &s->txn, &s->wait_rcpt);
+    if (s->wait_rcpt == NULL && (s->wait_rcpt = malloc(sizeof(*s->wait_rcpt))) == NULL) {
+        REPLY0(s, R_LOCAL_ERROR);
+        return;
+    }
+    s->wait_rcpt->path = path;
+    s->wait_rcpt->dsn = dsn;
+    r = s->cb->rcpt(s->ctx, &s->txn, &s->wait_rcpt->path);
     if (r == REPLY_PENDING) {
         session_wait(s, VERB_RCPT);
         return;
@@ -1143,6 +1154,7 @@ smtp_session_free(struct smtp_session *s)
     if (s->state != S_COMMIT)
         txn_reset(s, true);
     free(s->line);
+    free(s->wait_rcpt);
     free(s->txn.rcpts);
     free(s->txn.rcpt_dsn);
     buf_free(&s->out);
@@ -1184,7 +1196,7 @@ smtp_session_verdict(struct smtp_session *s, enum reply_id verdict)
         mail_finish(s, verdict);
         break;
     case VERB_RCPT:
-        rcpt_finish(s, verdict, &s->wait_rcpt, &s->wait_dsn);
+        rcpt_finish(s, verdict, &s->wait_rcpt->path, &s->wait_rcpt->dsn);
         break;
     case VERB_AUTH:
         auth_finish(s, verdict);
