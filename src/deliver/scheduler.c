@@ -243,8 +243,10 @@ job_free(struct job *j)
     free(j->rcpts);
     free(j->index);
     free(j->sender);
-    for (i = 0; j->hosts != NULL && i < j->nhosts; i++)
+    for (i = 0; j->hosts != NULL && i < j->nhosts; i++) {
+        dane_rrset_clear((struct dane_rrset *)j->hosts[i].dane);
         free((struct dane_rrset *)j->hosts[i].dane);
+    }
     free(j->hosts);
     free(j->notify);
     free(j->orcpt);
@@ -1200,10 +1202,12 @@ sched_on_route(void *arg, const struct dns_route *r)
                     oom = true; /* never a host without its DANE state: that could downgrade */
                     continue;
                 }
-                if (r->hosts[i].tlsa != NULL)
-                    *ds = *r->hosts[i].tlsa;
-                else
+                if (r->hosts[i].tlsa != NULL) {
+                    if (dane_rrset_copy(ds, r->hosts[i].tlsa) < 0)
+                        oom = true;
+                } else {
                     memset(ds, 0, sizeof(*ds));
+                }
                 ds->state = r->hosts[i].dane;
                 c->hosts[i].dane = ds;
             }
@@ -1213,8 +1217,10 @@ sched_on_route(void *arg, const struct dns_route *r)
             sched_submit_conn(s, c);
             return;
         }
-        for (i = 0; i < c->nhosts; i++)
+        for (i = 0; i < c->nhosts; i++) {
+            dane_rrset_clear((struct dane_rrset *)c->hosts[i].dane);
             free((struct dane_rrset *)c->hosts[i].dane);
+        }
         free(c->hosts);
         c->hosts = NULL;
         c->nhosts = 0;

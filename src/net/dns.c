@@ -246,8 +246,10 @@ route_free(struct route *rt)
 
     if (rt->timer)
         event_free(rt->timer);
-    for (i = 0; i < rt->ntargets; i++)
+    for (i = 0; i < rt->ntargets; i++) {
+        dane_rrset_clear(rt->targets[i].tlsa);
         free(rt->targets[i].tlsa);
+    }
     free(rt->targets);
     free(rt);
 }

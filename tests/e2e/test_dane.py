@@ -330,6 +330,61 @@ def test_dane_unusable_records_mandatory_tls(t):
         fail(f'reply {e2["reply"]!r}')
 
 
+def big_ca_der():
+    """A real self-signed CA certificate of more than 2048 octets in DER (RSA-4096 and a long
+    name list; the old DANE_DATA_MAX).  Not the receiver's CA: it matches nothing."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'Big Test Root CA')])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    sans = [x509.DNSName(f'name{i}.ca.example') for i in range(80)]
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_dane_big_full_cert_record_not_dropped(t):
+    """A secure TLSA set whose only record is a usable DANE-TA(2) full certificate (2 0 0) of
+    several KiB (the answer is over 1232 octets: TC over UDP, then TCP).  It matches nothing
+    the receiver presents, so the message is deferred (451 4.7.5), never delivered over
+    unauthenticated TLS as if the set were unusable (the record used to be dropped for room).
+    With a matching 3 1 1 beside it, the set is usable and the message delivered."""
+    der = big_ca_der()
+    if len(der) <= 2048:
+        fail(f'test setup: certificate only {len(der)} octets')
+    b = receiver(t)
+    a, e = relay_dane(t, b, ['2 0 0 ' + der.hex()], 'deferred')
+    if not e['reply'].startswith('451 4.7.5'):
+        fail(f'reply {e["reply"]!r}')
+    a2, e2 = relay_dane(t, b, ['2 0 0 ' + der.hex(), '3 1 1 ' + spki_sha256(b.cert)],
+                        'delivered')
+    if 'dane=verified' not in (tls_line(a2) or ''):
+        fail(f'no dane=verified on the event=tls line: {tls_line(a2)!r}')
+
+
+def test_dane_malformed_full_record_is_unusable(t):
+    """A secure TLSA set whose only record is DANE-EE(3) SPKI(1) Full(0) with data that is no
+    SubjectPublicKeyInfo: malformed, so unusable (RFC 7671 §5.1, RFC 7672 §2.2: TLS
+    mandatory, unauthenticated): delivered over TLS, dane=unusable, not deferred at every
+    attempt because OpenSSL refuses the record."""
+    b = receiver(t)
+    a, e = relay_dane(t, b, ['3 1 0 ' + 'ab' * 40], 'delivered')
+    if not ESMTPS_RE.search(delivered_copy(t, b, RCPT)):
+        fail('not received over TLS')
+    if 'dane=unusable' not in (tls_line(a) or ''):
+        fail(f'no dane=unusable on the event=tls line: {tls_line(a)!r}')
+
+
 # ---- insecure and bogus ----------------------------------------------------------------------
 
 def test_dane_insecure_is_opportunistic(t):
