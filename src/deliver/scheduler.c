@@ -376,9 +376,13 @@ sched_resolve_relay(const char *relay, struct remote_host *hosts, size_t max, ch
     for (ai = res; ai != NULL && n < max; ai = ai->ai_next) {
         if (ai->ai_addrlen > sizeof(hosts[n].addr))
             continue;
+        memset(&hosts[n], 0, sizeof(hosts[n]));
         snprintf(hosts[n].name, sizeof(hosts[n].name), "%s", host);
         memcpy(&hosts[n].addr, ai->ai_addr, ai->ai_addrlen);
         hosts[n].addrlen = ai->ai_addrlen;
+        /* no DNSSEC status from getaddrinfo: under tls_policy = dane, a relay_host is
+         * `may` (remote_dane_state(): NULL is insecure) */
+        hosts[n].dane = NULL;
         n++;
     }
     freeaddrinfo(res);
@@ -512,7 +516,7 @@ sched_conn_take(struct scheduler *s, struct job *c, bool linger)
 static void
 sched_run_conn(struct scheduler *s, struct job *c)
 {
-    struct remote_host relay[SCHED_HOSTS_MAX];
+    struct remote_host relay[SCHED_HOSTS_MAX] = {0};
     const struct remote_host *hosts = c->hosts;
     size_t nhosts = c->nhosts;
     struct remote_conn *rc = NULL;

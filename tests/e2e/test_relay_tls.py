@@ -239,3 +239,43 @@ def test_relay_tls_reused_connection(t):
         fail(f'{handshakes} TLS handshakes for {n} messages: want reuse (fewer, at least one)')
     t.note(f'{handshakes} handshakes for {n} messages')
     queue_empty(t, a)
+
+
+def _valgrind_usable(ternd_path):
+    """valgrind, unless ternd is built with a sanitizer (the two do not mix)."""
+    import shutil
+    if shutil.which('valgrind') is None:
+        return False
+    try:
+        ldd = subprocess.run(['ldd', ternd_path], capture_output=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b'libasan' not in ldd and b'libubsan' not in ldd
+
+
+def test_relay_tls_dane_relay_host_is_may(t):
+    """tls_policy = dane with relay_host: getaddrinfo gives no DNSSEC status, so the relay is
+    `may` (docs/design.md): delivered over TLS to a receiver with a self-signed certificate.
+    The relay host's DANE state used to be read from an uninitialised stack array; the
+    sender runs under valgrind when it can, which must report nothing."""
+    b = receiver(t)
+    vg = _valgrind_usable(t.ternd_path)
+    a = t.daemon({'relay_host': f'127.0.0.3:{b.port}', 'tls_policy': 'dane',
+                  'log_level': 'debug', 'min_backoff': '1', 'max_backoff': '2'},
+                 wrap=['valgrind', '--error-exitcode=99', '--track-origins=yes'] if vg else None)
+    a.start()
+    qid = submit(a, ['user@remote.test'], message(marker('dane-relay-host')))
+    expect_event(t, a, qid, 'user@remote.test', 'delivered', prefix='250 2.0.0 ')
+    rcv = delivered_copy(t, b)
+    if not ESMTPS_RE.search(rcv):
+        fail(f'not received over TLS: {rcv!r}')
+    log = a.stderr().decode('utf-8', 'replace')
+    if not re.search(r'event=tls host=\S+ tls="TLSv1\.[23] \S+" policy=dane', log):
+        fail(f'no event=tls line with policy=dane: {a.stderr_tail()!r}')
+    if vg:
+        for pat in ('uninitialised', 'Invalid read', 'Invalid write'):
+            if pat in log:
+                i = log.find(pat)
+                fail(f'valgrind: {log[max(0, i - 300):i + 1500]}')
+    else:
+        t.note('valgrind not used (not installed, or a sanitizer build)')
