@@ -266,6 +266,8 @@ def test_dane_ee_verified(t):
     if line is None or 'dane=verified match="usage=3 selector=1 mtype=1 depth=0"' not in line:
         fail(f'no event=tls line with dane=verified and the match: {line!r}; '
              f'{log_of(a)[-1500:]}')
+    if 'event=dane-no-trust-anchor' in log_of(a):
+        fail('a dns_config with a trust anchor was warned about as having none')
     queue_empty(t, a)
 
 
@@ -399,6 +401,11 @@ def test_dane_insecure_is_opportunistic(t):
         if line is None or 'dane=insecure' not in line:
             fail(f'anchored={anchored} sign={sign}: no event=tls line with dane=insecure: '
                  f'{line!r}')
+        # dns_config without a trust anchor: said at start, as without dns_config
+        if not re.search(r'event=dane-no-trust-anchor file=\S+ reason="no trust-anchor',
+                         log_of(a)):
+            fail(f'no event=dane-no-trust-anchor warning for a dns_config without anchors: '
+                 f'{log_of(a)[:1500]!r}')
         files = wait_until('the message', lambda: new_files(b, RCPT), timeout=wait_s(t))
         for f in files:
             os.unlink(f)
