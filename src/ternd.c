@@ -473,8 +473,8 @@ daemon_give_dirfd(int dfd, const char *dir, const struct priv_user *pu)
         if ((r = daemon_give_at(dirfd(dp), e->d_name, pu)) < 0) {
             if (errno == ENOENT)
                 continue;
-            log_fatal("event=start path=%s/%s error=\"chown: %s\"", dir, e->d_name,
-                strerror(errno));
+            log_fatal(
+                "event=start path=%s/%s error=\"chown: %s\"", dir, e->d_name, strerror(errno));
         }
         changed += r;
     }

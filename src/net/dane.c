@@ -60,8 +60,8 @@ dane_full_ok(uint8_t selector, const uint8_t *data, size_t datalen)
 }
 
 bool
-dane_tlsa_usable(uint8_t usage, uint8_t selector, uint8_t mtype, const uint8_t *data,
-    size_t datalen)
+dane_tlsa_usable(
+    uint8_t usage, uint8_t selector, uint8_t mtype, const uint8_t *data, size_t datalen)
 {
     if (usage != DANE_USAGE_DANE_TA && usage != DANE_USAGE_DANE_EE)
         return false;
@@ -123,8 +123,9 @@ dane_rrset_add(struct dane_rrset *s, const uint8_t *rdata, size_t len)
     if (s->n >= DANE_TLSA_MAX || dlen > UINT16_MAX || !dane_rrset_room(s, dlen)) {
         s->dropped = true; /* never silently: dane_decide() fails closed */
         if (s->why[0] == '\0')
-            snprintf(s->why, sizeof(s->why), "TLSA RRset too large to keep (over %d records "
-                "or %d octets)", DANE_TLSA_MAX, DANE_DATA_MAX);
+            snprintf(s->why, sizeof(s->why),
+                "TLSA RRset too large to keep (over %d records or %d octets)", DANE_TLSA_MAX,
+                DANE_DATA_MAX);
         return;
     }
     s->rr[s->n] = (struct dane_tlsa){.usage = u,

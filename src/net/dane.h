@@ -32,7 +32,7 @@
  * memory) is never silently dropped: the set is marked `dropped` and dane_decide() fails
  * closed (RFC 7672 §2.2: never a downgrade).
  */
-#define DANE_TLSA_MAX 64        /* usable records kept per host */
+#define DANE_TLSA_MAX 64          /* usable records kept per host */
 #define DANE_DATA_MAX (64 * 1024) /* octets of association data in all */
 
 enum dane_state {

@@ -112,8 +112,8 @@ struct dns {
     bool closing;     /* dns_close() was called by a callback */
     unsigned timeout_ms;
     enum dns_prefer prefer;
-    bool dane;       /* dns_set_dane() */
-    bool own_config; /* a config file was given (it sets its own trust anchors) */
+    bool dane;         /* dns_set_dane() */
+    bool own_config;   /* a config file was given (it sets its own trust anchors) */
     char *config_file; /* its name, for the warning when it sets none */
     uint64_t rng;
 };
