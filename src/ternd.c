@@ -7,6 +7,7 @@
  * every MAILDROP_INTERVAL seconds); both end in daemon_submit().
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -356,33 +357,145 @@ daemon_log_privileges(const char *user, const struct priv_user *pu, enum priv_mo
     }
 }
 
-/* Give dir and the entries directly in it to the user; how many changed.  ENOENT: 0. */
+/*
+ * Open the directory path, as root, without following a symlink that the user
+ * (or anyone but root) could have planted: each component is opened with
+ * O_NOFOLLOW; a symlink is followed only when the directory holding it is
+ * root's and writable by root alone (e.g. /var/run -> /run, or an operator's
+ * /var/spool/tern -> /srv/tern).  The spool is the user's: a symlink in it
+ * (spool_dir/policy -> /etc) fails with ELOOP.  -1 and errno on failure.
+ */
 static int
-daemon_give_dir(const char *dir, const struct priv_user *pu)
+daemon_open_nofollow(int dfd, const char *name)
+{
+    struct stat st;
+    int fd;
+
+    /* Linux says ENOTDIR, not ELOOP, for a symlink opened with O_DIRECTORY | O_NOFOLLOW */
+    if ((fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 &&
+        (errno == ENOTDIR || errno == ELOOP)) {
+        if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+            errno = ELOOP;
+        else
+            errno = ENOTDIR;
+    }
+    return fd;
+}
+
+static int
+daemon_open_dir(const char *path)
+{
+    char buf[4200], *p, *next;
+    int fd, nfd, saved;
+    struct stat st;
+
+    if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    if ((fd = open(buf[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return -1;
+    for (p = buf; p != NULL; p = next) {
+        while (*p == '/')
+            p++;
+        if (*p == '\0')
+            break;
+        if ((next = strchr(p, '/')) != NULL)
+            *next++ = '\0';
+        nfd = daemon_open_nofollow(fd, p);
+        if (nfd < 0 && errno == ELOOP && fstat(fd, &st) == 0 && st.st_uid == 0 &&
+            (st.st_mode & (S_IWGRP | S_IWOTH)) == 0) {
+            /* the target's own components are root's choice, made in a root-only directory */
+            nfd = openat(fd, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        }
+        saved = errno;
+        close(fd);
+        if (nfd < 0) {
+            errno = saved;
+            return -1;
+        }
+        fd = nfd;
+    }
+    return fd;
+}
+
+static void
+daemon_symlink_fatal(const char *what, const char *path)
+{
+    log_fatal("event=start %s=%s error=\"%s (or one of the directories leading to it) is a "
+              "symlink in a directory that is not root's alone: refusing to chown through it "
+              "as root; replace the symlink by the directory, or point %s at the real path\"",
+        what, path, path, what);
+}
+
+/* Give the entry name of the directory dfd to the user, never following a symlink. */
+static int
+daemon_give_at(int dfd, const char *name, const struct priv_user *pu)
+{
+    struct stat st;
+
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return -1;
+    if (st.st_uid == pu->uid && st.st_gid == pu->gid)
+        return 0;
+    if (fchownat(dfd, name, pu->uid, pu->gid, AT_SYMLINK_NOFOLLOW) < 0)
+        return -1;
+    return 1;
+}
+
+/*
+ * Give the directory dfd and the entries directly in it to the user; how many
+ * changed.  Takes dfd.  Entries are changed by name relative to dfd without
+ * following symlinks, and nothing is descended into.
+ */
+static int
+daemon_give_dirfd(int dfd, const char *dir, const struct priv_user *pu)
 {
     DIR *dp;
     struct dirent *e;
-    int changed, r;
+    struct stat st;
+    int changed = 0, r;
 
-    if ((changed = priv_give(dir, pu)) < 0) {
-        if (errno == ENOENT)
-            return 0;
-        log_fatal("event=start path=%s error=\"chown: %s\"", dir, strerror(errno));
+    if (fstat(dfd, &st) < 0)
+        log_fatal("event=start path=%s error=\"fstat: %s\"", dir, strerror(errno));
+    if (st.st_uid != pu->uid || st.st_gid != pu->gid) {
+        if (fchown(dfd, pu->uid, pu->gid) < 0)
+            log_fatal("event=start path=%s error=\"chown: %s\"", dir, strerror(errno));
+        changed++;
     }
-    if ((dp = opendir(dir)) == NULL)
+    if ((dp = fdopendir(dfd)) == NULL) {
+        close(dfd);
         return changed;
+    }
     while ((e = readdir(dp)) != NULL) {
-        char file[4500];
-
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
-        snprintf(file, sizeof(file), "%s/%s", dir, e->d_name);
-        if ((r = priv_give(file, pu)) < 0)
-            log_fatal("event=start path=%s error=\"chown: %s\"", file, strerror(errno));
+        if ((r = daemon_give_at(dirfd(dp), e->d_name, pu)) < 0) {
+            if (errno == ENOENT)
+                continue;
+            log_fatal(
+                "event=start path=%s/%s error=\"chown: %s\"", dir, e->d_name, strerror(errno));
+        }
         changed += r;
     }
     closedir(dp);
     return changed;
+}
+
+/* Give dir and the entries directly in it to the user; how many changed.  ENOENT: 0. */
+static int
+daemon_give_dir(const char *what, const char *dir, const struct priv_user *pu)
+{
+    int dfd;
+
+    if ((dfd = daemon_open_dir(dir)) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        if (errno == ELOOP)
+            daemon_symlink_fatal(what, dir);
+        log_fatal("event=start %s=%s error=\"open: %s\"", what, dir, strerror(errno));
+    }
+    return daemon_give_dirfd(dfd, dir, pu);
 }
 
 /*
@@ -390,27 +503,47 @@ daemon_give_dir(const char *dir, const struct priv_user *pu)
  * makes there (lock; seg/, tmp/, maildrop/ and policy/, the default LMDB state
  * store, with their files), e.g. left owned by root by an earlier run without
  * `user`.  Only those names: a spool_dir set to a shared directory by mistake
- * must not have everything in it chowned.
+ * must not have everything in it chowned.  All of it is the user's, so it may
+ * have been changed by a compromised daemon: nothing is followed (a symlink
+ * where a subdirectory should be is fatal, with a message).
  */
 static void
 daemon_give_spool(const char *dir, const struct priv_user *pu)
 {
     static const char *const subdirs[] = {"seg", "tmp", "maildrop", "policy"};
     char path[4200];
-    int changed = 0, r;
+    int changed = 0, sfd, dfd;
     size_t i;
+    struct stat st;
 
     if (!pu->drop)
         return;
-    if ((r = priv_give(dir, pu)) < 0)
-        log_fatal("event=start spool_dir=%s error=\"chown: %s\"", dir, strerror(errno));
-    changed += r;
-    snprintf(path, sizeof(path), "%s/lock", dir);
-    changed += priv_give(path, pu) > 0;
+    if ((sfd = daemon_open_dir(dir)) < 0) {
+        if (errno == ELOOP)
+            daemon_symlink_fatal("spool_dir", dir);
+        log_fatal("event=start spool_dir=%s error=\"open: %s\"", dir, strerror(errno));
+    }
+    if (fstat(sfd, &st) < 0)
+        log_fatal("event=start spool_dir=%s error=\"fstat: %s\"", dir, strerror(errno));
+    if (st.st_uid != pu->uid || st.st_gid != pu->gid) {
+        if (fchown(sfd, pu->uid, pu->gid) < 0)
+            log_fatal("event=start spool_dir=%s error=\"chown: %s\"", dir, strerror(errno));
+        changed++;
+    }
+    changed += daemon_give_at(sfd, "lock", pu) > 0;
     for (i = 0; i < sizeof(subdirs) / sizeof(*subdirs); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, subdirs[i]);
-        changed += daemon_give_dir(path, pu);
+        dfd = daemon_open_nofollow(sfd, subdirs[i]);
+        if (dfd < 0) {
+            if (errno == ENOENT)
+                continue;
+            if (errno == ELOOP)
+                daemon_symlink_fatal("spool_dir", path);
+            log_fatal("event=start spool_dir=%s error=\"open: %s\"", path, strerror(errno));
+        }
+        changed += daemon_give_dirfd(dfd, path, pu);
     }
+    close(sfd);
     if (changed > 0)
         log_info(NULL, "event=chown spool_dir=%s entries=%d user=%s", dir, changed, pu->name);
 }
@@ -469,7 +602,7 @@ daemon_privileged_start(const struct config *cfg, const struct priv_user *pu,
         if (make_dirs(lp, 0700, &created) == -1)
             log_fatal("event=start state_store=%s error=\"%s\"", cfg->state_store,
                 strerror(errno));
-        if (pu->drop && (changed = daemon_give_dir(lp, pu)) > 0)
+        if (pu->drop && (changed = daemon_give_dir("state_store", lp, pu)) > 0)
             log_info(NULL, "event=chown state_store=%s entries=%d user=%s", cfg->state_store,
                 changed, pu->name);
     }

@@ -496,12 +496,23 @@ probe_on_route(void *arg, const struct dns_route *r)
             /* the route is ours only during the callback: keep the TLSA sets */
             for (size_t i = 0; i < r->nhosts; i++)
                 if (r->hosts[i].tlsa != NULL) {
-                    pr->tlsa[i] = *r->hosts[i].tlsa;
+                    (void)dane_rrset_copy(&pr->tlsa[i], r->hosts[i].tlsa); /* fails closed */
                     pr->r.hosts[i].tlsa = &pr->tlsa[i];
                 }
         }
     }
     event_base_loopbreak(pr->base);
+}
+
+static void
+probe_route_free(struct probe_route *pr)
+{
+    for (size_t i = 0; pr->tlsa != NULL && i < pr->r.nhosts; i++)
+        dane_rrset_clear(&pr->tlsa[i]);
+    free(pr->tlsa);
+    free(pr->r.hosts);
+    pr->tlsa = NULL;
+    pr->r.hosts = NULL;
 }
 
 /* Resolve and connect.  The fd, or -1 with *verdict and why set. */
@@ -563,8 +574,7 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
         *verdict = PV_TEMP;
         snprintf(why, whylen, "the mail route of %.100s cannot be found now: %.120s", host,
             pr.done ? pr.r.error : "no answer");
-        free(pr.r.hosts);
-        free(pr.tlsa);
+        probe_route_free(&pr);
         return -1;
     }
     if (pr.r.status == DNS_NXDOMAIN || pr.r.status == DNS_NULL_MX) {
@@ -599,11 +609,10 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
             snprintf(p->tlshost, sizeof(p->tlshost), "%s", h->name);
             p->dane = h->dane;
             if (h->tlsa != NULL)
-                p->tlsa = *h->tlsa;
+                (void)dane_rrset_copy(&p->tlsa, h->tlsa); /* fails closed */
         }
     }
-    free(pr.r.hosts);
-    free(pr.tlsa);
+    probe_route_free(&pr);
     if (fd < 0) {
         *verdict = PV_TEMP;
         snprintf(why, whylen, "no mail exchanger of %s accepted a connection", host);
@@ -771,6 +780,7 @@ cli_probe_main(int argc, char **argv)
         any_perm = p->mail_v == PV_PERM;
     }
     rc = any_temp ? CLI_EX_TEMPFAIL : any_perm ? CLI_EX_UNAVAILABLE : CLI_EX_OK;
+    dane_rrset_clear(&p->tlsa);
     free(p);
     fflush(stdout);
     return rc;

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -211,6 +212,26 @@ tls_is_ip(const char *host)
     return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
 }
 
+/*
+ * The name TLS is about: an address-literal domain ("[192.0.2.1]", "[IPv6:2001:db8::1]",
+ * RFC 5321 §4.1.3) is its address -- no SNI for it (RFC 6066 §3: host names only), and under
+ * verify the certificate is checked for the IP address.  Other names as they are.
+ */
+static const char *
+tls_host_name(const char *host, char *buf, size_t buflen)
+{
+    size_t len;
+
+    if (host == NULL || host[0] != '[' || (len = strlen(host)) < 3 || host[len - 1] != ']' ||
+        len - 2 >= buflen)
+        return host;
+    memcpy(buf, host + 1, len - 2);
+    buf[len - 2] = '\0';
+    if (strncasecmp(buf, "IPv6:", 5) == 0)
+        memmove(buf, buf + 5, strlen(buf + 5) + 1);
+    return tls_is_ip(buf) ? buf : host;
+}
+
 /* DANE on ssl: base domain host, the usable records of tlsa.  0, or -1 with why. */
 static int
 tls_dane_setup(SSL *ssl, const struct dane_rrset *tlsa, const char *host, char *why, size_t whylen)
@@ -253,6 +274,7 @@ remote_tls_start(int fd, enum remote_tls_policy p, const char *ca_file,
 {
     struct remote_tls *t;
     SSL_CTX *ctx;
+    char hostbuf[INET6_ADDRSTRLEN + 8];
     int rc;
 
     ERR_clear_error();
@@ -267,6 +289,7 @@ remote_tls_start(int fd, enum remote_tls_policy p, const char *ca_file,
     SSL_CTX_free(ctx); /* the SSL holds its own reference */
     t->fd = fd;
     SSL_set_fd(t->ssl, fd);
+    host = tls_host_name(host, hostbuf, sizeof(hostbuf));
     if (host != NULL && host[0] != '\0') {
         bool ip = tls_is_ip(host);
 

@@ -243,8 +243,10 @@ job_free(struct job *j)
     free(j->rcpts);
     free(j->index);
     free(j->sender);
-    for (i = 0; j->hosts != NULL && i < j->nhosts; i++)
+    for (i = 0; j->hosts != NULL && i < j->nhosts; i++) {
+        dane_rrset_clear((struct dane_rrset *)j->hosts[i].dane);
         free((struct dane_rrset *)j->hosts[i].dane);
+    }
     free(j->hosts);
     free(j->notify);
     free(j->orcpt);
@@ -374,9 +376,13 @@ sched_resolve_relay(const char *relay, struct remote_host *hosts, size_t max, ch
     for (ai = res; ai != NULL && n < max; ai = ai->ai_next) {
         if (ai->ai_addrlen > sizeof(hosts[n].addr))
             continue;
+        memset(&hosts[n], 0, sizeof(hosts[n]));
         snprintf(hosts[n].name, sizeof(hosts[n].name), "%s", host);
         memcpy(&hosts[n].addr, ai->ai_addr, ai->ai_addrlen);
         hosts[n].addrlen = ai->ai_addrlen;
+        /* no DNSSEC status from getaddrinfo: under tls_policy = dane, a relay_host is
+         * `may` (remote_dane_state(): NULL is insecure) */
+        hosts[n].dane = NULL;
         n++;
     }
     freeaddrinfo(res);
@@ -510,7 +516,7 @@ sched_conn_take(struct scheduler *s, struct job *c, bool linger)
 static void
 sched_run_conn(struct scheduler *s, struct job *c)
 {
-    struct remote_host relay[SCHED_HOSTS_MAX];
+    struct remote_host relay[SCHED_HOSTS_MAX] = {0};
     const struct remote_host *hosts = c->hosts;
     size_t nhosts = c->nhosts;
     struct remote_conn *rc = NULL;
@@ -1200,10 +1206,12 @@ sched_on_route(void *arg, const struct dns_route *r)
                     oom = true; /* never a host without its DANE state: that could downgrade */
                     continue;
                 }
-                if (r->hosts[i].tlsa != NULL)
-                    *ds = *r->hosts[i].tlsa;
-                else
+                if (r->hosts[i].tlsa != NULL) {
+                    if (dane_rrset_copy(ds, r->hosts[i].tlsa) < 0)
+                        oom = true;
+                } else {
                     memset(ds, 0, sizeof(*ds));
+                }
                 ds->state = r->hosts[i].dane;
                 c->hosts[i].dane = ds;
             }
@@ -1213,8 +1221,10 @@ sched_on_route(void *arg, const struct dns_route *r)
             sched_submit_conn(s, c);
             return;
         }
-        for (i = 0; i < c->nhosts; i++)
+        for (i = 0; i < c->nhosts; i++) {
+            dane_rrset_clear((struct dane_rrset *)c->hosts[i].dane);
             free((struct dane_rrset *)c->hosts[i].dane);
+        }
         free(c->hosts);
         c->hosts = NULL;
         c->nhosts = 0;

@@ -1049,15 +1049,26 @@ control_open(struct event_base *base, const char *path, struct queue *q,
         return NULL;
     }
     /* Linux gives the socket file the mode of the socket's inode (less the umask): set it
-       before bind so there is no instant when the file is open to others.  The chmod after
-       covers systems that ignore it. */
-    (void)fchmod(fd, 0600);
+       before bind so there is no instant when the file is open to others.  No chmod(path)
+       after: as root it would follow a symlink put in the socket's place between bind and
+       chmod; the file is checked instead (lstat: a socket, mode 0600 or less). */
+    if (fchmod(fd, 0600) < 0) {
+        snprintf(err, errlen, "fchmod: %s", strerror(errno));
+        close(fd);
+        return NULL;
+    }
     if (bind(fd, (const struct sockaddr *)&sa, sizeof(sa)) < 0) {
         snprintf(err, errlen, "%s: bind: %s", path, strerror(errno));
         close(fd);
         return NULL;
     }
-    if (chmod(path, 0600) < 0 || stat(path, &st) < 0 || listen(fd, CONTROL_BACKLOG) < 0) {
+    if (lstat(path, &st) == 0 && (!S_ISSOCK(st.st_mode) || (st.st_mode & 077) != 0)) {
+        snprintf(err, errlen, "%s: not a socket of mode 0600 after bind (mode %o)", path,
+            (unsigned)st.st_mode);
+        close(fd);
+        return NULL;
+    }
+    if (lstat(path, &st) < 0 || listen(fd, CONTROL_BACKLOG) < 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         unlink(path);
         close(fd);

@@ -112,8 +112,9 @@ struct dns {
     bool closing;     /* dns_close() was called by a callback */
     unsigned timeout_ms;
     enum dns_prefer prefer;
-    bool dane;       /* dns_set_dane() */
-    bool own_config; /* a config file was given (it sets its own trust anchors) */
+    bool dane;         /* dns_set_dane() */
+    bool own_config;   /* a config file was given (it sets its own trust anchors) */
+    char *config_file; /* its name, for the warning when it sets none */
     uint64_t rng;
 };
 
@@ -246,8 +247,10 @@ route_free(struct route *rt)
 
     if (rt->timer)
         event_free(rt->timer);
-    for (i = 0; i < rt->ntargets; i++)
+    for (i = 0; i < rt->ntargets; i++) {
+        dane_rrset_clear(rt->targets[i].tlsa);
         free(rt->targets[i].tlsa);
+    }
     free(rt->targets);
     free(rt);
 }
@@ -293,6 +296,7 @@ dns_free(struct dns *d)
         event_free(d->ev_dispatch);
     if (d->ctx)
         ub_ctx_delete(d->ctx);
+    free(d->config_file);
     free(d);
 }
 
@@ -766,6 +770,10 @@ dns_open(struct event_base *base, const char *config_file, char *err, size_t err
         goto fail;
     }
     d->own_config = config_file != NULL;
+    if (config_file != NULL && (d->config_file = strdup(config_file)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     if (config_file != NULL) {
         /* libunbound says "syntax error" for a missing file too: look first. */
         FILE *f = fopen(config_file, "r");
@@ -841,14 +849,60 @@ dns_set_prefer(struct dns *d, enum dns_prefer prefer)
     d->prefer = prefer;
 }
 
+/* Whether option (a list) has a value in the unbound configuration. */
+static bool
+dns_option_set(struct dns *d, const char *option)
+{
+    char *v = NULL;
+    bool set = ub_ctx_get_option(d->ctx, option, &v) == 0 && v != NULL && v[0] != '\0';
+
+    free(v);
+    return set;
+}
+
+/*
+ * dns_config is the operator's, with its own trust anchors: ask libunbound whether it
+ * has any, and the validator, else no answer is ever secure and dane silently acts as
+ * may.  Warned as without dns_config.
+ */
+static bool
+dns_config_validates(struct dns *d)
+{
+    static const char *const ta[] = {
+        "trust-anchor", "trust-anchor-file", "auto-trust-anchor-file", "trusted-keys-file"};
+    char *modules = NULL;
+    bool validator, anchor = false;
+    size_t i;
+
+    for (i = 0; i < sizeof(ta) / sizeof(*ta); i++)
+        anchor = anchor || dns_option_set(d, ta[i]);
+    /* module-config unset is unbound's default, "validator iterator" */
+    validator = ub_ctx_get_option(d->ctx, "module-config", &modules) != 0 || modules == NULL ||
+                modules[0] == '\0' || strstr(modules, "validator") != NULL;
+    free(modules);
+    if (!anchor || !validator) {
+        log_warn(NULL,
+            "event=dane-no-trust-anchor file=%s reason=\"%s\" effect=\"no DNSSEC "
+            "validation: every MX host is insecure, tls_policy = dane acts as may\"",
+            d->config_file,
+            !anchor ? "no trust-anchor, trust-anchor-file, auto-trust-anchor-file or "
+                      "trusted-keys-file in dns_config"
+                    : "module-config in dns_config has no validator");
+        return false;
+    }
+    return true;
+}
+
 bool
 dns_set_dane(struct dns *d, bool on)
 {
     int r;
 
     d->dane = on;
-    if (!on || d->own_config)
+    if (!on)
         return true;
+    if (d->own_config)
+        return dns_config_validates(d);
     /* The system's resolvers: validate from the root ourselves (libunbound does, given a
      * trust anchor), so that "secure" means something. */
     if (access(DNS_ROOT_KEY, R_OK) != 0) {

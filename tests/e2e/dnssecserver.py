@@ -146,7 +146,9 @@ class Zone:
 ZONES = []
 
 
-def respond(wire, max_size):
+def respond(wire, max_size, udp):
+    """The answer to one query; over UDP at most the query's EDNS payload size (512 without
+    EDNS), else TC set so that the client asks again over TCP; over TCP up to 64 KiB."""
     try:
         q = dns.message.from_wire(wire)
     except Exception:
@@ -156,7 +158,8 @@ def respond(wire, max_size):
     do = q.edns >= 0 and bool(q.ednsflags & dns.flags.DO)
     if q.edns >= 0:
         r.use_edns(0, dns.flags.DO if do else 0, 1232)
-        max_size = min(max_size, max(q.payload, 512))
+        if udp:
+            max_size = min(max_size, max(q.payload, 512))
     if len(q.question) != 1:
         r.set_rcode(dns.rcode.FORMERR)
     else:
@@ -179,7 +182,7 @@ def respond(wire, max_size):
 class UDPHandler(socketserver.BaseRequestHandler):
     def handle(self):
         data, sock = self.request
-        out = respond(data, 512)
+        out = respond(data, 512, True)
         if out:
             sock.sendto(out, self.client_address)
 
@@ -195,7 +198,7 @@ class TCPHandler(socketserver.BaseRequestHandler):
                 data = self._read(struct.unpack('!H', hdr)[0])
                 if data is None:
                     return
-                out = respond(data, 65535)
+                out = respond(data, 65535, False)
                 if out:
                     self.request.sendall(struct.pack('!H', len(out)) + out)
         except OSError:

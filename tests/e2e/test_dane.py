@@ -266,6 +266,8 @@ def test_dane_ee_verified(t):
     if line is None or 'dane=verified match="usage=3 selector=1 mtype=1 depth=0"' not in line:
         fail(f'no event=tls line with dane=verified and the match: {line!r}; '
              f'{log_of(a)[-1500:]}')
+    if 'event=dane-no-trust-anchor' in log_of(a):
+        fail('a dns_config with a trust anchor was warned about as having none')
     queue_empty(t, a)
 
 
@@ -330,6 +332,61 @@ def test_dane_unusable_records_mandatory_tls(t):
         fail(f'reply {e2["reply"]!r}')
 
 
+def big_ca_der():
+    """A real self-signed CA certificate of more than 2048 octets in DER (RSA-4096 and a long
+    name list; the old DANE_DATA_MAX).  Not the receiver's CA: it matches nothing."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'Big Test Root CA')])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    sans = [x509.DNSName(f'name{i}.ca.example') for i in range(80)]
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_dane_big_full_cert_record_not_dropped(t):
+    """A secure TLSA set whose only record is a usable DANE-TA(2) full certificate (2 0 0) of
+    several KiB (the answer is over 1232 octets: TC over UDP, then TCP).  It matches nothing
+    the receiver presents, so the message is deferred (451 4.7.5), never delivered over
+    unauthenticated TLS as if the set were unusable (the record used to be dropped for room).
+    With a matching 3 1 1 beside it, the set is usable and the message delivered."""
+    der = big_ca_der()
+    if len(der) <= 2048:
+        fail(f'test setup: certificate only {len(der)} octets')
+    b = receiver(t)
+    a, e = relay_dane(t, b, ['2 0 0 ' + der.hex()], 'deferred')
+    if not e['reply'].startswith('451 4.7.5'):
+        fail(f'reply {e["reply"]!r}')
+    a2, e2 = relay_dane(t, b, ['2 0 0 ' + der.hex(), '3 1 1 ' + spki_sha256(b.cert)],
+                        'delivered')
+    if 'dane=verified' not in (tls_line(a2) or ''):
+        fail(f'no dane=verified on the event=tls line: {tls_line(a2)!r}')
+
+
+def test_dane_malformed_full_record_is_unusable(t):
+    """A secure TLSA set whose only record is DANE-EE(3) SPKI(1) Full(0) with data that is no
+    SubjectPublicKeyInfo: malformed, so unusable (RFC 7671 §5.1, RFC 7672 §2.2: TLS
+    mandatory, unauthenticated): delivered over TLS, dane=unusable, not deferred at every
+    attempt because OpenSSL refuses the record."""
+    b = receiver(t)
+    a, e = relay_dane(t, b, ['3 1 0 ' + 'ab' * 40], 'delivered')
+    if not ESMTPS_RE.search(delivered_copy(t, b, RCPT)):
+        fail('not received over TLS')
+    if 'dane=unusable' not in (tls_line(a) or ''):
+        fail(f'no dane=unusable on the event=tls line: {tls_line(a)!r}')
+
+
 # ---- insecure and bogus ----------------------------------------------------------------------
 
 def test_dane_insecure_is_opportunistic(t):
@@ -344,6 +401,11 @@ def test_dane_insecure_is_opportunistic(t):
         if line is None or 'dane=insecure' not in line:
             fail(f'anchored={anchored} sign={sign}: no event=tls line with dane=insecure: '
                  f'{line!r}')
+        # dns_config without a trust anchor: said at start, as without dns_config
+        if not re.search(r'event=dane-no-trust-anchor file=\S+ reason="no trust-anchor',
+                         log_of(a)):
+            fail(f'no event=dane-no-trust-anchor warning for a dns_config without anchors: '
+                 f'{log_of(a)[:1500]!r}')
         files = wait_until('the message', lambda: new_files(b, RCPT), timeout=wait_s(t))
         for f in files:
             os.unlink(f)

@@ -190,6 +190,50 @@ def test_root_spool_is_given_to_user(t):
                lambda: log_has(second, r'event=deferred to=<far2@remote.example>'))
 
 
+def test_root_does_not_chown_through_symlinks(t):
+    """The spool is the user's, so a compromised daemon may put symbolic links in it: at the
+    next start as root, ternd must not chown through them (spool_dir/policy -> /etc would
+    give /etc's files to the user).  Each case: a root-owned victim directory, a symlink to
+    it in the user's spool (a spool subdirectory, or the directory of state_store =
+    lmdb:PATH under spool_dir); ternd refuses to start, says why, and the victim stays
+    root's."""
+    need_root()
+    pw = nobody()
+    for link, store in (('policy', None), ('seg', None), ('db', 'db/lmdb'), ('db', 'db')):
+        tmp = os.path.join(t.tmproot, f'symlink-{link}-{store or "spool"}'.replace('/', '_'))
+        os.mkdir(tmp)
+        os.chmod(t.tmproot, 0o755)
+        os.chmod(tmp, 0o755)
+        victim = os.path.join(tmp, 'victim')
+        os.mkdir(victim, 0o700)
+        os.mkdir(os.path.join(victim, 'lmdb'), 0o700)
+        secret = os.path.join(victim, 'shadow')
+        with open(secret, 'w') as f:
+            f.write('root secret\n')
+        os.chmod(secret, 0o600)
+        conf = base_config(tmp, free_port())
+        spool = conf['spool_dir']
+        os.makedirs(spool, 0o700)
+        os.chown(spool, pw.pw_uid, pw.pw_gid)  # as an earlier run left it
+        os.symlink(victim, os.path.join(spool, link))  # what the user can do there
+        conf['user'] = USER
+        conf['sandbox'] = 'off'
+        if store is not None:
+            conf['state_store'] = 'lmdb:' + os.path.join(spool, store)
+        path = os.path.join(tmp, 'tern.conf')
+        write_config(path, conf)
+        p = subprocess.run([t.ternd_path, '-f', '-c', path], capture_output=True, timeout=20,
+                           stdin=subprocess.DEVNULL)
+        err = p.stderr.decode('utf-8', 'replace')
+        owners = {n: os.lstat(os.path.join(victim, n)).st_uid for n in ('', 'shadow', 'lmdb')}
+        if any(owners.values()):
+            fail(f'symlink {link} -> victim (state_store {store}): root chowned through it: '
+                 f'{owners}; stderr {err!r}')
+        if p.returncode != 1 or 'is a symlink in a directory that is not root' not in err:
+            fail(f'symlink {link} -> victim (state_store {store}): exit {p.returncode}, '
+                 f'stderr {err!r}; want exit 1 and the reason')
+
+
 def test_root_only_tls_key_read_before_drop(t):
     """The TLS key may stay root's (0600): it is read before root is dropped, and STARTTLS
     works as the user; a SIGHUP reload, as the user, cannot read it and keeps the old one."""
