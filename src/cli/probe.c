@@ -563,7 +563,8 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
     }
     dns_set_timeout(d, (unsigned)p->timeout * 1000u);
     if ((p->starttls || p->implicit_tls) && !dns_set_dane(d, true))
-        printf("note: no DNSSEC trust anchor: TLSA records are not looked up (DANE: off)\n");
+        printf("note: no DNSSEC trust anchor: no answer can be validated, so every host is "
+               "DANE-insecure\n");
     dns_route(d, host, (unsigned short)p->port, probe_on_route, &pr);
     while (!pr.done)
         if (event_base_dispatch(pr.base) < 0)
@@ -583,6 +584,7 @@ probe_connect(struct probe *p, enum probe_verdict *verdict, char *why, size_t wh
             pr.r.status == DNS_NULL_MX ? "null MX (RFC 7505)"
                                        : "no such domain, or no MX and "
                                          "no address");
+        probe_route_free(&pr);
         return -1;
     }
     if (p->verbose)
