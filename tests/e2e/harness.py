@@ -146,6 +146,7 @@ class Ternd:
             env = dict(os.environ)
             env.update(self.extra_env)
             errf = open(self.stderr_path, 'ab')
+            log_from = errf.tell()
             cmd = self.wrap + [self.path, '-f', '-c', self.conf_path] + self.args
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=errf,
                                          stderr=errf, env=env, preexec_fn=self.preexec_fn)
@@ -154,7 +155,7 @@ class Ternd:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if port_listening(port):
+                if port_listening(port) and self._started(log_from):
                     return self
                 time.sleep(0.02)
             if self.proc.poll() is None:
@@ -167,6 +168,18 @@ class Ternd:
                 break
         self.stopped = True
         fail(f'ternd exited at start with status {self.proc.returncode}; stderr: {last!r}')
+
+    def _started(self, log_from):
+        """The port listens before start-up ends (root is dropped, the spool attached, orphans
+        reclaimed after the bind): wait for event=started too, when the log level shows it."""
+        if self.conf.get('log_level', 'info') not in ('info', 'debug'):
+            return True
+        try:
+            with open(self.stderr_path, 'rb') as f:
+                f.seek(log_from)
+                return b'event=started' in f.read()
+        except OSError:
+            return False
 
     def stderr(self):
         try:
