@@ -560,6 +560,13 @@ server_on_auth_done(void *arg, enum auth_result res)
         return;
     c->auth_ticket = NULL;
     c->suspended = false;
+    if (!smtp_session_waiting(c->sess)) {
+        /* The session ended meanwhile (a shutdown's 421): nobody logs in any more. */
+        log_info(c->peer.id, "event=auth client=%s result=%s after=closed", c->peer.addr,
+            res == AUTH_RESULT_OK ? "ok" : "failed");
+        conn_process(c);
+        return;
+    }
     conn_handle_status(c, smtp_session_verdict(c->sess,
                               res == AUTH_RESULT_OK ? R_AUTH_OK : R_AUTH_FAILED));
     user = smtp_session_auth_user(c->sess);

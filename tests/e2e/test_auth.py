@@ -453,6 +453,8 @@ def test_shutdown_while_hashing(t):
     findings = d.sanitizer_findings()
     if findings:
         fail(f'sanitizer findings: {findings}')
+    if b'user=? result=ok' in d.stderr():
+        fail('a check that ended after the shutdown logged a login with no user')
 
 
 def test_pipelined_after_auth(t):
