@@ -468,6 +468,7 @@ remote_tls_peer(
     X509_STORE *store = NULL;
     X509_STORE_CTX *vctx = NULL;
     struct tm tm;
+    char hbuf[64];
     int rc = -1;
 
     memset(out, 0, sizeof(*out));
@@ -494,6 +495,7 @@ remote_tls_peer(
         goto out;
     }
     X509_STORE_CTX_set_default(vctx, "ssl_server");
+    host = tls_host_name(host, hbuf, sizeof(hbuf)); /* an address literal is its address */
     if (host != NULL && host[0] != '\0') {
         X509_VERIFY_PARAM *vp = X509_STORE_CTX_get0_param(vctx);
 

@@ -1062,13 +1062,13 @@ control_open(struct event_base *base, const char *path, struct queue *q,
         close(fd);
         return NULL;
     }
-    if (lstat(path, &st) == 0 && (!S_ISSOCK(st.st_mode) || (st.st_mode & 077) != 0)) {
-        snprintf(err, errlen, "%s: not a socket of mode 0600 after bind (mode %o)", path,
-            (unsigned)st.st_mode);
+    if (lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode) || (st.st_mode & 077) != 0) {
+        snprintf(err, errlen, "%s: not a socket of mode 0600 after bind", path);
+        unlink(path);
         close(fd);
         return NULL;
     }
-    if (lstat(path, &st) < 0 || listen(fd, CONTROL_BACKLOG) < 0) {
+    if (listen(fd, CONTROL_BACKLOG) < 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         unlink(path);
         close(fd);

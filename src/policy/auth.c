@@ -611,6 +611,7 @@ struct auth_limit {
     unsigned max;
     long window;
     size_t n;
+    time_t swept; /* the last full sweep (at most one a second: it walks the whole table) */
     struct auth_fail *tab[AUTH_LIMIT_BUCKETS];
 };
 
@@ -689,8 +690,15 @@ auth_limit_get(struct auth_limit *l, const unsigned char key[17], time_t now)
     if (*pp != NULL)
         return *pp;
     if (l->n >= AUTH_LIMIT_MAX_ENTRIES) {
-        /* Sweep the expired entries; XXX: if still full, this address goes uncounted
-           (an attacker with 100,000 addresses is not stopped by a per-address limit). */
+        /*
+         * Sweep the expired entries, at most once a second: under the very attack
+         * this limit is for, a walk of the whole table per AUTH would stall the
+         * loop.  XXX: if still full, this address goes uncounted (an attacker with
+         * 100,000 addresses is not stopped by a per-address limit).
+         */
+        if (now == l->swept)
+            return NULL;
+        l->swept = now;
         for (b = 0; b < AUTH_LIMIT_BUCKETS && l->n >= AUTH_LIMIT_MAX_ENTRIES; b++) {
             struct auth_fail **q = &l->tab[b];
             while (*q != NULL) {

@@ -146,12 +146,6 @@ store_incr(
     return 0;
 }
 
-const char *
-store_name(const struct store *st)
-{
-    return st->name;
-}
-
 struct store *
 store_open(const char *spec, struct event_base *base, char *err, size_t errlen)
 {

@@ -50,9 +50,6 @@ typedef void (*store_cb)(void *arg, const struct store_result *r);
 struct store *store_open(const char *spec, struct event_base *base, char *err, size_t errlen);
 void store_free(struct store *st);
 
-/* The spec, for logs ("lmdb:/var/spool/tern/policy"). */
-const char *store_name(const struct store *st);
-
 int store_get(struct store *st, const char *key, store_cb cb, void *arg);
 
 /* Set key to value; it expires ttl_ms from now. */
