@@ -45,6 +45,69 @@ def fail(msg):
     raise AssertionError(msg)
 
 
+
+# ---- shared helpers of the delivery and relay modules ------------------------------------------
+
+WAIT = 30.0  # seconds an outcome may take to show (ASan build, 2 busy cores)
+EVENT_RE = re.compile(r' ([0-9A-Z]{16}) event=(delivered|deferred|failed|expired) to=<([^>]*)> '
+                      r'relay=(\S+) attempts=(\d+) delay=(\d+)s reply="(.*)"$')
+
+
+def wait_until(what, fn, timeout=WAIT, interval=0.05):
+    """Poll fn() until it returns something true; that value, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            fail(f'{what}: not within {timeout:.0f} s')
+        time.sleep(interval)
+
+
+def events(d, qid=None, addr=None, event=None):
+    """ternd's delivery log lines (event=delivered|deferred|failed|expired) as dicts, filtered."""
+    out = []
+    for line in d.stderr().decode('utf-8', 'replace').splitlines():
+        m = EVENT_RE.search(line)
+        if not m:
+            continue
+        e = dict(zip(('id', 'event', 'to', 'relay', 'attempts', 'delay', 'reply'), m.groups()))
+        e['attempts'] = int(e['attempts'])
+        if (qid is None or e['id'] == qid) and (addr is None or e['to'] == addr) and \
+                (event is None or e['event'] == event):
+            out.append(e)
+    return out
+
+
+def wait_event(d, qid, addr, event, timeout=WAIT, min_attempts=1):
+    """The first log line `qid event=EVENT to=<addr>` (with attempts >= min_attempts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ev = [e for e in events(d, qid, addr, event) if e['attempts'] >= min_attempts]
+        if ev:
+            return ev[0]
+        if time.monotonic() > deadline or not d.alive():
+            fail(f'no "{qid} event={event} to=<{addr}>" (attempts >= {min_attempts}) in the '
+                 f'log within {timeout:.0f} s; its lines: {events(d, qid, addr)[-4:]!r}')
+        time.sleep(0.05)
+
+
+def stop_process(proc, *files):
+    """Stop a helper server the test started: SIGTERM to its PID, SIGKILL after 5 s; close
+    the files given (its pipes, its log)."""
+    if proc is not None and proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    for f in files:
+        if f is not None:
+            f.close()
+
+
 # ---- ports and readiness ----------------------------------------------------------------------
 
 def free_port(family=socket.AF_INET):

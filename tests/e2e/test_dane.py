@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from harness import Skip, fail, marker
+from harness import Skip, fail, marker, stop_process
 from test_relay_remote import (events, expect_event, message, new_files, queue_empty, start,
                                submit, wait_s, wait_until)
 from test_relay_tls import ESMTPS_RE, delivered_copy, make_cert
@@ -82,15 +82,7 @@ class DnssecServer:
         self.anchors = ready['anchors']
 
     def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc.stdout.close()
-        self.errf.close()
+        stop_process(self.proc, self.proc.stdout, self.errf)
 
     def __enter__(self):
         return self

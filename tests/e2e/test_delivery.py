@@ -25,7 +25,8 @@ import tempfile
 import threading
 import time
 
-from harness import SAN_PATTERNS, fail, free_port, marker
+from harness import (SAN_PATTERNS, events, fail, free_port, marker,
+                     stop_process, wait_event, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LMTPSERVER = os.path.join(HERE, 'lmtpserver.py')
@@ -37,8 +38,6 @@ DLV_FULL = '452 4.2.2 Mailbox full (mailbox_size_limit); delivery will be retrie
 # Remote mail goes to relay_host = 127.0.0.1:1, where nothing listens: deferred at once.
 DLV_NO_REMOTE = '451 4.4.1 Connection to 127.0.0.1[127.0.0.1]:1 failed: Connection refused'
 ID_RE = re.compile(r'^[0-9A-Z]{16}$')
-EVENT_RE = re.compile(r' ([0-9A-Z]{16}) event=(delivered|deferred|failed|expired) to=<([^>]*)> '
-                      r'relay=(\S+) attempts=(\d+) delay=(\d+)s reply="(.*)"$')
 RECEIVED_RE = re.compile(rb'Received: [^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*')
 
 
@@ -123,50 +122,6 @@ def queue_count(d):
     if not re.fullmatch(r'\d+\n', out):
         fail(f'tern queue count printed {out!r}, want a number and a newline')
     return int(out)
-
-
-def wait_until(what, fn, timeout=DLV_WAIT, interval=0.05):
-    """Poll fn() until it returns something true; that value, or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            fail(f'{what}: not within {timeout:.0f} s')
-        time.sleep(interval)
-
-
-def events(d, qid=None, addr=None, event=None):
-    """The delivery log lines of ternd's stderr as dicts, filtered."""
-    out = []
-    for line in d.stderr().decode('utf-8', 'replace').splitlines():
-        m = EVENT_RE.search(line)
-        if not m:
-            continue
-        e = dict(zip(('id', 'event', 'to', 'relay', 'attempts', 'delay', 'reply'), m.groups()))
-        e['attempts'] = int(e['attempts'])
-        if (qid is None or e['id'] == qid) and (addr is None or e['to'] == addr) and \
-                (event is None or e['event'] == event):
-            out.append(e)
-    return out
-
-
-def wait_event(d, qid, addr, event, timeout=DLV_WAIT, min_attempts=1):
-    """The first log line `qid event=EVENT to=<addr>` (with attempts >= min_attempts)."""
-    def found():
-        ev = [e for e in events(d, qid, addr, event) if e['attempts'] >= min_attempts]
-        return ev[0] if ev else None
-    deadline = time.monotonic() + timeout
-    while True:
-        e = found()
-        if e:
-            return e
-        if time.monotonic() > deadline or not d.alive():
-            seen = events(d, qid, addr)
-            fail(f'no "{qid} event={event} to=<{addr}>" (attempts >= {min_attempts}) in the '
-                 f'log within {timeout:.0f} s; its lines: {seen[-4:]!r}')
-        time.sleep(0.05)
 
 
 def check_event(e, event, reply, relay=None):
@@ -321,15 +276,7 @@ class Lmtp:
             return ''
 
     def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc.stdout.close()
-        self.errf.close()
+        stop_process(self.proc, self.proc.stdout, self.errf)
 
     def __enter__(self):
         return self

@@ -22,7 +22,7 @@ import stat
 import subprocess
 import time
 
-from harness import Skip, base_config, fail, free_port, write_config
+from harness import Skip, base_config, fail, free_port, wait_until, write_config
 
 DLV_WAIT = 30.0
 USER = 'nobody'
@@ -56,17 +56,6 @@ def start(d):
 def send(d, rcpts, body):
     with smtplib.SMTP(d.host, d.port, timeout=10) as s:
         s.sendmail('sender@client.example', rcpts, body)
-
-
-def wait_until(what, fn, timeout=DLV_WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            fail(f'{what}: not within {timeout:.0f} s')
-        time.sleep(0.05)
 
 
 def status(pid):

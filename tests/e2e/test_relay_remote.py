@@ -37,7 +37,8 @@ import tempfile
 import time
 
 from dnszone import StubServer, write_unbound_conf
-from harness import SAN_PATTERNS, Skip, fail, marker
+from harness import (SAN_PATTERNS, Skip, events, fail, marker,
+                     stop_process, wait_event, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SMTPSERVER = os.path.join(HERE, 'smtpserver.py')
@@ -56,8 +57,6 @@ def wait_s(t):
 
 # ---- ternd's view: log lines, tern queue --json, Maildirs ---------------------------------------
 
-EVENT_RE = re.compile(r' ([0-9A-Z]{16}) event=(delivered|deferred|failed|expired) to=<([^>]*)> '
-                      r'relay=(\S+) attempts=(\d+) delay=(\d+)s reply="(.*)"$')
 TERN_TIMEOUT = 20
 
 
@@ -111,44 +110,6 @@ def queue_count(d):
     if not re.fullmatch(r'\d+\n', out):
         fail(f'tern queue count printed {out!r}, want a number and a newline')
     return int(out)
-
-
-def wait_until(what, fn, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            fail(f'{what}: not within {timeout:.0f} s')
-        time.sleep(interval)
-
-
-def events(d, qid=None, addr=None, event=None):
-    """ternd's delivery log lines as dicts, filtered."""
-    out = []
-    for line in d.stderr().decode('utf-8', 'replace').splitlines():
-        m = EVENT_RE.search(line)
-        if not m:
-            continue
-        e = dict(zip(('id', 'event', 'to', 'relay', 'attempts', 'delay', 'reply'), m.groups()))
-        e['attempts'] = int(e['attempts'])
-        if (qid is None or e['id'] == qid) and (addr is None or e['to'] == addr) and \
-                (event is None or e['event'] == event):
-            out.append(e)
-    return out
-
-
-def wait_event(d, qid, addr, event, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        ev = events(d, qid, addr, event)
-        if ev:
-            return ev[0]
-        if time.monotonic() > deadline or not d.alive():
-            fail(f'no "{qid} event={event} to=<{addr}>" in the log within {timeout:.0f} s; '
-                 f'its lines: {events(d, qid, addr)[-4:]!r}')
-        time.sleep(0.05)
 
 
 def new_files(d, addr):
@@ -290,17 +251,7 @@ class SmtpPeer:
             return 0
 
     def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc.stdout.close()
-        self.errf.close()
+        stop_process(self.proc, self.proc.stdout, self.errf)
 
 
 class Sink:
@@ -340,16 +291,8 @@ class Sink:
         return sorted(os.path.join(self.dumps, f) for f in os.listdir(self.dumps))
 
     def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.errf.close()
+        if self.proc is not None:
+            stop_process(self.proc, self.errf)
 
 
 # ---- ternd, messages ---------------------------------------------------------------------------
