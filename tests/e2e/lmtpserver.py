@@ -43,6 +43,8 @@ import signal
 import socket
 import sys
 
+from lineconn import Closed, LineConn
+
 
 class Script:
     def __init__(self, specs=()):
@@ -68,44 +70,13 @@ class Script:
             raise ValueError("bad script entry: %r" % spec)
 
 
-class Closed(Exception):
-    pass
-
-
-class Conn:
+class Conn(LineConn):
     def __init__(self, server, sock):
-        self.server = server
-        self.sock = sock
-        self.buf = b""
-        self.sock.settimeout(server.idle)
+        super().__init__(server, sock)
 
     def log(self, line):
         with open(os.path.join(self.server.maildir, "transcript.txt"), "ab") as f:
             f.write(line + b"\n")
-
-    def send(self, reply):
-        lines = reply.split("\\n")
-        data = b"".join(l.encode("utf-8", "surrogateescape") + b"\r\n" for l in lines)
-        for l in lines:
-            self.log(b"S: " + l.encode("utf-8", "surrogateescape"))
-        self.sock.sendall(data)
-
-    def readline(self):
-        """One line with its line end as received, or Closed."""
-        while True:
-            i = self.buf.find(b"\n")
-            if i >= 0:
-                line, self.buf = self.buf[: i + 1], self.buf[i + 1:]
-                return line
-            if len(self.buf) > 100000:
-                raise Closed()
-            try:
-                chunk = self.sock.recv(65536)
-            except (socket.timeout, OSError):
-                raise Closed()
-            if not chunk:
-                raise Closed()
-            self.buf += chunk
 
     def serve(self):
         sc = self.server.script

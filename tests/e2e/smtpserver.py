@@ -67,6 +67,8 @@ import sys
 import threading
 import time
 
+from lineconn import Closed, LineConn
+
 STAGES = ("greeting", "ehlo", "helo", "mail", "rcpt", "data", "dot", "quit")
 DEFAULT_EXTS = ["PIPELINING", "SIZE 10240000", "8BITMIME", "SMTPUTF8", "DSN",
                 "ENHANCEDSTATUSCODES"]
@@ -110,29 +112,15 @@ class Script:
             raise ValueError("bad script entry: %r" % spec)
 
 
-class Closed(Exception):
-    pass
-
-
-class Conn:
+class Conn(LineConn):
     def __init__(self, server, sock):
-        self.server = server
-        self.sock = sock
+        super().__init__(server, sock)
         self.left = False  # no longer counted as open (concurrency.txt)
-        self.buf = b""
-        self.sock.settimeout(server.idle)
 
     def log(self, line):
         with self.server.lock:
             with open(os.path.join(self.server.maildir, "transcript.txt"), "ab") as f:
                 f.write(line + b"\n")
-
-    def send(self, reply):
-        lines = reply.split("\\n")
-        data = b"".join(l.encode("utf-8", "surrogateescape") + b"\r\n" for l in lines)
-        for l in lines:
-            self.log(b"S: " + l.encode("utf-8", "surrogateescape"))
-        self.sock.sendall(data)
 
     def answer(self, stage, reply):
         """Send reply for stage, unless the script says to drop, stall or garble it."""
@@ -153,23 +141,6 @@ class Conn:
         if action == "malformed":
             reply = "25O 2.0.0 Ok"
         self.send(reply)
-
-    def readline(self):
-        """One line with its line end as received, or Closed."""
-        while True:
-            i = self.buf.find(b"\n")
-            if i >= 0:
-                line, self.buf = self.buf[: i + 1], self.buf[i + 1:]
-                return line
-            if len(self.buf) > 100000:
-                raise Closed()
-            try:
-                chunk = self.sock.recv(65536)
-            except (socket.timeout, OSError):
-                raise Closed()
-            if not chunk:
-                raise Closed()
-            self.buf += chunk
 
     def serve(self):
         sc = self.server.script
