@@ -22,9 +22,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +33,7 @@
 #include <unistd.h>
 
 #include "deliver/lmtp.h"
+#include "scriptserver.h"
 
 static char python[512];  /* python3's path, or "" */
 static char script[1024]; /* lmtpserver.py's path */
@@ -47,51 +46,6 @@ struct server {
 };
 
 static struct server srv;
-
-static bool
-find_python(void)
-{
-    const char *path = getenv("PATH");
-    char *copy, *dir, *save = NULL;
-    bool found = false;
-
-    if (path == NULL)
-        path = "/usr/bin:/bin";
-    copy = strdup(path);
-    assert_non_null(copy);
-    for (dir = strtok_r(copy, ":", &save); dir != NULL; dir = strtok_r(NULL, ":", &save)) {
-        snprintf(python, sizeof(python), "%s/python3", *dir ? dir : ".");
-        if (access(python, X_OK) == 0) {
-            found = true;
-            break;
-        }
-    }
-    free(copy);
-    if (!found)
-        python[0] = '\0';
-    return found;
-}
-
-static bool
-find_script(void)
-{
-    const char *d = getenv("TERN_SRCDIR");
-    const char *cands[4] = {NULL, NULL, ".", ".."};
-    int i;
-
-    cands[0] = d != NULL && *d ? d : NULL;
-#ifdef SRCDIR
-    cands[1] = SRCDIR;
-#endif
-    for (i = 0; i < 4; i++) {
-        if (cands[i] == NULL)
-            continue;
-        snprintf(script, sizeof(script), "%s/tests/e2e/lmtpserver.py", cands[i]);
-        if (access(script, R_OK) == 0)
-            return true;
-    }
-    return false;
-}
 
 /* Skip the calling test when there is no python3 (the message was printed in main). */
 #define NEED_PYTHON()                                                                              \
@@ -108,11 +62,9 @@ static void
 server_start(bool tcp, const char *const *specs)
 {
     const char *argv[40];
-    int fds[2], argc = 0, i;
-    char sock[300], line[64] = "";
-    size_t got = 0;
+    int argc = 0, i;
+    char sock[300];
     unsigned port = 0;
-    struct pollfd pfd;
 
     memset(&srv, 0, sizeof(srv));
     snprintf(srv.dir, sizeof(srv.dir), "/tmp/test_lmtp.XXXXXX");
@@ -120,8 +72,6 @@ server_start(bool tcp, const char *const *specs)
     snprintf(srv.maildir, sizeof(srv.maildir), "%s/mail", srv.dir);
     snprintf(sock, sizeof(sock), "%s/lmtp.sock", srv.dir);
 
-    argv[argc++] = python;
-    argv[argc++] = script;
     argv[argc++] = tcp ? "--port" : "--unix";
     argv[argc++] = tcp ? "0" : sock;
     argv[argc++] = "--maildir";
@@ -133,48 +83,12 @@ server_start(bool tcp, const char *const *specs)
         argv[argc++] = specs[i];
     }
     argv[argc] = NULL;
-
-    assert_int_equal(pipe(fds), 0);
-    srv.pid = fork();
-    assert_true(srv.pid >= 0);
-    if (srv.pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        execv(python, (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    /* "ready PORT\n" once it listens; 15 s is plenty even on a loaded machine. */
-    pfd.fd = fds[0];
-    pfd.events = POLLIN;
-    while (got < sizeof(line) - 1 && strchr(line, '\n') == NULL) {
-        ssize_t r;
-
-        if (poll(&pfd, 1, 15000) <= 0)
-            break;
-        r = read(fds[0], line + got, sizeof(line) - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-        line[got] = '\0';
-    }
-    close(fds[0]);
-    if (sscanf(line, "ready %u", &port) != 1) {
-        kill(srv.pid, SIGKILL);
-        waitpid(srv.pid, NULL, 0);
+    if ((srv.pid = scriptserver_spawn(python, script, argv, &port)) < 0)
         fail_msg("lmtpserver.py did not start (%s)", script);
-    }
     if (tcp)
         snprintf(srv.target, sizeof(srv.target), "127.0.0.1:%u", port);
     else
         snprintf(srv.target, sizeof(srv.target), "unix:%s", sock);
-}
-
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
 }
 
 static void
@@ -186,7 +100,7 @@ server_stop(void)
         srv.pid = 0;
     }
     if (srv.dir[0] != '\0')
-        nftw(srv.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        scriptserver_rmtree(srv.dir);
     srv.dir[0] = '\0';
 }
 
@@ -755,10 +669,10 @@ main(void)
         cmocka_unit_test_teardown(test_unsafe_address, teardown),
     };
 
-    if (!find_python())
+    if (!scriptserver_python(python, sizeof(python)))
         fprintf(stderr, "test_lmtp: python3 not found in PATH: skipping the tests that need "
                         "tests/e2e/lmtpserver.py\n");
-    else if (!find_script()) {
+    else if (!scriptserver_script("lmtpserver.py", script, sizeof(script))) {
         fprintf(stderr, "test_lmtp: tests/e2e/lmtpserver.py not found (set TERN_SRCDIR): "
                         "skipping the tests that need it\n");
         python[0] = '\0';

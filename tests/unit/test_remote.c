@@ -21,9 +21,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +33,7 @@
 #include <unistd.h>
 
 #include "deliver/remote.h"
+#include "scriptserver.h"
 
 static char python[512];
 static char script[1024];
@@ -48,51 +47,6 @@ struct server {
 
 static struct server srv[2];
 
-static bool
-find_python(void)
-{
-    const char *path = getenv("PATH");
-    char *copy, *dir, *save = NULL;
-    bool found = false;
-
-    if (path == NULL)
-        path = "/usr/bin:/bin";
-    copy = strdup(path);
-    assert_non_null(copy);
-    for (dir = strtok_r(copy, ":", &save); dir != NULL; dir = strtok_r(NULL, ":", &save)) {
-        snprintf(python, sizeof(python), "%s/python3", *dir ? dir : ".");
-        if (access(python, X_OK) == 0) {
-            found = true;
-            break;
-        }
-    }
-    free(copy);
-    if (!found)
-        python[0] = '\0';
-    return found;
-}
-
-static bool
-find_script(void)
-{
-    const char *d = getenv("TERN_SRCDIR");
-    const char *cands[4] = {NULL, NULL, ".", ".."};
-    int i;
-
-    cands[0] = d != NULL && *d ? d : NULL;
-#ifdef SRCDIR
-    cands[1] = SRCDIR;
-#endif
-    for (i = 0; i < 4; i++) {
-        if (cands[i] == NULL)
-            continue;
-        snprintf(script, sizeof(script), "%s/tests/e2e/smtpserver.py", cands[i]);
-        if (access(script, R_OK) == 0)
-            return true;
-    }
-    return false;
-}
-
 #define NEED_PYTHON()                                                                              \
     do {                                                                                           \
         if (python[0] == '\0')                                                                     \
@@ -105,19 +59,13 @@ server_start(int k, const char *const *specs)
 {
     struct server *s = &srv[k];
     const char *argv[40];
-    int fds[2], argc = 0, i;
-    char line[64] = "";
-    size_t got = 0;
-    struct pollfd pfd;
-
+    int argc = 0, i;
     char dir[256] = "/tmp/test_remote.XXXXXX";
 
     memset(s, 0, sizeof(*s));
     assert_non_null(mkdtemp(dir));
     memcpy(s->dir, dir, sizeof(dir));
     snprintf(s->maildir, sizeof(s->maildir), "%s/mail", dir);
-    argv[argc++] = python;
-    argv[argc++] = script;
     argv[argc++] = "--port";
     argv[argc++] = "0";
     argv[argc++] = "--maildir";
@@ -129,42 +77,8 @@ server_start(int k, const char *const *specs)
         argv[argc++] = specs[i];
     }
     argv[argc] = NULL;
-    assert_int_equal(pipe(fds), 0);
-    s->pid = fork();
-    assert_true(s->pid >= 0);
-    if (s->pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        execv(python, (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    pfd.fd = fds[0];
-    pfd.events = POLLIN;
-    while (got < sizeof(line) - 1 && strchr(line, '\n') == NULL) {
-        ssize_t r;
-
-        if (poll(&pfd, 1, 15000) <= 0)
-            break;
-        r = read(fds[0], line + got, sizeof(line) - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-        line[got] = '\0';
-    }
-    close(fds[0]);
-    if (sscanf(line, "ready %u", &s->port) != 1) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
+    if ((s->pid = scriptserver_spawn(python, script, argv, &s->port)) < 0)
         fail_msg("smtpserver.py did not start (%s)", script);
-    }
-}
-
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
 }
 
 static int
@@ -178,7 +92,7 @@ teardown(void **state)
             waitpid(srv[k].pid, NULL, 0);
         }
         if (srv[k].dir[0] != '\0')
-            nftw(srv[k].dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+            scriptserver_rmtree(srv[k].dir);
         memset(&srv[k], 0, sizeof(srv[k]));
     }
     return 0;
@@ -744,9 +658,9 @@ main(void)
     };
 
     signal(SIGPIPE, SIG_IGN);
-    if (!find_python())
+    if (!scriptserver_python(python, sizeof(python)))
         fprintf(stderr, "test_remote: no python3 in PATH; the tests are skipped\n");
-    else if (!find_script()) {
+    else if (!scriptserver_script("smtpserver.py", script, sizeof(script))) {
         fprintf(stderr, "test_remote: tests/e2e/smtpserver.py not found (set TERN_SRCDIR)\n");
         return 1;
     }
