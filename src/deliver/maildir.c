@@ -70,6 +70,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/io.h"
 #include "util/log.h"
 
 /* Phase 3 strategies (see the header comment); MAILDIR_SYNC picks one at build time. */
@@ -526,23 +527,6 @@ job_name(struct mdjob *j, const char *host)
         (long long)ts.tv_sec, ts.tv_nsec / 1000, (long)getpid(), q, h, j->size);
 }
 
-static int
-write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Phase 2 for one job: create tmp/NAME, write headers and body. */
 static void
 job_write(struct mdbatch *b, struct mdjob *j)
@@ -603,7 +587,7 @@ job_write(struct mdbatch *b, struct mdjob *j)
             off += (uint64_t)r;
             left -= (uint64_t)r;
         }
-        if (fill > 0 && write_all(j->fd, b->io, fill) < 0) {
+        if (fill > 0 && io_write_all(j->fd, b->io, fill) < 0) {
             job_fail(j, R_DLV_MAILDIR_ERROR, "write", errno);
             break;
         }

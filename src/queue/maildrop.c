@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/io.h"
 #include "util/log.h"
 
 /* ---- the payload -------------------------------------------------------------------------- */
@@ -178,23 +179,6 @@ maildrop_crlf(struct buf *b, const char *p, size_t n)
 
 /* ---- sendmail's side: deposit ------------------------------------------------------------- */
 
-static int
-maildrop_write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int
 maildrop_deposit(const char *dir, const char *payload, size_t len, char *path, size_t pathlen)
 {
@@ -215,7 +199,7 @@ maildrop_deposit(const char *dir, const char *payload, size_t len, char *path, s
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    if (maildrop_write_all(fd, payload, len) < 0 || fsync(fd) < 0) {
+    if (io_write_all(fd, payload, len) < 0 || fsync(fd) < 0) {
         e = errno;
         close(fd);
         unlink(tmp);

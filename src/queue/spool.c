@@ -56,6 +56,7 @@
 #include <zlib.h>
 
 #include "util/buf.h"
+#include "util/io.h"
 #include "util/log.h"
 
 #define SPOOL_SEG_MAX ((uint64_t)64 << 20) /* rotate the active segment past this size */
@@ -214,24 +215,6 @@ spool_crc(uint32_t crc, const void *p, size_t n)
         n -= k;
     }
     return crc;
-}
-
-static int
-write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 static ssize_t
@@ -764,7 +747,7 @@ spool_msg_spill(struct spool_msg *m)
     fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    if (write_all(fd, m->body.data, m->body.len) < 0) {
+    if (io_write_all(fd, m->body.data, m->body.len) < 0) {
         int e = errno;
         close(fd);
         unlink(path);
@@ -792,7 +775,7 @@ spool_msg_write(struct spool_msg *m, const void *p, size_t n)
         }
     }
     if (m->tmpfd >= 0) {
-        if (write_all(m->tmpfd, p, n) < 0) {
+        if (io_write_all(m->tmpfd, p, n) < 0) {
             m->werr = errno;
             return -1;
         }

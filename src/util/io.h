@@ -6,6 +6,8 @@
 #ifndef TERN_UTIL_IO_H
 #define TERN_UTIL_IO_H
 
+#include <stddef.h>
+
 /* Milliseconds on the monotonic clock. */
 long long io_now_ms(void);
 
@@ -22,5 +24,8 @@ int io_wait(int fd, short events, long long deadline);
  * An fd, or -1 with errno.
  */
 int io_socket_stream(int family);
+
+/* Write all of p[0..n) to a blocking fd, retrying short writes and EINTR.  0, or -1 with errno. */
+int io_write_all(int fd, const void *p, size_t n);
 
 #endif
