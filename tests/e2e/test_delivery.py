@@ -17,7 +17,6 @@ import json
 import os
 import re
 import select
-import signal
 import smtplib
 import subprocess
 import sys

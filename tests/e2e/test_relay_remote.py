@@ -29,7 +29,6 @@ import os
 import pwd
 import re
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -37,8 +36,9 @@ import tempfile
 import time
 
 from dnszone import StubServer, write_unbound_conf
-from harness import (SAN_PATTERNS, Skip, events, fail, marker,
+from harness import (Skip, events, fail, marker,
                      stop_process, wait_event, wait_until)
+from test_delivery import queue_count, queue_json, queue_msg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SMTPSERVER = os.path.join(HERE, 'smtpserver.py')
@@ -57,7 +57,6 @@ def wait_s(t):
 
 # ---- ternd's view: log lines, tern queue --json, Maildirs ---------------------------------------
 
-TERN_TIMEOUT = 20
 
 
 def start(t, conf=None):
@@ -72,44 +71,6 @@ def start(t, conf=None):
 def read(path):
     with open(path, 'rb') as f:
         return f.read()
-
-
-def tern_queue(d, *args):
-    path = os.path.join(os.path.dirname(d.path), 'tern')
-    p = subprocess.run([path, 'queue', '-s', d.conf['control_socket']] + list(args),
-                       capture_output=True, timeout=TERN_TIMEOUT, stdin=subprocess.DEVNULL)
-    for pat in SAN_PATTERNS:
-        if pat in p.stderr:
-            fail(f'tern queue {args}: sanitizer finding:\n'
-                 f'{p.stderr.decode("utf-8", "replace")[:1500]}')
-    if p.returncode != 0:
-        fail(f'tern queue {" ".join(args)}: exit {p.returncode}; stderr {p.stderr[:500]!r}')
-    return p.stdout.decode('utf-8', 'replace')
-
-
-def queue_json(d):
-    out = tern_queue(d, 'list', '--json')
-    try:
-        msgs = json.loads(out)
-    except ValueError as e:
-        fail(f'tern queue --json is not valid JSON ({e}): {out[:500]!r}')
-    if not isinstance(msgs, list):
-        fail(f'tern queue --json: not a list: {out[:300]!r}')
-    return msgs
-
-
-def queue_msg(d, qid):
-    for m in queue_json(d):
-        if m.get('id') == qid:
-            return m
-    return None
-
-
-def queue_count(d):
-    out = tern_queue(d, 'count')
-    if not re.fullmatch(r'\d+\n', out):
-        fail(f'tern queue count printed {out!r}, want a number and a newline')
-    return int(out)
 
 
 def new_files(d, addr):
