@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "smtp/session.h"
+#include "util/base64.h"
 
 struct harness {
     struct smtp_session_conf conf;
@@ -201,6 +202,7 @@ static void
 expect_codes(struct harness *h0, const char *in, size_t len, const char *expect)
 {
     static char out[262144], codes[4096], out1[262144];
+    static struct harness whole; /* large (a body buffer): not on the stack */
     struct harness h;
 
     h = *h0;
@@ -209,12 +211,19 @@ expect_codes(struct harness *h0, const char *in, size_t len, const char *expect)
     if (strcmp(codes, expect) != 0)
         fail_msg("whole: got %s\nexpected %s\noutput:\n%s", codes, expect, out);
     smtp_session_free(h.s);
+    whole = h;
 
     h = *h0;
     h_run(&h, in, len, 1, out1, sizeof(out1));
     if (strcmp(out, out1) != 0)
         fail_msg("byte by byte differs:\n%s\n---\n%s", out, out1);
     smtp_session_free(h.s);
+    /* the callbacks' counts of the whole run, for the caller to check */
+    h0->mails = whole.mails;
+    h0->rcpts = whole.rcpts;
+    h0->commits = whole.commits;
+    h0->aborts = whole.aborts;
+    h0->auths = whole.auths;
 }
 
 #define T(h, in, expect) expect_codes(h, in, sizeof(in) - 1, expect)
@@ -229,6 +238,8 @@ test_basic_flow(void **state)
     T(&h, "EHLO client.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\n"
           "DATA\r\nSubject: x\r\n\r\nhello\r\n..dot\r\n.\r\nQUIT\r\n",
         "220|250|250 2.1.0|250 2.1.5|354|250 2.0.0|221 2.0.0");
+    assert_int_equal(h.commits, 1);
+    h_init(&h);
     {
         static const char in[] = "HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n"
                                  "hi\r\n..x\r\n.\r\n";
@@ -749,6 +760,22 @@ test_auth_failures(void **state)
     T(&h, "EHLO c\r\nAUTH PLAIN AGFsaWNl\r\nAUTH PLAIN AGFsAWNlAHNlY3JldA==\r\nQUIT\r\n",
         "220|250|535 5.7.8|535 5.7.8|221 2.0.0");
     assert_int_equal(h.auths, 0);
+    /* the user name's bound: 255 octets are checked, 256 refused unchecked */
+    for (size_t ulen = 255; ulen <= 256; ulen++) {
+        unsigned char plain[300];
+        char in[600];
+        int n;
+
+        plain[0] = '\0';
+        memset(plain + 1, 'u', ulen);
+        memcpy(plain + 1 + ulen, "\0pw", 3);
+        n = snprintf(in, sizeof(in), "EHLO c\r\nAUTH PLAIN ");
+        base64_encode(plain, ulen + 4, in + n);
+        strcat(in, "\r\nQUIT\r\n");
+        h.auths = 0;
+        expect_codes(&h, in, strlen(in), "220|250|535 5.7.8|221 2.0.0");
+        assert_int_equal(h.auths, ulen == 255 ? 1 : 0);
+    }
     /* unknown mechanism, no mechanism */
     T(&h, "EHLO c\r\nAUTH CRAM-MD5\r\nAUTH\r\nNOOP\r\n", "220|250|504 5.5.4|501 5.5.4|250 2.0.0");
     /* sequence: before EHLO, in a transaction */
